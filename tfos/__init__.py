@@ -1,0 +1,30 @@
+"""tfos: run a TensorFlow cluster inside a Spark application.
+
+>>> cluster = tfos.run(sc, main_fun, args, num_executors=2)
+>>> cluster.shutdown()
+"""
+
+from tfos.cluster import Cluster, NodeInfo, run
+from tfos.context import NodeContext
+from tfos.errors import (
+    AuthenticationError,
+    ClusterFailedError,
+    ConfigError,
+    FeedError,
+    FeedTimeout,
+    NodeFailure,
+    ReservationError,
+    ReservationTimeout,
+    SparkPreconditionError,
+    TfosError,
+)
+from tfos.input_mode import InputMode
+from tfos.version import __version__
+
+TFNodeContext = NodeContext  # TensorFlowOnSpark's name
+
+__all__ = [
+    "AuthenticationError", "Cluster", "ClusterFailedError", "ConfigError", "FeedError", "FeedTimeout",
+    "InputMode", "NodeContext", "NodeFailure", "NodeInfo", "ReservationError", "ReservationTimeout",
+    "SparkPreconditionError", "TFNodeContext", "TfosError", "__version__", "run",
+]

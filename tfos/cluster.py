@@ -1,0 +1,355 @@
+"""The driver side of a run: ``tfos.run`` starts a TF cluster on the executors and
+returns a :class:`Cluster` to feed, watch and shut it down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tfos.config import DEFAULT_SHUTDOWN_TIMEOUT_S, RunConfig
+from tfos.deadline import Deadline
+from tfos.errors import ClusterFailedError, ConfigError, ReservationTimeout
+from tfos.input_mode import InputMode
+from tfos.node.launch import NodeLaunch
+from tfos.reservation.auth import Secret, new_secret
+from tfos.reservation.server import ReservationServer
+from tfos.reservation.state import FAILED, RESERVING, TERMINAL_NODE_STATES, ReservationState
+from tfos.roles import TRAINING_JOBS
+from tfos.spark_env import SparkFacts, check_preconditions, read_facts, wait_for_executors
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One node of the cluster, as the driver knows it."""
+
+    job_name: str
+    task_index: int
+    host: str
+    port: int
+    executor_id: str
+    pid: int
+    tensorboard_port: int
+    state: str
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def run(
+    sc,
+    main_fun: Callable[[Any, Any], Any],
+    tf_args: Any = None,
+    num_executors: int | None = None,
+    num_ps: int = 0,
+    tensorboard: bool = False,
+    input_mode: InputMode = InputMode.TENSORFLOW,
+    log_dir: str | None = None,
+    driver_ps_nodes: bool = False,
+    master_node: str | None = "chief",
+    reservation_timeout: float = 600,
+    queues: Any = None,
+    eval_node: bool = False,
+    release_port: bool = True,
+    **options: Any,
+) -> Cluster:
+    """Start a TF cluster: one node per executor, each running ``main_fun(tf_args, ctx)``.
+
+    Blocks until every node registered and got its role (TENSORFLOW mode), or until every
+    TF process runs (SPARK mode). Parameter names are TensorFlowOnSpark's; ``queues`` and
+    ``release_port`` are accepted for porting and have no effect. Extra keyword options
+    are :class:`~tfos.config.RunConfig` fields (``keras``, ``env``, ``executor_wait_timeout``,
+    ``heartbeat_timeout_s``...).
+
+    Returns:
+        A started :class:`Cluster`.
+
+    Raises:
+        ConfigError: bad arguments, or a Spark setting under which no cluster can form.
+        ReservationTimeout: the nodes did not all register within ``reservation_timeout``.
+        ClusterFailedError: a node failed while the cluster formed.
+    """
+    if driver_ps_nodes:
+        raise ConfigError(
+            "driver_ps_nodes=True is not supported: tfos runs every node, ps included, on an "
+            "executor; ask Spark for num_ps more executors instead"
+        )
+    facts = read_facts(sc)
+    if num_executors is None:
+        num_executors = facts.configured_executors
+        if num_executors is None:
+            raise ConfigError("num_executors is required when spark.executor.instances is not set")
+    unknown = set(options) - set(RunConfig.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"unknown option(s) for tfos.run: {', '.join(sorted(unknown))}")
+    config = RunConfig(
+        num_executors=num_executors, num_ps=num_ps, tensorboard=tensorboard, input_mode=input_mode,
+        log_dir=log_dir, master_node=master_node, eval_node=eval_node,
+        reservation_timeout=reservation_timeout, **options,
+    )
+    check_preconditions(facts, config.num_executors)
+    wait_for_executors(sc, config.num_executors, min(config.executor_wait_timeout, config.reservation_timeout))
+    cluster = Cluster(sc, config, facts, main_fun, tf_args)
+    cluster.start()
+    return cluster
+
+
+class Cluster:
+    """A running TF cluster on Spark executors. Made by :func:`run`."""
+
+    def __init__(self, sc, config: RunConfig, facts: SparkFacts, main_fun, tf_args):
+        import cloudpickle
+
+        self.sc = sc
+        self.config = config
+        self.facts = facts
+        self.run_id = uuid.uuid4().hex[:12]
+        self.job_group = f"tfos-{self.run_id}"
+        self._secret = Secret(new_secret())
+        self.state = ReservationState(self.run_id, config.roles(), config.tensorboard, config.log_dir or "")
+        self.server = ReservationServer(self.state, self._secret, facts.driver_host)
+        self._launch = NodeLaunch(
+            run_id=self.run_id, server_address=self.server.address, secret=self._secret,
+            num_nodes=config.num_executors, input_mode=int(config.input_mode),
+            tensorboard=config.tensorboard, log_dir=config.log_dir or "", keras=config.keras,
+            default_fs=facts.default_fs, reservation_timeout=config.reservation_timeout,
+            heartbeat_interval_s=config.heartbeat_interval_s, heartbeat_timeout_s=config.heartbeat_timeout_s,
+            stop_grace_s=config.stop_grace_s, keep_omp_num_threads=facts.omp_num_threads_set,
+            env=dict(config.env), payload=cloudpickle.dumps((main_fun, tf_args)),
+        )
+        self._job_thread: threading.Thread | None = None
+        self._job_error: BaseException | None = None
+        self._job_done = threading.Event()
+        self._closed = False
+        self._monitor_stop = threading.Event()
+        self.started_at = 0.0
+
+    # ------------------------------------------------------------------ start
+
+    def start(self) -> None:
+        """Start the server, the node job and the monitor; block until the cluster is up."""
+        self.started_at = time.monotonic()
+        self.state.add_listener(self._on_failure)
+        self.server.start()
+        self._job_thread = _spark_thread(self._run_node_job, name=f"tfos-nodes-{self.run_id}")
+        self._job_thread.start()
+        threading.Thread(target=self._monitor, name=f"tfos-monitor-{self.run_id}", daemon=True).start()
+        try:
+            self._wait_formed()
+        except BaseException:
+            self._teardown()
+            raise
+        log.info("tfos run %s: %d nodes up in %.1f s", self.run_id, self.config.num_executors,
+                 time.monotonic() - self.started_at)
+
+    def _run_node_job(self) -> None:
+        from tfos.node.task import run_node_task
+
+        launch = self._launch
+        n = self.config.num_executors
+
+        def node(_iterator):
+            from pyspark import BarrierTaskContext
+
+            ctx = BarrierTaskContext.get()
+            slot = ctx.partitionId()
+            infos = ctx.getTaskInfos()
+            address = infos[slot].address if slot < len(infos) else None
+            yield run_node_task(launch, slot, address, ctx.attemptNumber())
+
+        try:
+            self.sc.setJobGroup(self.job_group, f"tfos: nodes (run {self.run_id})", interruptOnCancel=True)
+            self.sc.parallelize(range(n), n).barrier().mapPartitions(node).collect()
+        except BaseException as exc:  # noqa: BLE001 - reported through the state
+            self._job_error = exc
+            with self.state.cond:
+                benign = self.state.run_state == FAILED or self._closed
+            if not benign:
+                self.state.fail(None, f"the Spark job running the nodes failed: {_first_line(exc)}",
+                                traceback=_spark_error_text(exc))
+        finally:
+            self._job_done.set()
+            with self.state.cond:
+                self.state.cond.notify_all()
+
+    def _wait_formed(self) -> None:
+        deadline = Deadline(self.config.reservation_timeout, f"{self.config.num_executors} TF nodes to register")
+        spark_mode = self.config.input_mode == InputMode.SPARK
+
+        def formed() -> bool:
+            if self.state.failures:
+                return True
+            if self.state.run_state == RESERVING:
+                return False
+            if spark_mode:
+                # every TF process runs (and every node task returned its slot)
+                return self._job_done.is_set()
+            return True
+
+        with self.state.cond:
+            ok = deadline.wait_for(self.state.cond, formed)
+        self._raise_if_failed("while the cluster formed")
+        if not ok:
+            registered = self.state.registered_hosts()
+            raise ReservationTimeout(deadline.message(
+                f"{len(registered)} of {self.config.num_executors} registered"
+                + (f" ({', '.join(registered)})" if registered else ""),
+                "are all executors free (no other job holding their task slots) and able to start "
+                "Python? see the executors' stderr logs",
+            ))
+
+    # --------------------------------------------------------------- watching
+
+    def _monitor(self) -> None:
+        timeout = self.config.heartbeat_timeout_s
+        while not self._monitor_stop.wait(self.config.heartbeat_interval_s):
+            for node in self.state.lost_nodes(timeout):
+                self.state.fail(node.slot, f"no heartbeat for {timeout:g} s (node process or executor died?)")
+
+    def _on_failure(self, failure) -> None:
+        log.error("tfos run %s failed at node %s; cancelling its Spark jobs", self.run_id, failure.name)
+        try:
+            self.sc.cancelJobGroup(self.job_group)
+        except Exception as exc:  # noqa: BLE001 - the SparkContext may be stopping
+            log.debug("cancelJobGroup failed: %s", exc)
+
+    def _raise_if_failed(self, context: str) -> None:
+        if self.state.failures:
+            raise ClusterFailedError(list(self.state.failures), context)
+
+    # --------------------------------------------------------------- shutdown
+
+    def shutdown(self, grace_secs: float = 0, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_S) -> None:
+        """Wait for the training nodes to finish, then stop every node, TensorBoard and the server.
+
+        Blocks until the chief and workers returned from ``main_fun`` (at most ``timeout``
+        seconds), waits ``grace_secs`` more, then stops ps, evaluator and serving nodes.
+
+        Raises:
+            ClusterFailedError: when any node failed (at once, not at the timeout).
+            ReservationTimeout: when the training nodes are still running after ``timeout``.
+        """
+        if self._closed:
+            self._raise_if_failed("during the run")
+            return
+        try:
+            deadline = Deadline(timeout, "the chief and workers to finish main_fun")
+            with self.state.cond:
+                ok = deadline.wait_for(self.state.cond, lambda: self.state.failures or self._training_done())
+            self._raise_if_failed("while waiting for the nodes to finish")
+            if not ok:
+                busy = [f"{n.role} ({n.state})" for n in self.state.snapshot()
+                        if n.role.job_name in TRAINING_JOBS and n.state not in TERMINAL_NODE_STATES]
+                raise ReservationTimeout(deadline.message(f"still running: {', '.join(busy)}",
+                                                          "raise shutdown(timeout=...) for longer training"))
+            if grace_secs:
+                with self.state.cond:
+                    self.state.cond.wait_for(lambda: bool(self.state.failures), timeout=grace_secs)
+                self._raise_if_failed("during the grace period")
+            self.state.request_stop(lambda n: n.state not in TERMINAL_NODE_STATES)
+            self._wait_all_stopped(self.config.stop_grace_s + 10)
+            self._raise_if_failed("while stopping the nodes")
+        finally:
+            self._teardown()
+        self._raise_if_failed("during the run")
+
+    def _training_done(self) -> bool:
+        nodes = self.state.nodes
+        return all(
+            n.state in TERMINAL_NODE_STATES or n.state == "serving"
+            for n in nodes
+            if n.role.job_name in TRAINING_JOBS
+        )
+
+    def _wait_all_stopped(self, timeout_s: float) -> bool:
+        with self.state.cond:
+            return bool(self.state.cond.wait_for(
+                lambda: all(n.state in TERMINAL_NODE_STATES or n.state == "unregistered" for n in self.state.nodes),
+                timeout=timeout_s,
+            ))
+
+    def _teardown(self) -> None:
+        """Stop everything of this run; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        failed = bool(self.state.failures)
+        self.state.finish()  # every heartbeat now answers "stop"
+        if failed:
+            try:
+                self.sc.cancelJobGroup(self.job_group)
+            except Exception:  # noqa: BLE001
+                pass
+            self._wait_all_stopped(self.config.stop_grace_s + 5)
+        if self._job_thread is not None:
+            self._job_thread.join(self.config.stop_grace_s + 15)
+        self._monitor_stop.set()
+        self.server.stop()
+
+    # ------------------------------------------------------------------ views
+
+    @property
+    def cluster_info(self) -> list[NodeInfo]:
+        """Every node's role, address, executor and state, in slot order."""
+        return [
+            NodeInfo(n.role.job_name, n.role.task_index, n.host, n.port, n.executor_id, n.pid,
+                     n.tensorboard_port, n.state)
+            for n in self.state.snapshot()
+        ]
+
+    @property
+    def cluster_spec(self) -> dict[str, list[str]]:
+        spec: dict[str, list[str]] = {}
+        for n in sorted(self.cluster_info, key=lambda n: n.task_index):
+            if n.job_name != "evaluator":
+                spec.setdefault(n.job_name, []).append(n.address)
+        return spec
+
+    def tensorboard_url(self) -> str | None:
+        """``http://host:port`` of the run's TensorBoard, or ``None`` when it has none."""
+        if not self.config.tensorboard:
+            return None
+        for n in self.cluster_info:
+            if n.tensorboard_port and n.job_name in ("chief", "master"):
+                return f"http://{n.host}:{n.tensorboard_port}"
+        for n in self.cluster_info:
+            if n.tensorboard_port and n.job_name == "worker" and n.task_index == 0:
+                return f"http://{n.host}:{n.tensorboard_port}"
+        return None
+
+    def __repr__(self) -> str:
+        return f"Cluster(run_id={self.run_id!r}, nodes={self.config.num_executors}, state={self.state.run_state!r})"
+
+
+def _spark_thread(target, name: str) -> threading.Thread:
+    """A thread that carries Spark's local properties (job group) correctly under pinned threads."""
+    try:
+        from pyspark import InheritableThread
+
+        return InheritableThread(target=target, name=name, daemon=True)
+    except ImportError:  # pragma: no cover
+        return threading.Thread(target=target, name=name, daemon=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    for line in text:
+        if "Exception" in line or "Error" in line:
+            return line.strip()[:500]
+    return (text[0] if text else type(exc).__name__)[:500]
+
+
+def _spark_error_text(exc: BaseException) -> str:
+    text = str(exc)
+    return text[:8000]
+
+
+__all__ = ["Cluster", "NodeInfo", "run"]

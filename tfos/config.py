@@ -1,0 +1,109 @@
+"""The run's configuration: one frozen dataclass, validated once at the edge."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from tfos.errors import ConfigError
+from tfos.input_mode import InputMode
+from tfos.roles import Role, plan_roles
+
+KERAS_CHOICES = ("auto", "keras3", "tf_keras")
+MASTER_NODES = ("chief", "master", None)
+
+#: TensorFlowOnSpark's default for ``shutdown(timeout=...)``: three days.
+DEFAULT_SHUTDOWN_TIMEOUT_S = 259200.0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``tfos.run`` needs to start a cluster, validated in ``__post_init__``.
+
+    Names follow TensorFlowOnSpark where the meaning is the same.
+    """
+
+    num_executors: int
+    num_ps: int = 0
+    tensorboard: bool = False
+    input_mode: InputMode = InputMode.TENSORFLOW
+    log_dir: str | None = None
+    master_node: str | None = "chief"
+    eval_node: bool = False
+    reservation_timeout: float = 600.0
+    #: seconds to wait for Spark executors to come up before failing
+    executor_wait_timeout: float = 120.0
+    #: "auto": Keras 3 with tfos's MWMS fix, unless the script set TF_USE_LEGACY_KERAS;
+    #: "keras3": always Keras 3; "tf_keras": TF_USE_LEGACY_KERAS=1 (tf-keras 2.x).
+    keras: str = "auto"
+    heartbeat_interval_s: float = 1.0
+    #: a node silent for this long is declared lost
+    heartbeat_timeout_s: float = 10.0
+    #: seconds a stopping process gets between SIGTERM and SIGKILL
+    stop_grace_s: float = 3.0
+    #: extra environment for the TF processes
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.input_mode, int) and not isinstance(self.input_mode, InputMode):
+            object.__setattr__(self, "input_mode", _input_mode(self.input_mode))
+        _check_int("num_executors", self.num_executors, minimum=1)
+        _check_int("num_ps", self.num_ps, minimum=0)
+        if not isinstance(self.input_mode, InputMode):
+            raise ConfigError(
+                f"input_mode must be tfos.InputMode.TENSORFLOW or tfos.InputMode.SPARK; "
+                f"received: input_mode={self.input_mode!r}"
+            )
+        if self.master_node not in MASTER_NODES:
+            raise ConfigError(
+                f"master_node must be 'chief', 'master' or None; received: master_node={self.master_node!r}"
+            )
+        if self.keras not in KERAS_CHOICES:
+            raise ConfigError(
+                f"keras must be one of {', '.join(KERAS_CHOICES)}; received: keras={self.keras!r}"
+            )
+        for name in ("reservation_timeout", "executor_wait_timeout", "heartbeat_interval_s",
+                     "heartbeat_timeout_s"):
+            _check_positive(name, getattr(self, name))
+        _check_positive("stop_grace_s", self.stop_grace_s, allow_zero=True)
+        if self.heartbeat_timeout_s < 2 * self.heartbeat_interval_s:
+            raise ConfigError(
+                f"heartbeat_timeout_s must be at least twice heartbeat_interval_s; received: "
+                f"heartbeat_timeout_s={self.heartbeat_timeout_s}, "
+                f"heartbeat_interval_s={self.heartbeat_interval_s}"
+            )
+        if self.log_dir is not None and not isinstance(self.log_dir, str):
+            raise ConfigError(f"log_dir must be a path string or None; received: log_dir={self.log_dir!r}")
+        bad_env = {k: v for k, v in self.env.items() if not isinstance(k, str) or not isinstance(v, str)}
+        if bad_env:
+            raise ConfigError(f"env must map str to str; received: {bad_env!r}")
+        self.roles()  # raises ConfigError when the counts leave no trainer
+
+    def roles(self) -> list[Role]:
+        """The role of each node slot (see :func:`tfos.roles.plan_roles`)."""
+        return plan_roles(self.num_executors, self.num_ps, self.master_node, self.eval_node)
+
+
+def _input_mode(value: int) -> InputMode:
+    try:
+        return InputMode(value)
+    except ValueError:
+        raise ConfigError(
+            f"input_mode must be tfos.InputMode.TENSORFLOW (0) or tfos.InputMode.SPARK (1); "
+            f"received: input_mode={value!r}"
+        ) from None
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an int; received: {name}={value!r}")
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}; received: {name}={value}")
+
+
+def _check_positive(name: str, value: object, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and (value > 0 or (allow_zero and value == 0)):
+        return
+    bound = ">= 0" if allow_zero else "> 0"
+    raise ConfigError(f"{name} must be a finite number {bound} (seconds); received: {name}={value!r}")

@@ -1,0 +1,114 @@
+"""What a node's ``main_fun(args, ctx)`` knows about itself and its cluster."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from tfos.errors import FeedError
+
+_SCHEMES_PASSED_THROUGH = ("://",)
+
+
+@dataclass
+class NodeContext:
+    """The node's view of the run, passed to ``main_fun(args, ctx)``.
+
+    Attribute names follow TensorFlowOnSpark's ``TFNodeContext``.
+
+    Attributes:
+        job_name: "chief", "master", "worker", "ps" or "evaluator".
+        task_index: index within the job.
+        cluster_spec: job -> list of "host:port" (the evaluator is not in it).
+        num_workers: number of training nodes (chief and workers).
+        worker_num: this node's rank among training nodes (chief is 0); -1 for ps/evaluator.
+        executor_id: the Spark executor id this node runs on.
+        default_fs: Hadoop's ``fs.defaultFS`` as Spark sees it (e.g. "file:///", "hdfs://nn:8020").
+        working_dir: the executor's working directory (where ``--files`` land).
+        log_dir: the run's log/TensorBoard directory (``tensorboard_dir`` is the same).
+        attempt: 0 for the first run of ``main_fun`` (restarts count up).
+    """
+
+    job_name: str
+    task_index: int
+    cluster_spec: dict[str, list[str]]
+    num_workers: int
+    worker_num: int
+    executor_id: str
+    default_fs: str = "file:///"
+    working_dir: str = field(default_factory=os.getcwd)
+    log_dir: str = ""
+    attempt: int = 0
+    run_id: str = ""
+    host: str = ""
+    _server: Any = field(default=None, repr=False)
+    _events: Any = field(default=None, repr=False)
+
+    @property
+    def tensorboard_dir(self) -> str:
+        return self.log_dir
+
+    @property
+    def tf_config(self) -> dict:
+        """The ``TF_CONFIG`` this process exported (parsed)."""
+        return json.loads(os.environ.get("TF_CONFIG", "{}"))
+
+    @property
+    def is_chief(self) -> bool:
+        """True on the node that should write checkpoints, summaries and exports."""
+        if self.job_name in ("chief", "master"):
+            return True
+        return self.job_name == "worker" and self.task_index == 0 and not (
+            "chief" in self.cluster_spec or "master" in self.cluster_spec
+        )
+
+    def absolute_path(self, path: str) -> str:
+        """Resolve ``path`` the way TensorFlowOnSpark did.
+
+        Paths with a scheme (``hdfs://``, ``file://``, ``s3a://``, ``viewfs://``...) pass through.
+        On a local default filesystem a relative path is taken from ``working_dir`` and
+        returned as ``file://...``; on a distributed one, absolute paths are prefixed with
+        ``default_fs`` and relative ones with ``default_fs/user/<user>/``.
+        """
+        if any(s in path for s in _SCHEMES_PASSED_THROUGH):
+            return path
+        fs = (self.default_fs or "file:///").rstrip("/")
+        if fs.startswith("file:"):
+            return "file://" + os.path.abspath(os.path.join(self.working_dir, path))
+        if path.startswith("/"):
+            return fs + path
+        return f"{fs}/user/{getpass.getuser()}/{path}"
+
+    def start_server(self):
+        """Start (once) this node's ``tf.distribute.Server`` and return it."""
+        if self._server is None:
+            import tensorflow as tf
+
+            resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+            self._server = tf.distribute.Server(
+                resolver.cluster_spec(), job_name=self.job_name, task_index=self.task_index,
+                protocol=resolver.rpc_layer or "grpc", start=True,
+            )
+        return self._server
+
+    def serve(self) -> None:
+        """Serve this node's TF server until tfos stops the node (ps, and PS-strategy workers).
+
+        Tells the driver the node is serving, so ``shutdown()`` stops it once the training
+        nodes are done instead of waiting for it to return.
+        """
+        server = self.start_server()
+        if self._events is not None:
+            self._events("serving")
+        server.join()
+
+    def get_data_feed(self, train_mode: bool = True, qname_in: str = "input", qname_out: str = "output",
+                      input_mapping: dict | None = None):
+        """The Spark feed for InputMode.SPARK runs."""
+        raise FeedError(
+            "ctx.get_data_feed() needs a run started with input_mode=tfos.InputMode.SPARK and a "
+            "tfos version with Spark feeding; this run has no feed"
+        )

@@ -1,0 +1,101 @@
+"""The tfos exception family: one root, one subclass per subsystem.
+
+Callers catch :class:`TfosError` for "anything tfos raised"; the subclasses say
+which part failed so a handler can tell a bad argument from a crashed node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TfosError(Exception):
+    """Root of every error tfos raises on purpose."""
+
+
+class ConfigError(TfosError, ValueError):
+    """An argument or a Spark setting cannot work; the message says how to fix it."""
+
+
+class SparkPreconditionError(ConfigError):
+    """The Spark application cannot host a TF cluster as configured."""
+
+
+class ReservationError(TfosError):
+    """The driver/executor rendezvous failed (refused call, protocol error)."""
+
+
+class ReservationTimeout(ReservationError, TimeoutError):
+    """A rendezvous wait ran out; the message says what arrived and what did not."""
+
+
+class AuthenticationError(ReservationError):
+    """A call did not carry this run's secret."""
+
+
+class FeedError(TfosError):
+    """Feeding Spark data to the TF nodes failed."""
+
+
+class FeedTimeout(FeedError, TimeoutError):
+    """A feed wait ran out."""
+
+
+@dataclass(frozen=True)
+class NodeFailure:
+    """What one node reported (or what was observed) when it failed."""
+
+    job_name: str
+    task_index: int
+    host: str
+    executor_id: str
+    reason: str
+    exit_code: int | None = None
+    traceback: str = ""
+    output_tail: str = ""
+    at: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.job_name}:{self.task_index}"
+
+    def describe(self) -> str:
+        exit_part = "" if self.exit_code is None else f", exit code {self.exit_code}"
+        lines = [
+            f"node {self.name} (host {self.host}, executor {self.executor_id}{exit_part}): {self.reason}"
+        ]
+        if self.traceback:
+            lines.append("remote traceback:\n" + self.traceback.rstrip())
+        if self.output_tail:
+            lines.append("last output lines:\n" + self.output_tail.rstrip())
+        return "\n".join(lines)
+
+
+class ClusterFailedError(TfosError):
+    """One or more TF nodes failed; the first failure (the root cause) comes first.
+
+    Attributes:
+        failures: every failure seen, in the order they were observed.
+    """
+
+    def __init__(self, failures: list[NodeFailure], context: str = ""):
+        self.failures = list(failures)
+        first = self.failures[0] if self.failures else None
+        head = "TF cluster failed"
+        if context:
+            head += f" ({context})"
+        if first is None:
+            message = head
+        else:
+            parts = [f"{head}: {first.describe()}"]
+            others = self.failures[1:]
+            if others:
+                parts.append(f"{len(others)} more node(s) failed after it:")
+                parts.extend("  " + f.describe().splitlines()[0] for f in others)
+            message = "\n".join(parts)
+        super().__init__(message)
+
+    @property
+    def root_cause(self) -> NodeFailure | None:
+        return self.failures[0] if self.failures else None
+

@@ -1,0 +1,1 @@
+"""Executor side: the Spark node task, its supervisor process and the TF process."""

@@ -1,0 +1,38 @@
+"""What travels from the driver to each node task inside the Spark closure."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from tfos.reservation.auth import Secret
+
+
+@dataclass(frozen=True)
+class NodeLaunch:
+    """Settings every node of one run shares. Small and picklable; the secret hides its repr."""
+
+    run_id: str
+    server_address: str
+    secret: Secret
+    num_nodes: int
+    input_mode: int
+    tensorboard: bool
+    log_dir: str
+    keras: str
+    default_fs: str
+    reservation_timeout: float
+    heartbeat_interval_s: float
+    heartbeat_timeout_s: float
+    stop_grace_s: float
+    #: keep pyspark's OMP_NUM_THREADS in the TF process (only when the user set it)
+    keep_omp_num_threads: bool
+    env: dict[str, str] = field(default_factory=dict)
+    #: cloudpickled (main_fun, args): unpickled only in the TF process
+    payload: bytes = b""
+
+    def header(self) -> dict:
+        """JSON-able settings for the supervisor (no payload, secret as hex)."""
+        data = asdict(self)
+        data.pop("payload")
+        data["secret"] = self.secret.value.hex()
+        return data

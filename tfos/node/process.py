@@ -1,0 +1,165 @@
+"""Supervising child processes one way: polite signal, deadline, kill, reap, output tail,
+and never outliving the parent.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(expected_ppid: int | None = None, sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send ``sig`` to this process when its parent dies (Linux).
+
+    Closes the race where the parent died before the request: if the parent is
+    already not ``expected_ppid``, exit now.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        except OSError:  # pragma: no cover - non-glibc systems
+            log.debug("prctl unavailable; relying on the watchdog thread")
+    if expected_ppid is not None and os.getppid() != expected_ppid:
+        os._exit(70)
+
+
+class PidWatch:
+    """Calls ``on_gone(pid)`` once, from a daemon thread, when any watched process ends.
+
+    Processes are identified by pid *and* start time, so a recycled pid is not mistaken
+    for the original.
+    """
+
+    def __init__(self, pids: list[int], on_gone, interval_s: float = 0.5, name: str = "tfos-pid-watch"):
+        self._procs = []
+        for pid in pids:
+            try:
+                self._procs.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                self._procs.append(None)
+        self._pids = pids
+        self._on_gone = on_gone
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> PidWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            for pid, proc in zip(self._pids, self._procs, strict=False):
+                if proc is None or not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
+                    self._stop.set()
+                    self._on_gone(pid)
+                    return
+
+
+class OutputTail:
+    """Reads a child's output stream line by line in a thread, keeping the last lines.
+
+    Each line is also written to ``sink`` prefixed with ``tag`` (the executor's log),
+    so the full output is still where Spark users look for it.
+    """
+
+    def __init__(self, stream, tag: str, sink=None, max_lines: int = 200):
+        self._lines: collections.deque[str] = collections.deque(maxlen=max_lines)
+        self._stream = stream
+        self.tag = tag
+        self._sink = sink if sink is not None else sys.stderr
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=f"tfos-tail{tag}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        for raw in iter(self._stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self._lock:
+                self._lines.append(line)
+            try:
+                self._sink.write(f"{self.tag} {line}\n")
+                self._sink.flush()
+            except (OSError, ValueError):
+                pass
+        self._stream.close()
+
+    def join(self, timeout_s: float) -> None:
+        self._thread.join(timeout_s)
+
+    def text(self, max_lines: int = 60) -> str:
+        with self._lock:
+            return "\n".join(list(self._lines)[-max_lines:])
+
+
+def terminate(proc: subprocess.Popen | None, grace_s: float, what: str = "process") -> int | None:
+    """Stop ``proc`` and its process group: SIGTERM, wait ``grace_s``, SIGKILL, reap.
+
+    Returns the exit code (negative signal number when killed); ``None`` if there was
+    no process. Never raises for a process that is already gone.
+    """
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        _signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            log.warning("%s (pid %d) ignored SIGTERM for %.1f s; killing it", what, proc.pid, grace_s)
+    # kill the group even when the leader exited: its children may not have
+    _signal_group(proc, signal.SIGKILL)
+    try:
+        return proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # pragma: no cover - unkillable (D state)
+        log.error("%s (pid %d) did not die after SIGKILL", what, proc.pid)
+        return None
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "did not exit"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name} (exit code {code})"
+    return f"exited with code {code}"
+
+
+def wait_until(predicate, timeout_s: float, interval_s: float = 0.05) -> bool:
+    """Poll ``predicate`` until true or ``timeout_s``; for conditions no one can notify (pids, ports)."""
+    end = time.monotonic() + timeout_s
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(interval_s)

@@ -1,0 +1,289 @@
+"""The node supervisor: one light process per node, started by the Spark node task.
+
+It registers the node, starts the TF process early (so TensorFlow imports while
+the other nodes register), hands it the cluster, heartbeats, starts TensorBoard
+on the TensorBoard node, and reports the TF process's end (with its traceback and
+output tail) to the driver the moment it happens. It never imports TensorFlow or
+user code, and it never outlives the executor JVM (nor, in TENSORFLOW mode, the
+Spark task that started it).
+
+Run as ``python -m tfos.node.supervisor --status-fd N`` with the launch frames on stdin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from tfos.errors import ReservationError
+from tfos.net import free_port, join_host_port
+from tfos.node import frames
+from tfos.node.process import OutputTail, PidWatch, describe_exit, terminate
+from tfos.reservation.auth import Secret
+from tfos.reservation.client import ReservationClient
+from tfos.roles import Role, cluster_spec, tf_config, training_rank
+
+log = logging.getLogger("tfos.node")
+
+SPARK_MODE = 1
+
+
+@dataclass
+class _Outcome:
+    event: str  # done | failed | stopped | aborted
+    message: str = ""
+    exit_code: int | None = None
+
+
+class Supervisor:
+    def __init__(self, header: dict, payload: bytes, status_out):
+        self.h = header
+        self.payload = payload
+        self.status_out = status_out
+        self.slot = header["slot"]
+        self.tag = f"[slot:{self.slot}]"
+        self.client = ReservationClient(header["server_address"], Secret(bytes.fromhex(header["secret"])),
+                                        header["run_id"], self.slot)
+        self.child: subprocess.Popen | None = None
+        self.tensorboard: subprocess.Popen | None = None
+        self.tail: OutputTail | None = None
+        self.role: Role | None = None
+        self.state = "starting"
+        self.traceback = ""
+        self.child_message = ""
+        self.stop_reason = ""
+        self._stop = threading.Event()
+        self._events_done = threading.Event()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ steps
+
+    def run(self) -> _Outcome:
+        self._start_watchdog()
+        host = self.h["host"]
+        port = free_port(host)
+        tb_port = free_port(host) if self.h["tensorboard"] else 0
+        self._start_child()
+        reply = self.client.register(
+            executor_id=self.h["executor_id"], host=host, port=port, pid=os.getpid(),
+            tensorboard_port=tb_port, task_attempt=self.h.get("task_attempt", 0),
+        )
+        if reply.run_state not in ("reserving", "ready"):
+            return self._abort(f"the run is {reply.run_state}; this node task is not needed")
+        cluster = self.client.await_cluster(self.h["reservation_timeout"])
+        if not cluster.ready:
+            return self._abort(f"the run is {cluster.run_state} before the cluster formed")
+        self._hand_cluster(cluster, host, tb_port)
+        threading.Thread(target=self._heartbeat_loop, name="tfos-heartbeat", daemon=True).start()
+        return self._wait_child()
+
+    def _start_child(self) -> None:
+        env = dict(os.environ)
+        if not self.h["keep_omp_num_threads"]:
+            # pyspark sets OMP_NUM_THREADS=spark.task.cpus for its Python workers; a TF
+            # process owns the whole executor, so let TF size its thread pools itself
+            env.pop("OMP_NUM_THREADS", None)
+        env.update(self.h["env"])
+        env["PYTHONUNBUFFERED"] = "1"
+        read_fd, write_fd = os.pipe()
+        self.child = subprocess.Popen(
+            [sys.executable, "-m", "tfos.node.tf_process", "--status-fd", str(write_fd),
+             "--parent-pid", str(os.getpid())],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            pass_fds=(write_fd,), cwd=self.h["working_dir"], env=env, start_new_session=True,
+        )
+        os.close(write_fd)
+        self.tail = OutputTail(self.child.stdout, self.tag)
+        threading.Thread(target=self._read_child_events, args=(os.fdopen(read_fd, "rb"),),
+                         name="tfos-child-events", daemon=True).start()
+        child_header = {k: self.h[k] for k in ("run_id", "slot", "executor_id", "host", "working_dir",
+                                               "default_fs", "keras", "input_mode")}
+        try:
+            frames.write_json(self.child.stdin, child_header)
+            frames.write_frame(self.child.stdin, self.payload)
+        except BrokenPipeError:
+            pass  # the child died at once; _wait_child reports how
+
+    def _hand_cluster(self, cluster, host: str, tb_port: int) -> None:
+        nodes = sorted(cluster.nodes, key=lambda n: n.slot)
+        roles = [Role(n.job_name, n.task_index) for n in nodes]
+        me = nodes[self.slot]
+        self.role = roles[self.slot]
+        self.tag = f"[{self.role}]"
+        if self.tail:
+            self.tail.tag = self.tag
+        spec = cluster_spec(roles, [join_host_port(n.host, n.port) for n in nodes])
+        worker_num, num_workers = training_rank(roles, self.role)
+        tb_node = _tensorboard_slot(roles)
+        log_dir = cluster.log_dir or os.path.join(self.h["working_dir"], "tensorboard")
+        message = {
+            "job_name": self.role.job_name, "task_index": self.role.task_index,
+            "cluster_spec": spec, "tf_config": tf_config(spec, self.role),
+            "worker_num": worker_num, "num_workers": num_workers, "log_dir": log_dir,
+            "server_address": self.h["server_address"], "secret": self.h["secret"],
+            "nodes": [{"job_name": n.job_name, "task_index": n.task_index, "host": n.host,
+                       "port": n.port, "executor_id": n.executor_id} for n in nodes],
+        }
+        log.info("%s cluster formed: %s", self.tag, spec)
+        if cluster.tensorboard and self.slot == tb_node:
+            self._start_tensorboard(log_dir, host, me.tensorboard_port or tb_port)
+        try:
+            frames.write_json(self.child.stdin, message)
+            self.child.stdin.close()
+        except (BrokenPipeError, ValueError):
+            pass
+
+    def _start_tensorboard(self, log_dir: str, host: str, port: int) -> None:
+        if "://" not in log_dir:
+            os.makedirs(log_dir, exist_ok=True)
+        self.tensorboard = subprocess.Popen(
+            [sys.executable, "-m", "tfos.node.guarded", str(os.getpid()), "tensorboard.main",
+             "--logdir", log_dir, "--host", host, "--port", str(port), "--reload_interval", "5"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        OutputTail(self.tensorboard.stdout, f"{self.tag}[tensorboard]", max_lines=20)
+        log.info("%s TensorBoard on http://%s serving %s", self.tag, join_host_port(host, port), log_dir)
+
+    def _wait_child(self) -> _Outcome:
+        code = self.child.wait()
+        if self.tail:
+            self.tail.join(2.0)
+        self._events_done.wait(2.0)
+        if self.stop_reason:
+            return _Outcome("stopped", self.stop_reason, code)
+        if code == 0:
+            return _Outcome("done", "", 0)
+        message = self.child_message or f"TF process {describe_exit(code)}"
+        return _Outcome("failed", message, code)
+
+    def _abort(self, reason: str) -> _Outcome:
+        log.info("%s %s", self.tag, reason)
+        terminate(self.child, 0.5, "TF process")
+        return _Outcome("aborted", reason)
+
+    # ------------------------------------------------------------- background
+
+    def _read_child_events(self, stream) -> None:
+        try:
+            while True:
+                event = frames.read_json(stream)
+                if event is None:
+                    break
+                kind = event.get("event")
+                if kind in ("running", "serving"):
+                    self.state = kind
+                    self._report(kind)
+                    self._signal_task({"event": "running"})
+                elif kind == "failed":
+                    self.traceback = event.get("traceback", "")
+                    self.child_message = event.get("message", "")
+        except (OSError, ValueError, EOFError):
+            pass
+        finally:
+            self._events_done.set()
+
+    def _heartbeat_loop(self) -> None:
+        interval = self.h["heartbeat_interval_s"]
+        last_ok = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                reply = self.client.heartbeat(self.state, wait_s=interval, timeout_s=max(interval * 3, 2.0))
+                last_ok = time.monotonic()
+                if reply.stop:
+                    self.stop("stopped by the driver")
+                    return
+            except ReservationError as exc:
+                if time.monotonic() - last_ok > self.h["heartbeat_timeout_s"]:
+                    self.stop(f"lost contact with the driver: {exc}")
+                    return
+                self._stop.wait(interval)
+
+    def _start_watchdog(self) -> None:
+        watched = [p for p in (self.h.get("jvm_pid"), self.h.get("task_pid")) if p]
+        if watched:
+            PidWatch(watched, lambda pid: self.stop(f"parent process {pid} (executor or task) is gone")).start()
+
+    def stop(self, reason: str) -> None:
+        """Stop the TF process and TensorBoard (idempotent, any thread)."""
+        with self._lock:
+            if self.stop_reason:
+                return
+            self.stop_reason = reason
+        log.info("%s stopping: %s", self.tag, reason)
+        self._stop.set()
+        terminate(self.child, self.h["stop_grace_s"], "TF process")
+        terminate(self.tensorboard, 1.0, "TensorBoard")
+
+    # -------------------------------------------------------------- reporting
+
+    def _report(self, event: str, **kw) -> None:
+        try:
+            self.client.report(event, **kw)
+        except ReservationError as exc:
+            log.warning("%s could not report %s to the driver: %s", self.tag, event, exc)
+
+    def _signal_task(self, obj: dict) -> None:
+        if self.status_out is None:
+            return
+        try:
+            frames.write_json(self.status_out, obj)
+        except (OSError, ValueError):
+            self.status_out = None  # the task returned (SPARK mode) or died
+
+    def finish(self, outcome: _Outcome) -> None:
+        self._stop.set()
+        terminate(self.tensorboard, 1.0, "TensorBoard")
+        if outcome.event != "aborted":
+            self._report(
+                outcome.event, exit_code=outcome.exit_code, message=outcome.message,
+                traceback=self.traceback if outcome.event == "failed" else "",
+                output_tail=self.tail.text() if (self.tail and outcome.event == "failed") else "",
+            )
+        self._signal_task({"event": "result", "outcome": outcome.event, "message": outcome.message,
+                           "exit_code": outcome.exit_code, "role": str(self.role or self.tag)})
+        self.client.close()
+
+
+def _tensorboard_slot(roles: list[Role]) -> int:
+    for job in ("chief", "master"):
+        for i, r in enumerate(roles):
+            if r.job_name == job:
+                return i
+    for i, r in enumerate(roles):
+        if r.job_name == "worker" and r.task_index == 0:
+            return i
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--status-fd", type=int, required=True)
+    args = parser.parse_args()
+    logging.raiseExceptions = False
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s tfos.supervisor: %(message)s")
+    status_out = os.fdopen(args.status_fd, "wb")
+    stdin = sys.stdin.buffer
+    header = frames.read_json(stdin)
+    payload = frames.read_frame(stdin)
+    sup = Supervisor(header, payload, status_out)
+    try:
+        outcome = sup.run()
+    except BaseException as exc:  # noqa: BLE001 - anything here ends the node; report it
+        reason = f"node supervisor failed: {type(exc).__name__}: {exc}"
+        log.error("%s %s", sup.tag, reason)
+        terminate(sup.child, 1.0, "TF process")
+        outcome = _Outcome("failed", reason)
+    sup.finish(outcome)
+    return 0 if outcome.event in ("done", "stopped", "aborted") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

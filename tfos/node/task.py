@@ -1,0 +1,72 @@
+"""The Spark node task: runs on each executor, starts the node supervisor, and
+(TENSORFLOW mode) holds the task slot until the node ends, or (SPARK mode) returns
+once the TF process runs so feeding tasks can use the slot.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tfos.node import frames
+from tfos.node.launch import NodeLaunch
+
+SPARK_MODE = 1
+
+
+class NodeTaskError(RuntimeError):
+    """Raised inside the Spark task so the Spark UI shows the node failed.
+
+    The driver gets the full story (traceback, output tail) from the reservation
+    server; this message is the short version.
+    """
+
+
+def run_node_task(launch: NodeLaunch, slot: int, task_address: str | None, task_attempt: int) -> dict:
+    """Start the node for ``slot`` on this executor; returns a small result dict."""
+    from tfos.node.identity import current_executor
+
+    me = current_executor(task_address)
+    header = launch.header()
+    header.update(
+        slot=slot, executor_id=me.executor_id, host=me.host, working_dir=me.working_dir,
+        jvm_pid=me.jvm_pid, task_attempt=task_attempt,
+        # TENSORFLOW mode: the node lives and dies with this task
+        task_pid=os.getpid() if launch.input_mode != SPARK_MODE else None,
+    )
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tfos.node.supervisor", "--status-fd", str(write_fd)],
+        stdin=subprocess.PIPE, pass_fds=(write_fd,), start_new_session=True,
+        cwd=me.working_dir, env=_supervisor_env(),
+    )
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as status:
+        frames.write_json(proc.stdin, header)
+        frames.write_frame(proc.stdin, launch.payload)
+        proc.stdin.close()
+        result = None
+        while True:
+            event = frames.read_json(status)
+            if event is None:
+                break
+            if event.get("event") == "running" and launch.input_mode == SPARK_MODE:
+                return {"slot": slot, "executor_id": me.executor_id, "outcome": "running"}
+            if event.get("event") == "result":
+                result = event
+                break
+    code = proc.wait()
+    if result is None:
+        raise NodeTaskError(f"node supervisor for slot {slot} ended without a result (exit code {code})")
+    if result["outcome"] == "failed":
+        raise NodeTaskError(f"node {result['role']} failed: {result['message']}")
+    return {"slot": slot, "executor_id": me.executor_id, "outcome": result["outcome"]}
+
+
+def _supervisor_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # make sure the supervisor finds tfos the same way this worker did
+    paths = [p for p in sys.path if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env

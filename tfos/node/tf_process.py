@@ -1,0 +1,140 @@
+"""The TF process: runs the user's ``main_fun(args, ctx)`` (or a ps server) for one node.
+
+Started by the supervisor as ``python -m tfos.node.tf_process``. Reads, from stdin:
+its header, the cloudpickled ``(main_fun, args)`` (written by the supervisor from the
+Spark task closure, never from a socket), then the cluster. Imports TensorFlow while
+the cluster forms, exports ``TF_CONFIG``, and reports "running" / "failed" (with the
+traceback) to the supervisor over a private pipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import resource
+import sys
+import threading
+import traceback
+
+from tfos.node import frames
+from tfos.node.process import die_with_parent
+
+log = logging.getLogger("tfos.node")
+
+
+def _prepare_environment(keras: str) -> None:
+    """Settings that must be in place before TensorFlow is imported."""
+    # a Python worker's memory cap (spark.executor.pyspark.memory) must not starve TF
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+    except (ValueError, OSError):
+        pass
+    if keras == "tf_keras":
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    elif keras == "keras3":
+        os.environ.pop("TF_USE_LEGACY_KERAS", None)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+
+def _uses_keras3() -> bool:
+    return os.environ.get("TF_USE_LEGACY_KERAS", "").lower() not in ("1", "true", "yes")
+
+
+def _preimport_tensorflow() -> None:
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        pass
+
+
+class _Events:
+    def __init__(self, stream):
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def __call__(self, event: str, **data) -> None:
+        with self._lock:
+            try:
+                frames.write_json(self._stream, {"event": event, **data})
+            except (OSError, ValueError):
+                pass
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--status-fd", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
+    opts = parser.parse_args()
+    die_with_parent(opts.parent_pid)
+    events = _Events(os.fdopen(opts.status_fd, "wb"))
+    stdin = sys.stdin.buffer
+    header = frames.read_json(stdin)
+    payload = frames.read_frame(stdin)
+    if header is None or payload is None:
+        return 70
+    _prepare_environment(header["keras"])
+    preimport = threading.Thread(target=_preimport_tensorflow, name="tfos-preimport", daemon=True)
+    preimport.start()
+    cluster = frames.read_json(stdin)
+    if cluster is None:
+        return 0  # the run ended before the cluster formed
+    os.environ["TF_CONFIG"] = _json(cluster["tf_config"])
+    preimport.join()
+    try:
+        import cloudpickle
+
+        main_fun, args = cloudpickle.loads(payload)
+        ctx = _context(header, cluster, events)
+        if cluster["job_name"] == "ps":
+            events("running")
+            ctx.serve()
+            return 0
+        if _uses_keras3():
+            from tfos.keras_compat import apply_keras3_mwms_fix
+
+            apply_keras3_mwms_fix()
+        events("running")
+        main_fun(args, ctx)
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the driver
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            return 0
+        tb = traceback.format_exc()
+        sys.stderr.write(tb)
+        sys.stderr.flush()
+        events("failed", message=f"main_fun raised {type(exc).__name__}: {exc}"[:2000], traceback=tb)
+        return 1
+    return 0
+
+
+def _context(header: dict, cluster: dict, events):
+    from tfos.context import NodeContext
+
+    return NodeContext(
+        job_name=cluster["job_name"], task_index=cluster["task_index"],
+        cluster_spec=cluster["cluster_spec"], num_workers=cluster["num_workers"],
+        worker_num=cluster["worker_num"], executor_id=header["executor_id"],
+        default_fs=header["default_fs"], working_dir=header["working_dir"],
+        log_dir=cluster["log_dir"], run_id=header["run_id"], host=header["host"],
+        _events=events,
+    )
+
+
+def _json(obj) -> str:
+    import json
+
+    return json.dumps(obj)
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # interpreter teardown runs TF's atexit hooks, which can hang in a process that held
+    # collectives; give them a bounded time, then leave anyway
+    guard = threading.Timer(10.0, os._exit, args=(code,))
+    guard.daemon = True
+    guard.start()
+    sys.exit(code)

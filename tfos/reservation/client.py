@@ -1,0 +1,129 @@
+"""The executor side of the reservation protocol.
+
+Every call is signed with the run's secret and retried on transient transport
+errors within its deadline; refusals (wrong run, bad slot, unauthenticated)
+raise :class:`ReservationError` at once with the server's words.
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+
+from tfos.deadline import Deadline
+from tfos.errors import AuthenticationError, ReservationError, ReservationTimeout
+from tfos.reservation import auth
+from tfos.reservation import messages as m
+
+_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+class ReservationClient:
+    """Talks to one run's reservation server.
+
+    Args:
+        address: ``host:port`` of the server.
+        secret: the run's secret (signs every request; never sent).
+        run_id: the run this node belongs to.
+        slot: this node's slot (the Spark partition index of its node task).
+    """
+
+    def __init__(self, address: str, secret: auth.Secret, run_id: str, slot: int):
+        self.address = address
+        self.run_id = run_id
+        self.slot = slot
+        self._secret = secret
+        self._channel = grpc.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", m.MAX_REPLY_BYTES),
+                ("grpc.max_send_message_length", m.MAX_REQUEST_BYTES),
+                ("grpc.enable_retries", 0),
+            ],
+        )
+        self._calls = {
+            name: self._channel.unary_unary(
+                m.method_path(name),
+                request_serializer=None,
+                response_deserializer=m.message_type(reply).FromString,
+            )
+            for name, (_req, reply) in m.METHODS.items()
+        }
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------------- calls
+
+    def register(self, *, executor_id: str, host: str, port: int, pid: int, tensorboard_port: int = 0,
+                 feed_port: int = 0, task_attempt: int = 0, timeout_s: float = 60.0):
+        req = m.RegisterRequest(
+            run_id=self.run_id, slot=self.slot, executor_id=executor_id, host=host, port=port, pid=pid,
+            tensorboard_port=tensorboard_port, feed_port=feed_port, task_attempt=task_attempt,
+        )
+        return self.call("Register", req, Deadline(timeout_s, "the reservation server to answer Register"))
+
+    def await_cluster(self, timeout_s: float, poll_s: float = 10.0):
+        """Block until every node registered (or the run ended); returns the ``ClusterReply``.
+
+        Raises:
+            ReservationTimeout: when ``timeout_s`` passes first, saying how many registered.
+        """
+        deadline = Deadline(timeout_s, "every node to register with the reservation server")
+        last = None
+        while True:
+            wait = deadline.slice(poll_s)
+            req = m.AwaitClusterRequest(run_id=self.run_id, slot=self.slot, wait_ms=int(wait * 1000))
+            last = self.call("AwaitCluster", req, Deadline(wait + 30, "AwaitCluster to answer"))
+            if last.ready or last.run_state not in ("reserving",):
+                return last
+            if deadline.expired():
+                raise ReservationTimeout(deadline.message(
+                    f"{last.registered} of {last.expected} registered",
+                    "are all executors up and free (spark.executor.instances, one task slot each)?",
+                ))
+
+    def heartbeat(self, state: str, wait_s: float = 0.0, timeout_s: float = 5.0):
+        """Tell the driver this node is alive; with ``wait_s`` the reply comes early on a stop order."""
+        req = m.HeartbeatRequest(run_id=self.run_id, slot=self.slot, state=state, wait_ms=int(wait_s * 1000))
+        return self.call("Heartbeat", req, Deadline(timeout_s + wait_s, "the reservation server to answer Heartbeat"))
+
+    def report(self, event: str, *, exit_code: int | None = None, message: str = "", traceback: str = "",
+               output_tail: str = "", tensorboard_port: int = 0, timeout_s: float = 15.0):
+        req = m.ReportRequest(
+            run_id=self.run_id, slot=self.slot, event=event,
+            exit_code=exit_code or 0, has_exit_code=exit_code is not None,
+            message=m.truncate(message, 4096), traceback=m.truncate(traceback),
+            output_tail=m.truncate(output_tail), tensorboard_port=tensorboard_port,
+        )
+        return self.call("Report", req, Deadline(timeout_s, "the reservation server to answer Report"))
+
+    def call(self, method: str, request, deadline: Deadline):
+        """Sign and send ``request``; retry transport errors until ``deadline``."""
+        body = request.SerializeToString()
+        path = m.method_path(method)
+        metadata = ((auth.METADATA_KEY, auth.sign(self._secret.value, path, body)),)
+        delay = 0.05
+        while True:
+            try:
+                return self._calls[method](body, timeout=max(deadline.slice(60.0), 0.5), metadata=metadata)
+            except grpc.RpcError as err:
+                code = err.code()
+                if code == grpc.StatusCode.UNAUTHENTICATED:
+                    raise AuthenticationError(f"{method} refused by {self.address}: {err.details()}") from None
+                if code not in _TRANSIENT or deadline.expired():
+                    if code in _TRANSIENT:
+                        raise ReservationTimeout(deadline.message(
+                            f"last error {code.name}: {err.details()}",
+                            f"is the driver's reservation server at {self.address} reachable from this host?",
+                        )) from None
+                    raise ReservationError(f"{method} refused by {self.address} ({code.name}): {err.details()}") from None
+            time.sleep(min(delay, deadline.slice(delay)))
+            delay = min(delay * 2, 1.0)

@@ -1,0 +1,82 @@
+"""Role planning: which node slot becomes ps, chief, evaluator or worker.
+
+Pure functions, so the plan is deterministic and unit-testable: slot ``i`` (the
+Spark partition index of the node task) always gets the same role for the same
+arguments. Order: ``num_ps`` ps, then the chief (``master_node``), then one
+evaluator if asked, then workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tfos.errors import ConfigError
+
+TRAINING_JOBS = ("chief", "master", "worker")
+SERVING_JOBS = ("ps",)
+
+
+@dataclass(frozen=True)
+class Role:
+    job_name: str
+    task_index: int
+
+    def __str__(self) -> str:
+        return f"{self.job_name}:{self.task_index}"
+
+
+def plan_roles(
+    num_executors: int, num_ps: int = 0, master_node: str | None = "chief", eval_node: bool = False
+) -> list[Role]:
+    """Return one role per node slot.
+
+    Raises:
+        ConfigError: when the counts leave no node to train.
+    """
+    reserved = num_ps + (1 if master_node else 0) + (1 if eval_node else 0)
+    num_workers = num_executors - reserved
+    if num_workers < 0 or (num_workers == 0 and not master_node):
+        raise ConfigError(
+            f"num_executors={num_executors} is too small for num_ps={num_ps}, "
+            f"master_node={master_node!r}, eval_node={eval_node}: it leaves no node to train; "
+            f"use num_executors >= {reserved + (0 if master_node else 1)}"
+        )
+    roles = [Role("ps", i) for i in range(num_ps)]
+    if master_node:
+        roles.append(Role(master_node, 0))
+    if eval_node:
+        roles.append(Role("evaluator", 0))
+    roles.extend(Role("worker", i) for i in range(num_workers))
+    return roles
+
+
+def cluster_spec(roles: list[Role], addresses: list[str]) -> dict[str, list[str]]:
+    """Build the TF cluster spec (job -> ordered addresses) for slots with ``addresses``.
+
+    The evaluator is left out, as TF expects: it is not part of the training cluster.
+    """
+    spec: dict[str, list[str]] = {}
+    for role, address in sorted(zip(roles, addresses, strict=False), key=lambda ra: ra[0].task_index):
+        if role.job_name == "evaluator":
+            continue
+        spec.setdefault(role.job_name, []).append(address)
+    return spec
+
+
+def tf_config(spec: dict[str, list[str]], role: Role) -> dict:
+    """The ``TF_CONFIG`` dict for one node."""
+    return {
+        "cluster": spec,
+        "task": {"type": role.job_name, "index": role.task_index},
+    }
+
+
+def training_rank(roles: list[Role], role: Role) -> tuple[int, int]:
+    """(worker_num, num_workers) among training nodes, chief first; worker_num -1 for others.
+
+    This is what data sharding wants: chief and workers each take one shard.
+    """
+    training = [r for r in roles if r.job_name in TRAINING_JOBS]
+    training.sort(key=lambda r: (0 if r.job_name in ("chief", "master") else 1, r.task_index))
+    num = len(training)
+    return (training.index(role) if role in training else -1), num

@@ -1,0 +1,144 @@
+"""Reading the Spark application's settings once, and checking it can host a TF cluster.
+
+Every check fails with what it found, what is needed, and the setting to change.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from tfos.deadline import Deadline
+from tfos.errors import SparkPreconditionError
+
+_LOCAL_CLUSTER = re.compile(r"^local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]$")
+_LOCAL = re.compile(r"^local(\[.*\])?$")
+
+
+@dataclass(frozen=True)
+class SparkFacts:
+    """What tfos needs to know about the Spark application, read once."""
+
+    master: str
+    executor_cores: int | None
+    task_cpus: int
+    dynamic_allocation: bool
+    #: executors the configuration asks for, when it says (local-cluster N, spark.executor.instances)
+    configured_executors: int | None
+    driver_host: str
+    default_fs: str
+    omp_num_threads_set: bool
+
+    @property
+    def slots_per_executor(self) -> int | None:
+        if self.executor_cores is None:
+            return None
+        return self.executor_cores // max(self.task_cpus, 1)
+
+
+def read_facts(sc) -> SparkFacts:
+    """Collect :class:`SparkFacts` from a live ``SparkContext``."""
+    conf = sc.getConf()
+
+    def get(key: str, default=None):
+        return conf.get(key, default)
+
+    master = get("spark.master", "") or sc.master
+    cores = _int(get("spark.executor.cores"))
+    configured = _int(get("spark.executor.instances"))
+    m = _LOCAL_CLUSTER.match(master)
+    if m:
+        configured = int(m.group(1))
+        cores = cores or int(m.group(2))
+    if cores is None and master.startswith("yarn"):
+        cores = 1  # YARN's default executor cores
+    try:
+        default_fs = sc._jsc.hadoopConfiguration().get("fs.defaultFS") or "file:///"
+    except Exception:  # noqa: BLE001 - py4j not reachable (Spark Connect): assume local
+        default_fs = "file:///"
+    from tfos.net import driver_host
+
+    return SparkFacts(
+        master=master,
+        executor_cores=cores,
+        task_cpus=_int(get("spark.task.cpus")) or 1,
+        dynamic_allocation=(get("spark.dynamicAllocation.enabled", "false") or "").lower() == "true",
+        configured_executors=configured,
+        driver_host=driver_host(get),
+        default_fs=default_fs,
+        omp_num_threads_set=get("spark.executorEnv.OMP_NUM_THREADS") is not None,
+    )
+
+
+def check_preconditions(facts: SparkFacts, num_executors: int) -> None:
+    """Raise :class:`SparkPreconditionError` for settings under which a TF cluster cannot form."""
+    if _LOCAL.match(facts.master):
+        raise SparkPreconditionError(
+            f"spark.master is {facts.master!r}: local mode runs every task inside the driver's JVM, "
+            f"but tfos needs {num_executors} separate executor processes (one TF node each); "
+            f"use --master 'local-cluster[{num_executors},1,1024]' on one machine, or a real cluster"
+        )
+    if facts.dynamic_allocation:
+        raise SparkPreconditionError(
+            "spark.dynamicAllocation.enabled is true: executors could come and go under a running "
+            "TF cluster; set spark.dynamicAllocation.enabled=false and "
+            f"spark.executor.instances={num_executors}"
+        )
+    slots = facts.slots_per_executor
+    if slots is not None and slots > 1:
+        raise SparkPreconditionError(
+            f"each executor has {slots} task slots (spark.executor.cores={facts.executor_cores}, "
+            f"spark.task.cpus={facts.task_cpus}), so two TF nodes could land on one executor; "
+            f"set spark.task.cpus={facts.executor_cores} (one slot per executor)"
+        )
+    if facts.configured_executors is not None and facts.configured_executors < num_executors:
+        raise SparkPreconditionError(
+            f"num_executors={num_executors} but the Spark application is configured for "
+            f"{facts.configured_executors} executor(s) ({_source(facts)}); "
+            f"ask Spark for {num_executors} executors or lower num_executors"
+        )
+
+
+def wait_for_executors(sc, num_executors: int, timeout_s: float) -> list[str]:
+    """Block until ``num_executors`` executors are registered; return their hosts.
+
+    Raises:
+        SparkPreconditionError: when they are not all up within ``timeout_s``.
+    """
+    deadline = Deadline(timeout_s, f"{num_executors} Spark executors to register")
+    while True:
+        hosts = executor_hosts(sc)
+        if len(hosts) >= num_executors:
+            return hosts
+        if deadline.expired():
+            seen = ", ".join(hosts) if hosts else "none"
+            raise SparkPreconditionError(deadline.message(
+                f"{len(hosts)} registered ({seen})",
+                "are the workers up with enough cores and memory for "
+                f"{num_executors} executors (spark.executor.instances, spark.cores.max)?",
+            ))
+        time.sleep(deadline.slice(0.2))
+
+
+def executor_hosts(sc) -> list[str]:
+    """Ids of the registered executors (the driver excluded), as "executor <id>"."""
+    try:
+        ids = sc._jsc.sc().getExecutorIds()
+        return [f"executor {ids.apply(i)}" for i in range(ids.size())]
+    except Exception:  # noqa: BLE001 - no JVM access: count the status tracker's entries
+        infos = sc.statusTracker().getExecutorInfos()
+        return [f"{e.host}:{e.port}" for e in infos][1:]
+
+
+def _source(facts: SparkFacts) -> str:
+    if _LOCAL_CLUSTER.match(facts.master):
+        return f"master {facts.master}"
+    return "spark.executor.instances"
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None

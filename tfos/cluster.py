@@ -5,6 +5,7 @@ returns a :class:`Cluster` to feed, watch and shut it down.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import uuid
@@ -22,6 +23,7 @@ from tfos.reservation.server import ReservationServer
 from tfos.reservation.state import FAILED, RESERVING, TERMINAL_NODE_STATES, ReservationState
 from tfos.roles import TRAINING_JOBS
 from tfos.spark_env import SparkFacts, check_preconditions, read_facts, wait_for_executors
+from tfos.user_code import describe_source
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +125,8 @@ class Cluster:
             default_fs=facts.default_fs, reservation_timeout=config.reservation_timeout,
             heartbeat_interval_s=config.heartbeat_interval_s, heartbeat_timeout_s=config.heartbeat_timeout_s,
             stop_grace_s=config.stop_grace_s, keep_omp_num_threads=facts.omp_num_threads_set,
-            env=dict(config.env), payload=cloudpickle.dumps((main_fun, tf_args)),
+            env=dict(config.env),
+            payload=cloudpickle.dumps((main_fun, tf_args, describe_source(main_fun))),
         )
         self._job_thread: threading.Thread | None = None
         self._job_error: BaseException | None = None
@@ -170,10 +173,12 @@ class Cluster:
             self.sc.parallelize(range(n), n).barrier().mapPartitions(node).collect()
         except BaseException as exc:  # noqa: BLE001 - reported through the state
             self._job_error = exc
+            # a node's own report (traceback, output tail) beats Spark's summary: give it a moment
             with self.state.cond:
+                self.state.cond.wait_for(lambda: self.state.failures or self._closed, timeout=_NODE_REPORT_GRACE_S)
                 benign = self.state.run_state == FAILED or self._closed
             if not benign:
-                self.state.fail(None, f"the Spark job running the nodes failed: {_first_line(exc)}",
+                self.state.fail(_failed_slot(exc, n), f"its Spark task failed: {_first_line(exc)}",
                                 traceback=_spark_error_text(exc))
         finally:
             self._job_done.set()
@@ -212,7 +217,8 @@ class Cluster:
         timeout = self.config.heartbeat_timeout_s
         while not self._monitor_stop.wait(self.config.heartbeat_interval_s):
             for node in self.state.lost_nodes(timeout):
-                self.state.fail(node.slot, f"no heartbeat for {timeout:g} s (node process or executor died?)")
+                self.state.fail(node.slot, f"no heartbeat for {timeout:g} s (node process or executor died?)",
+                                lost=True)
 
     def _on_failure(self, failure) -> None:
         log.error("tfos run %s failed at node %s; cancelling its Spark jobs", self.run_id, failure.name)
@@ -339,12 +345,24 @@ def _spark_thread(target, name: str) -> threading.Thread:
         return threading.Thread(target=target, name=name, daemon=True)
 
 
+_NODE_REPORT_GRACE_S = 3.0
+_BARRIER_TASK = re.compile(r"barrier task ResultTask\(\d+, (\d+)\)")
+
+
+def _failed_slot(exc: BaseException, num_nodes: int) -> int | None:
+    """The node slot Spark names in a failed barrier stage's message, if any."""
+    match = _BARRIER_TASK.search(str(exc))
+    if match and int(match.group(1)) < num_nodes:
+        return int(match.group(1))
+    return None
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    for line in text:
+    lines = [line.strip(" :") for line in str(exc).strip().splitlines() if line.strip(" :")]
+    for line in lines:
         if "Exception" in line or "Error" in line:
-            return line.strip()[:500]
-    return (text[0] if text else type(exc).__name__)[:500]
+            return line[:500]
+    return (lines[0] if lines else type(exc).__name__)[:500]
 
 
 def _spark_error_text(exc: BaseException) -> str:

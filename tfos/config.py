@@ -45,7 +45,7 @@ class RunConfig:
     env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if isinstance(self.input_mode, int) and not isinstance(self.input_mode, InputMode):
+        if isinstance(self.input_mode, int) and not isinstance(self.input_mode, (InputMode, bool)):
             object.__setattr__(self, "input_mode", _input_mode(self.input_mode))
         _check_int("num_executors", self.num_executors, minimum=1)
         _check_int("num_ps", self.num_ps, minimum=0)
@@ -54,6 +54,9 @@ class RunConfig:
                 f"input_mode must be tfos.InputMode.TENSORFLOW or tfos.InputMode.SPARK; "
                 f"received: input_mode={self.input_mode!r}"
             )
+        for name in ("tensorboard", "eval_node"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False; received: {name}={getattr(self, name)!r}")
         if self.master_node not in MASTER_NODES:
             raise ConfigError(
                 f"master_node must be 'chief', 'master' or None; received: master_node={self.master_node!r}"
@@ -74,6 +77,8 @@ class RunConfig:
             )
         if self.log_dir is not None and not isinstance(self.log_dir, str):
             raise ConfigError(f"log_dir must be a path string or None; received: log_dir={self.log_dir!r}")
+        if not isinstance(self.env, dict):
+            raise ConfigError(f"env must be a dict of str to str; received: env={self.env!r}")
         bad_env = {k: v for k, v in self.env.items() if not isinstance(k, str) or not isinstance(v, str)}
         if bad_env:
             raise ConfigError(f"env must map str to str; received: {bad_env!r}")

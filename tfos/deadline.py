@@ -51,7 +51,8 @@ class Deadline:
 
     def message(self, progress: str, hint: str = "") -> str:
         """The timeout error text: what, how long, what arrived, what to check."""
-        text = f"waited {self.timeout_s:g} s for {self.what}; {progress}"
+        waited = self.elapsed() if self.timeout_s is None else self.timeout_s
+        text = f"waited {waited:g} s for {self.what}; {progress}"
         if hint:
             text += f"; {hint}"
         return text

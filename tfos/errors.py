@@ -61,9 +61,12 @@ class NodeFailure:
 
     def describe(self) -> str:
         exit_part = "" if self.exit_code is None else f", exit code {self.exit_code}"
-        lines = [
-            f"node {self.name} (host {self.host}, executor {self.executor_id}{exit_part}): {self.reason}"
-        ]
+        if self.job_name == "driver":
+            lines = [f"driver: {self.reason}"]
+        else:
+            lines = [
+                f"node {self.name} (host {self.host}, executor {self.executor_id}{exit_part}): {self.reason}"
+            ]
         if self.traceback:
             lines.append("remote traceback:\n" + self.traceback.rstrip())
         if self.output_tail:

@@ -56,7 +56,7 @@ def cluster_spec(roles: list[Role], addresses: list[str]) -> dict[str, list[str]
     The evaluator is left out, as TF expects: it is not part of the training cluster.
     """
     spec: dict[str, list[str]] = {}
-    for role, address in sorted(zip(roles, addresses, strict=False), key=lambda ra: ra[0].task_index):
+    for role, address in sorted(zip(roles, addresses, strict=True), key=lambda ra: ra[0].task_index):
         if role.job_name == "evaluator":
             continue
         spec.setdefault(role.job_name, []).append(address)

@@ -27,8 +27,8 @@ class NodeLaunch:
     #: keep pyspark's OMP_NUM_THREADS in the TF process (only when the user set it)
     keep_omp_num_threads: bool
     env: dict[str, str] = field(default_factory=dict)
-    #: cloudpickled (main_fun, args): unpickled only in the TF process
-    payload: bytes = b""
+    #: cloudpickled (main_fun, args, source): unpickled only in the TF process
+    payload: bytes = field(default=b"", repr=False)
 
     def header(self) -> dict:
         """JSON-able settings for the supervisor (no payload, secret as hex)."""

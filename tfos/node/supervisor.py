@@ -58,6 +58,7 @@ class Supervisor:
         self.traceback = ""
         self.child_message = ""
         self.stop_reason = ""
+        self.stop_ordered = False
         self._stop = threading.Event()
         self._events_done = threading.Event()
         self._lock = threading.Lock()
@@ -197,7 +198,7 @@ class Supervisor:
                 reply = self.client.heartbeat(self.state, wait_s=interval, timeout_s=max(interval * 3, 2.0))
                 last_ok = time.monotonic()
                 if reply.stop:
-                    self.stop("stopped by the driver")
+                    self.stop("stopped by the driver", ordered=True)
                     return
             except ReservationError as exc:
                 if time.monotonic() - last_ok > self.h["heartbeat_timeout_s"]:
@@ -210,13 +211,20 @@ class Supervisor:
         if watched:
             PidWatch(watched, lambda pid: self.stop(f"parent process {pid} (executor or task) is gone")).start()
 
-    def stop(self, reason: str) -> None:
-        """Stop the TF process and TensorBoard (idempotent, any thread)."""
+    def stop(self, reason: str, ordered: bool = False) -> None:
+        """Stop the TF process and TensorBoard (idempotent, any thread).
+
+        ``ordered``: the driver asked for it. Otherwise this is a failure (parent gone,
+        driver unreachable), reported first so the driver hears it before Spark's summary.
+        """
         with self._lock:
             if self.stop_reason:
                 return
             self.stop_reason = reason
+            self.stop_ordered = ordered
         log.info("%s stopping: %s", self.tag, reason)
+        if not ordered:
+            self._report("failed", message=reason, output_tail=self.tail.text() if self.tail else "")
         self._stop.set()
         terminate(self.child, self.h["stop_grace_s"], "TF process")
         terminate(self.tensorboard, 1.0, "TensorBoard")

@@ -58,10 +58,26 @@ def run_node_task(launch: NodeLaunch, slot: int, task_address: str | None, task_
                 break
     code = proc.wait()
     if result is None:
-        raise NodeTaskError(f"node supervisor for slot {slot} ended without a result (exit code {code})")
+        from tfos.node.process import describe_exit
+
+        message = f"node supervisor (pid {proc.pid}) {describe_exit(code)} before reporting a result"
+        _report_lost_supervisor(launch, slot, message, code)
+        raise NodeTaskError(f"slot {slot}: {message}")
     if result["outcome"] == "failed":
         raise NodeTaskError(f"node {result['role']} failed: {result['message']}")
     return {"slot": slot, "executor_id": me.executor_id, "outcome": result["outcome"]}
+
+
+def _report_lost_supervisor(launch: NodeLaunch, slot: int, message: str, code: int) -> None:
+    """Tell the driver which node died, before Spark reports only that a task failed."""
+    from tfos.errors import ReservationError
+    from tfos.reservation.client import ReservationClient
+
+    try:
+        with ReservationClient(launch.server_address, launch.secret, launch.run_id, slot) as client:
+            client.report("failed", exit_code=code, message=message, timeout_s=5.0)
+    except ReservationError:
+        pass  # the driver will still see the Spark task fail
 
 
 def _supervisor_env() -> dict[str, str]:

@@ -86,7 +86,10 @@ def main() -> int:
     try:
         import cloudpickle
 
-        main_fun, args = cloudpickle.loads(payload)
+        from tfos.user_code import restore_source
+
+        main_fun, args, source = cloudpickle.loads(payload)
+        restore_source(main_fun, source)
         ctx = _context(header, cluster, events)
         if cluster["job_name"] == "ps":
             events("running")

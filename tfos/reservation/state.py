@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from tfos.errors import NodeFailure
+from tfos.errors import NodeFailure, ReservationError
 from tfos.reservation import messages as m
 from tfos.roles import Role
 
@@ -24,7 +24,7 @@ MAX_HOST_CHARS = 255
 MAX_ID_CHARS = 128
 
 
-class ProtocolError(Exception):
+class ProtocolError(ReservationError):
     """A request the server refuses; ``code`` is the gRPC status name to reply with."""
 
     def __init__(self, code: str, message: str):
@@ -160,7 +160,15 @@ class ReservationState:
         node = self._node(req.run_id, req.slot)
         if req.event not in m.EVENTS:
             raise ProtocolError("INVALID_ARGUMENT", f"event must be one of {', '.join(m.EVENTS)}; received: {req.event!r:.100}")
+        if not 0 <= req.tensorboard_port <= 65535:
+            raise ProtocolError("INVALID_ARGUMENT", f"tensorboard_port must be a TCP port; received: tensorboard_port={req.tensorboard_port}")
         with self.cond:
+            if node.state == "unregistered" and req.event in ("running", "serving", "done"):
+                # counting it as registered would form a cluster with no address for this slot
+                raise ProtocolError(
+                    "FAILED_PRECONDITION",
+                    f"slot {node.slot} ({node.role}) reported {req.event!r} before it registered; register first",
+                )
             node.last_seen = self._clock()
             if req.tensorboard_port:
                 node.tensorboard_port = req.tensorboard_port
@@ -188,13 +196,13 @@ class ReservationState:
         """``callback(failure)`` is called (outside the lock) for the first failure of the run."""
         self._listeners.append(callback)
 
-    def fail(self, slot: int | None, reason: str, **evidence) -> None:
-        """Record a failure the driver observed (lost heartbeat, Spark task error)."""
+    def fail(self, slot: int | None, reason: str, lost: bool = False, **evidence) -> None:
+        """Record a failure the driver observed (``lost``: heartbeat silence; else a Spark task error)."""
         with self.cond:
             node = self.nodes[slot] if slot is not None else None
             self._fail_locked(node, reason, **evidence)
             if node is not None and node.state not in TERMINAL_NODE_STATES:
-                node.state = "lost" if "heartbeat" in reason else "failed"
+                node.state = "lost" if lost else "failed"
             self.cond.notify_all()
 
     def request_stop(self, predicate) -> list[NodeRecord]:

@@ -1,0 +1,180 @@
+"""Code the digits examples share: the driver's Spark session and data check, and the
+nodes' input pipeline and model.
+
+The driver ships this file to the executors with ``sc.addPyFile`` (on a real cluster:
+``spark-submit --py-files examples/mnist/mnist_common.py``), so ``main_fun`` can import it
+in the TF process. TensorFlow is imported inside the node-side functions only: the
+driver never needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[1]
+#: written by data_setup.py; examples/data/ is gitignored
+DEFAULT_DATA_DIR = EXAMPLES_DIR / "data" / "mnist"
+#: each example exports to DEFAULT_EXPORT_ROOT/<example name>
+DEFAULT_EXPORT_ROOT = EXAMPLES_DIR / "data" / "export"
+IMAGE_PIXELS = 64
+NUM_CLASSES = 10
+
+
+# ------------------------------------------------------------------- driver
+
+
+def base_parser(description: str, example: str, cluster_size: int, epochs: int,
+                batch_size: int) -> argparse.ArgumentParser:
+    """The arguments every example takes; the examples add their own."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--cluster-size", type=int, default=cluster_size,
+                        help="Spark executors = TF nodes (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=epochs, help="(default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=batch_size,
+                        help="global batch size, split across the replicas (default: %(default)s)")
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
+                        help="data_setup.py's output; made if missing (default: %(default)s)")
+    parser.add_argument("--export-dir", default=str(DEFAULT_EXPORT_ROOT / example),
+                        help="where the chief writes its results (default: %(default)s)")
+    parser.add_argument("--master", default=None,
+                        help="Spark master (default: local-cluster[CLUSTER_SIZE,1,1024], several "
+                             "executor processes on this machine)")
+    return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse, and make the paths absolute: the executors run in other working directories."""
+    args = parser.parse_args(argv)
+    args.data_dir = os.path.abspath(args.data_dir)
+    args.export_dir = os.path.abspath(args.export_dir)
+    return args
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+def ensure_data(data_dir: str, training_nodes: int) -> dict:
+    """Make the data set if it is missing; return its ``meta.json``.
+
+    Raises:
+        SystemExit: when there are fewer train files than training nodes (sharding by file
+            would leave a node without data).
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import data_setup
+
+    if not data_setup.is_ready(data_dir):
+        print(f"no data in {data_dir}; running data_setup.py", flush=True)
+        data_setup.setup(data_dir, num_shards=max(4, training_nodes))
+    meta = data_setup.read_meta(data_dir)
+    if len(meta["train"]["files"]) < training_nodes:
+        raise SystemExit(
+            f"{data_dir} has {len(meta['train']['files'])} train files, fewer than the "
+            f"{training_nodes} training nodes that each read their own files; run "
+            f"python examples/mnist/data_setup.py --output {data_dir} --num-shards {training_nodes} --force"
+        )
+    return meta
+
+
+def spark_session(app_name: str, cluster_size: int, master: str | None = None):
+    """A SparkSession for the example, shipping this module to the executors.
+
+    Without ``master`` it starts ``local-cluster[cluster_size,1,1024]``: one-core executor
+    processes on this machine, the smallest setup that behaves like a real cluster.
+    """
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # the executors' Python must be the one with TensorFlow and tfos
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(master or f"local-cluster[{cluster_size},1,1024]")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        # quiets TensorFlow's C++ start-up lines; must be in the environment before TF loads
+        .config("spark.executorEnv.TF_CPP_MIN_LOG_LEVEL", "2")
+        # one-core executors cannot usefully share a GPU; keep TF on the CPU
+        .config("spark.executorEnv.CUDA_VISIBLE_DEVICES", "")
+    )
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    spark.sparkContext.addPyFile(__file__)
+    return spark
+
+
+def read_results(export_dir: str, name: str = "results.json") -> dict:
+    with open(os.path.join(export_dir, name)) as f:
+        return json.load(f)
+
+
+# --------------------------------------------------------------------- node
+
+
+def split_files(data_dir: str, split: str) -> list[tuple[str, int]]:
+    """``(absolute path, record count)`` of each TFRecord file of ``split`` ("train"/"test")."""
+    with open(os.path.join(data_dir, "meta.json")) as f:
+        meta = json.load(f)
+    return [(os.path.join(data_dir, split, name), count)
+            for name, count in sorted(meta[split]["files"].items())]
+
+
+def shard_files(files: list, num_shards: int, index: int) -> list:
+    """Files ``index, index + num_shards, ...``: this node's share when sharding by file."""
+    if not 0 <= index < num_shards:
+        raise ValueError(f"index must be in [0, {num_shards}); received: index={index}")
+    if len(files) < num_shards:
+        raise ValueError(f"{len(files)} files cannot be sharded {num_shards} ways by file; "
+                         "rerun data_setup.py with more --num-shards")
+    return files[index::num_shards]
+
+
+def parse_example(serialized):
+    """A serialized ``tf.train.Example`` -> ``(image float32[64], label int64)``."""
+    import tensorflow as tf
+
+    features = tf.io.parse_single_example(serialized, {
+        "image": tf.io.FixedLenFeature([IMAGE_PIXELS], tf.float32),
+        "label": tf.io.FixedLenFeature([], tf.int64),
+    })
+    return features["image"], features["label"]
+
+
+def records(paths: list[str]):
+    """``(image, label)`` pairs from TFRecord files, in file order; TF auto-sharding off.
+
+    The examples shard by hand (each node reads its own files), so TF must not shard
+    the result again: ``AutoShardPolicy.OFF``.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    dataset = tf.data.TFRecordDataset(paths).map(parse_example, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.with_options(options)
+
+
+def build_model(keras):
+    """A small dense classifier for 8x8 digits; ``keras`` is ``tf.keras`` or ``import keras``."""
+    return keras.Sequential([
+        keras.Input(shape=(IMAGE_PIXELS,)),
+        keras.layers.Dense(128, activation="relu"),
+        keras.layers.Dense(64, activation="relu"),
+        keras.layers.Dense(NUM_CLASSES),
+    ])
+
+
+def write_json(path: str, data: dict) -> None:
+    """Write ``data`` to ``path`` atomically (readers never see half a file)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)

@@ -1,0 +1,299 @@
+"""The core launch contract on a real 2-executor Spark application with real TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import urllib.request
+
+import cloudpickle
+import numpy as np
+import psutil
+import pytest
+
+import tfos
+from tests.integration.spark_helpers import listening, start_spark, wait_no_node_processes
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+# the executors cannot import this test module: ship its functions by value
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.fixture(scope="module")
+def sc():
+    spark = start_spark(2, "tfos-test-launch")
+    yield spark.sparkContext
+    spark.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers():
+    yield
+    assert wait_no_node_processes() == []
+
+
+def _wait_for(path, timeout_s=60.0):
+    end = time.monotonic() + timeout_s
+    while not os.path.exists(path):
+        if time.monotonic() > end:
+            raise AssertionError(f"{path} did not appear within {timeout_s} s")
+        time.sleep(0.1)
+
+
+# --------------------------------------------------------------------- roles
+
+
+def _report_context(out_dir, ctx):
+    import json as _json
+    import os as _os
+
+    with open(_os.path.join(out_dir, f"{ctx.job_name}-{ctx.task_index}.json"), "w") as f:
+        _json.dump({
+            "job_name": ctx.job_name, "task_index": ctx.task_index, "cluster_spec": ctx.cluster_spec,
+            "tf_config": _json.loads(_os.environ["TF_CONFIG"]), "num_workers": ctx.num_workers,
+            "worker_num": ctx.worker_num, "executor_id": ctx.executor_id, "working_dir": ctx.working_dir,
+            "omp": _os.environ.get("OMP_NUM_THREADS"), "pid": _os.getpid(),
+        }, f)
+
+
+def test_every_node_sees_the_same_cluster_spec_with_unique_roles(sc, tmp_path):
+    cluster = tfos.run(sc, _report_context, str(tmp_path), num_executors=2)
+    cluster.shutdown(timeout=120)
+    reports = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
+    assert sorted((r["job_name"], r["task_index"]) for r in reports) == [("chief", 0), ("worker", 0)]
+    specs = {json.dumps(r["cluster_spec"], sort_keys=True) for r in reports}
+    assert len(specs) == 1
+    spec = reports[0]["cluster_spec"]
+    addresses = spec["chief"] + spec["worker"]
+    assert len(set(addresses)) == 2 and all(a.startswith("127.0.0.1:") for a in addresses)
+    for r in reports:
+        assert r["tf_config"] == {"cluster": spec, "task": {"type": r["job_name"], "index": r["task_index"]}}
+        assert r["num_workers"] == 2
+        assert r["omp"] is None  # pyspark's OMP_NUM_THREADS=1 must not throttle TF
+    assert sorted(r["worker_num"] for r in reports) == [0, 1]
+    assert len({r["executor_id"] for r in reports}) == 2
+    info = cluster.cluster_info
+    assert [(n.job_name, n.state) for n in info] == [("chief", "done"), ("worker", "done")]
+    assert {n.executor_id for n in info} == {r["executor_id"] for r in reports}
+
+
+def test_too_many_executors_requested_fails_at_once(sc):
+    start = time.monotonic()
+    with pytest.raises(tfos.SparkPreconditionError) as err:
+        tfos.run(sc, _report_context, "/nonexistent", num_executors=3)
+    assert time.monotonic() - start < 5
+    assert str(err.value) == (
+        "num_executors=3 but the Spark application is configured for 2 executor(s) "
+        "(master local-cluster[2,1,1024]); ask Spark for 3 executors or lower num_executors"
+    )
+
+
+# ------------------------------------------------------------------ training
+
+
+def _mwms_fit(args, ctx):
+    import os as _os
+
+    import numpy as _np
+
+    if args["api"] == "keras3":
+        import keras
+    else:
+        import tensorflow as _tf
+
+        keras = _tf.keras
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    rng = _np.random.default_rng(0)
+    x = rng.normal(size=(256, 8)).astype("float32")
+    y = (x @ rng.normal(size=(8, 1))).astype("float32")
+    with strategy.scope():
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    history = model.fit(x, y, batch_size=32, epochs=3, verbose=0)
+    model.evaluate(x, y, batch_size=32, verbose=0)
+    out = args["out"]
+    _np.save(_os.path.join(out, f"{ctx.job_name}-{ctx.task_index}.npy"),
+             _np.concatenate([w.ravel() for w in model.get_weights()]))
+    with open(_os.path.join(out, f"{ctx.job_name}-{ctx.task_index}.json"), "w") as f:
+        import json as _json
+
+        _json.dump({"loss": history.history["loss"], "keras": type(model).__module__.split(".")[0]}, f)
+
+
+@pytest.mark.parametrize("api,keras_choice,package", [("keras3", "auto", "keras"), ("tf.keras", "tf_keras", "tf_keras")])
+def test_mwms_fit_across_two_executors_ends_with_identical_weights(sc, tmp_path, api, keras_choice, package):
+    cluster = tfos.run(sc, _mwms_fit, {"api": api, "out": str(tmp_path)}, num_executors=2, keras=keras_choice)
+    cluster.shutdown(timeout=150)
+    chief, worker = np.load(tmp_path / "chief-0.npy"), np.load(tmp_path / "worker-0.npy")
+    np.testing.assert_allclose(chief, worker, rtol=1e-6, atol=1e-6)
+    report = json.loads((tmp_path / "chief-0.json").read_text())
+    assert report["keras"] == package
+    assert report["loss"][-1] < report["loss"][0]
+
+
+# ------------------------------------------------------------------- failure
+
+
+def _raise_on_worker(args, ctx):
+    import time as _time
+
+    if ctx.job_name == "worker":
+        with open(args, "w") as f:
+            f.write(repr(_time.time()))
+        raise ValueError("bad batch shape (raised on purpose)")
+    _time.sleep(120)
+
+
+def test_raising_node_reaches_the_driver_with_its_traceback_in_seconds(sc, tmp_path):
+    marker = str(tmp_path / "raised_at")
+    cluster = tfos.run(sc, _raise_on_worker, marker, num_executors=2)
+    with pytest.raises(tfos.ClusterFailedError) as err:
+        cluster.shutdown(timeout=120)
+    caught = time.time()
+    raised = float(open(marker).read())
+    assert caught - raised < 10
+    message = str(err.value)
+    assert message.startswith("TF cluster failed (while waiting for the nodes to finish): node worker:0 (host 127.0.0.1")
+    assert "main_fun raised ValueError: bad batch shape (raised on purpose)" in message
+    assert 'in _raise_on_worker\n    raise ValueError("bad batch shape (raised on purpose)")' in message
+    root = err.value.root_cause
+    assert (root.job_name, root.task_index, root.exit_code) == ("worker", 0, 1)
+    assert root.executor_id in {n.executor_id for n in cluster.cluster_info}
+
+
+def _sleep_and_tell_pid(args, ctx):
+    import os as _os
+    import time as _time
+
+    with open(_os.path.join(args, f"{ctx.job_name}.pid"), "w") as f:
+        f.write(str(_os.getpid()))
+    _time.sleep(120)
+
+
+def test_killed_tf_process_is_reported_and_nothing_is_left(sc, tmp_path):
+    cluster = tfos.run(sc, _sleep_and_tell_pid, str(tmp_path), num_executors=2)
+    _wait_for(tmp_path / "worker.pid")
+    _wait_for(tmp_path / "chief.pid")
+    ports = [(n.host, n.port) for n in cluster.cluster_info]
+    server_port = cluster.server.port
+    os.kill(int((tmp_path / "worker.pid").read_text()), signal.SIGKILL)
+    killed = time.monotonic()
+    with pytest.raises(tfos.ClusterFailedError) as err:
+        cluster.shutdown(timeout=120)
+    assert time.monotonic() - killed < 10
+    assert "node worker:0 (host 127.0.0.1" in str(err.value)
+    assert "TF process was killed by SIGKILL (exit code -9)" in str(err.value)
+    assert wait_no_node_processes() == []
+    assert not any(listening(h, p) for h, p in ports)
+    assert not listening("127.0.0.1", server_port)
+
+
+@pytest.mark.parametrize("mode,evidence", [
+    (tfos.InputMode.TENSORFLOW, "node supervisor (pid {pid}) was killed by SIGKILL (exit code -9) before reporting a result"),
+    (tfos.InputMode.SPARK, "no heartbeat for 3 s (node process or executor died?)"),
+])
+def test_killed_supervisor_is_reported_and_its_tf_process_dies_with_it(sc, tmp_path, mode, evidence):
+    cluster = tfos.run(sc, _sleep_and_tell_pid, str(tmp_path), num_executors=2, input_mode=mode,
+                       heartbeat_interval_s=0.5, heartbeat_timeout_s=3.0)
+    _wait_for(tmp_path / "worker.pid")
+    tf_pid = int((tmp_path / "worker.pid").read_text())
+    supervisor = psutil.Process(tf_pid).parent()
+    assert "tfos.node.supervisor" in " ".join(supervisor.cmdline())
+    supervisor.kill()
+    killed = time.monotonic()
+    with pytest.raises(tfos.ClusterFailedError) as err:
+        cluster.shutdown(timeout=120)
+    assert time.monotonic() - killed < 10
+    assert "node worker:0 (host 127.0.0.1" in str(err.value)
+    assert evidence.format(pid=supervisor.pid) in str(err.value)
+    # the TF process died with its supervisor (parent-death signal)
+    assert not psutil.pid_exists(tf_pid) or psutil.Process(tf_pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_killed_spark_task_fails_the_run_fast_without_a_second_registration(sc, tmp_path):
+    cluster = tfos.run(sc, _sleep_and_tell_pid, str(tmp_path), num_executors=2)
+    _wait_for(tmp_path / "worker.pid")
+    tf_proc = psutil.Process(int((tmp_path / "worker.pid").read_text()))
+    task_process = tf_proc.parent().parent()  # TF process -> supervisor -> pyspark worker
+    assert "pyspark" in " ".join(task_process.cmdline())
+    task_process.kill()
+    start = time.monotonic()
+    with pytest.raises(tfos.ClusterFailedError) as err:
+        cluster.shutdown(timeout=120)
+    assert time.monotonic() - start < 15
+    assert "node worker:0" in str(err.value)
+    assert [n.job_name for n in cluster.cluster_info] == ["chief", "worker"]
+
+
+# ------------------------------------------------------------- tensorboard
+
+
+def _wait_for_file(args, ctx):
+    import os as _os
+    import time as _time
+
+    end = _time.time() + 90
+    while not _os.path.exists(args) and _time.time() < end:
+        _time.sleep(0.2)
+
+
+def test_tensorboard_url_answers_while_the_cluster_runs_and_not_after(sc, tmp_path):
+    release = tmp_path / "release"
+    cluster = tfos.run(sc, _wait_for_file, str(release), num_executors=2, tensorboard=True,
+                       log_dir=str(tmp_path / "tb"))
+    url = cluster.tensorboard_url()
+    assert url is not None and url.startswith("http://127.0.0.1:")
+    status, end = None, time.monotonic() + 60
+    while time.monotonic() < end:
+        try:
+            status = urllib.request.urlopen(url, timeout=2).status
+            break
+        except OSError:
+            time.sleep(0.5)
+    release.write_text("go")
+    cluster.shutdown(timeout=120)
+    assert status == 200
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url, timeout=2)
+
+
+def test_no_tensorboard_means_no_url(sc, tmp_path):
+    cluster = tfos.run(sc, _report_context, str(tmp_path), num_executors=2)
+    cluster.shutdown(timeout=120)
+    assert cluster.tensorboard_url() is None
+
+
+# ------------------------------------------------------------ SPARK mode node
+
+
+def test_spark_mode_node_tasks_free_their_slots_while_tf_runs(sc, tmp_path):
+    release = tmp_path / "release"
+    cluster = tfos.run(sc, _wait_for_file, str(release), num_executors=2, input_mode=tfos.InputMode.SPARK)
+    # both executors' only slots are free again: a plain Spark job runs while the TF processes live
+    assert sc.parallelize(range(4), 2).map(lambda x: x * 2).sum() == 12
+    assert all(n.state == "running" for n in cluster.cluster_info)
+    release.write_text("go")
+    cluster.shutdown(timeout=120)
+    assert all(n.state == "done" for n in cluster.cluster_info)
+
+
+# ------------------------------------------------------------------ secret
+
+
+def test_the_secret_never_shows_in_logs_errors_or_cluster_info(sc, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    cluster = tfos.run(sc, _raise_on_worker, str(tmp_path / "m"), num_executors=2)
+    secret = cluster._secret.value
+    with pytest.raises(tfos.ClusterFailedError) as err:
+        cluster.shutdown(timeout=120)
+    for text in (caplog.text, str(err.value), repr(cluster), repr(cluster.cluster_info), repr(cluster._launch)):
+        assert secret.hex() not in text
+        assert repr(secret) not in text

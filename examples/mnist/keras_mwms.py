@@ -26,9 +26,8 @@ def main_fun(args, ctx):
     import tempfile
     import warnings
 
-    import tensorflow as tf
-
     import mnist_common as common
+    import tensorflow as tf
 
     # tf.keras is Keras 3 here, or tf-keras 2.x when the driver passed keras="tf_keras";
     # tfos has already applied its Keras 3 fix for fit/evaluate under MWMS.
@@ -88,7 +87,7 @@ def main_fun(args, ctx):
         common.write_json(os.path.join(export_dir, "results.json"), {
             "accuracy": float(accuracy), "loss": float(loss), "epochs": args.epochs,
             "steps_per_epoch": steps_per_epoch, "training_nodes": ctx.num_workers,
-            "train_seconds": round(train_s, 2), "keras": keras.__version__,
+            "train_seconds": round(train_s, 2), "keras": common.keras_flavour(),
             "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
         })
 
@@ -125,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         spark.stop()
 
     results = common.read_results(args.export_dir)
+    common.print_history(results["history"])
     print(f"trained on {results['training_nodes']} nodes in {time.monotonic() - start:.1f} s "
-          f"(fit {results['train_seconds']:.1f} s, Keras {results['keras']}); "
+          f"(fit {results['train_seconds']:.1f} s, {results['keras']}); "
           f"model in {os.path.join(args.export_dir, 'model.keras')}")
     print(f"final accuracy: {results['accuracy']:.3f}")
     return 0

@@ -115,6 +115,12 @@ def read_results(export_dir: str, name: str = "results.json") -> dict:
         return json.load(f)
 
 
+def print_history(history: dict) -> None:
+    """One line per epoch from a Keras-style history: ``{"loss": [...], "accuracy": [...]}``."""
+    for epoch, (loss, accuracy) in enumerate(zip(history["loss"], history["accuracy"], strict=True), 1):
+        print(f"epoch {epoch:>2}: train loss {loss:.4f}, train accuracy {accuracy:.4f}")
+
+
 # --------------------------------------------------------------------- node
 
 
@@ -169,6 +175,17 @@ def build_model(keras):
         keras.layers.Dense(64, activation="relu"),
         keras.layers.Dense(NUM_CLASSES),
     ])
+
+
+def keras_flavour() -> str:
+    """What ``tf.keras`` is in this process: "Keras 3.x.y" or "tf-keras 2.x.y"."""
+    if os.environ.get("TF_USE_LEGACY_KERAS", "").strip().lower() in ("1", "true"):
+        import tf_keras
+
+        return f"tf-keras {tf_keras.__version__}"
+    import keras
+
+    return f"Keras {keras.__version__}"
 
 
 def write_json(path: str, data: dict) -> None:

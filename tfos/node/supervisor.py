@@ -32,6 +32,7 @@ from tfos.roles import Role, cluster_spec, tf_config, training_rank
 log = logging.getLogger("tfos.node")
 
 SPARK_MODE = 1
+_SPARK_SECRETS = ("PYTHON_WORKER_FACTORY_SECRET", "PYSPARK_GATEWAY_SECRET", "_PYSPARK_DRIVER_CONN_INFO_PATH")
 
 
 @dataclass
@@ -90,6 +91,8 @@ class Supervisor:
             # pyspark sets OMP_NUM_THREADS=spark.task.cpus for its Python workers; a TF
             # process owns the whole executor, so let TF size its thread pools itself
             env.pop("OMP_NUM_THREADS", None)
+        for name in _SPARK_SECRETS:
+            env.pop(name, None)  # Spark's own secrets are not the user's business
         env.update(self.h["env"])
         env["PYTHONUNBUFFERED"] = "1"
         read_fd, write_fd = os.pipe()

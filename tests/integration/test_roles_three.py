@@ -1,0 +1,142 @@
+"""Three executors: ps, evaluator and chief/worker roles, ParameterServerStrategy, evaluator sidecar."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import cloudpickle
+import pytest
+
+import tfos
+from tests.integration.spark_helpers import start_spark, wait_no_node_processes
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.fixture(scope="module")
+def sc():
+    spark = start_spark(3, "tfos-test-roles-three")
+    yield spark.sparkContext
+    spark.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers():
+    yield
+    assert wait_no_node_processes() == []
+
+
+def _report(out_dir, ctx):
+    import json as _json
+    import os as _os
+
+    with open(_os.path.join(out_dir, f"{ctx.job_name}-{ctx.task_index}.json"), "w") as f:
+        _json.dump({"spec": ctx.cluster_spec, "tf_config": _json.loads(_os.environ["TF_CONFIG"]),
+                    "worker_num": ctx.worker_num, "num_workers": ctx.num_workers}, f)
+
+
+@pytest.mark.parametrize("kwargs,roles", [
+    ({}, [("chief", 0), ("worker", 0), ("worker", 1)]),
+    ({"eval_node": True}, [("chief", 0), ("evaluator", 0), ("worker", 0)]),
+    ({"master_node": None}, [("worker", 0), ("worker", 1), ("worker", 2)]),
+])
+def test_three_executors_get_planned_roles_and_one_spec(sc, tmp_path, kwargs, roles):
+    cluster = tfos.run(sc, _report, str(tmp_path), num_executors=3, **kwargs)
+    cluster.shutdown(timeout=120)
+    assert [(n.job_name, n.task_index) for n in cluster.cluster_info] == roles
+    reports = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
+    assert sorted(reports) == sorted(f"{j}-{i}" for j, i in roles)
+    specs = {json.dumps(r["spec"], sort_keys=True) for r in reports.values()}
+    assert len(specs) == 1
+    spec = json.loads(specs.pop())
+    assert "evaluator" not in spec
+    addresses = [a for addrs in spec.values() for a in addrs]
+    assert len(addresses) == len(set(addresses))
+    for name, r in reports.items():
+        job, index = name.rsplit("-", 1)
+        assert r["tf_config"]["task"] == {"type": job, "index": int(index)}
+
+
+def _ps_strategy(args, ctx):
+    """Chief coordinates; the worker serves; the ps node is served by tfos without main_fun."""
+    import json as _json
+    import os as _os
+
+    if ctx.job_name == "worker":
+        ctx.serve()
+        return
+    import tensorflow as tf
+
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    strategy = tf.distribute.ParameterServerStrategy(resolver)
+    coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
+    with strategy.scope():
+        total = tf.Variable(0.0)
+
+    @tf.function
+    def step():
+        total.assign_add(1.0)
+        return total.read_value()
+
+    for _ in range(20):
+        coordinator.schedule(step)
+    coordinator.join()
+    with open(_os.path.join(args, "chief.json"), "w") as f:
+        _json.dump({"total": float(total.numpy()), "ps": ctx.cluster_spec["ps"],
+                    "variable_device": total.device}, f)
+
+
+def test_parameter_server_strategy_run_ends_when_the_chief_is_done(sc, tmp_path):
+    cluster = tfos.run(sc, _ps_strategy, str(tmp_path), num_executors=3, num_ps=1)
+    assert [(n.job_name, n.task_index) for n in cluster.cluster_info] == [("ps", 0), ("chief", 0), ("worker", 0)]
+    start = time.monotonic()
+    cluster.shutdown(timeout=180)
+    result = json.loads((tmp_path / "chief.json").read_text())
+    assert result["total"] == 20.0
+    assert "/job:ps" in result["variable_device"]
+    states = {n.job_name: n.state for n in cluster.cluster_info}
+    assert states == {"chief": "done", "ps": "stopped", "worker": "stopped"}
+    assert time.monotonic() - start < 60
+
+
+def _evaluator_sidecar(args, ctx):
+    import os as _os
+    import time as _time
+
+    done = _os.path.join(args, "training-done")
+    if ctx.job_name == "evaluator":
+        seen = 0
+        while not _os.path.exists(done):
+            seen += 1
+            _time.sleep(0.2)
+        with open(_os.path.join(args, "evaluator"), "w") as f:
+            f.write(f"{ctx.job_name}:{ctx.task_index} worker_num={ctx.worker_num}")
+        return
+    _time.sleep(1.0)
+    if ctx.job_name == "chief":
+        open(done, "w").close()
+
+
+def test_evaluator_runs_main_fun_as_evaluator(sc, tmp_path):
+    cluster = tfos.run(sc, _evaluator_sidecar, str(tmp_path), num_executors=3, eval_node=True)
+    cluster.shutdown(timeout=120)
+    assert (tmp_path / "evaluator").read_text() == "evaluator:0 worker_num=-1"
+    assert {n.job_name: n.state for n in cluster.cluster_info}["evaluator"] in ("done", "stopped")
+
+
+def _never_ending_evaluator(args, ctx):
+    import time as _time
+
+    if ctx.job_name == "evaluator":
+        _time.sleep(300)
+
+
+def test_shutdown_stops_an_evaluator_that_would_run_forever(sc):
+    cluster = tfos.run(sc, _never_ending_evaluator, None, num_executors=3, eval_node=True)
+    start = time.monotonic()
+    cluster.shutdown(timeout=120)
+    assert time.monotonic() - start < 60
+    assert {n.job_name: n.state for n in cluster.cluster_info}["evaluator"] == "stopped"

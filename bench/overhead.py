@@ -21,8 +21,9 @@ import textwrap
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import tfos  # noqa: E402
 from _common import start_spark  # noqa: E402
+
+import tfos  # noqa: E402
 
 WORKLOAD = textwrap.dedent('''
     def workload(steps, out_path):

@@ -21,8 +21,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import tfos  # noqa: E402
 from _common import start_spark, summary  # noqa: E402
+
+import tfos  # noqa: E402
 
 
 def mark_start(args, ctx):

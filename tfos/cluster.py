@@ -237,7 +237,8 @@ class Cluster:
         """Wait for the training nodes to finish, then stop every node, TensorBoard and the server.
 
         Blocks until the chief and workers returned from ``main_fun`` (at most ``timeout``
-        seconds), waits ``grace_secs`` more, then stops ps, evaluator and serving nodes.
+        seconds), then gives the evaluator up to ``grace_secs`` to finish on its own, then
+        stops ps, evaluator and serving nodes.
 
         Raises:
             ClusterFailedError: when any node failed (at once, not at the timeout).
@@ -257,8 +258,11 @@ class Cluster:
                 raise ReservationTimeout(deadline.message(f"still running: {', '.join(busy)}",
                                                           "raise shutdown(timeout=...) for longer training"))
             if grace_secs:
+                # the evaluator (and anything else not serving) may finish on its own meanwhile
                 with self.state.cond:
-                    self.state.cond.wait_for(lambda: bool(self.state.failures), timeout=grace_secs)
+                    self.state.cond.wait_for(
+                        lambda: bool(self.state.failures) or self._only_servers_left(), timeout=grace_secs
+                    )
                 self._raise_if_failed("during the grace period")
             self.state.request_stop(lambda n: n.state not in TERMINAL_NODE_STATES)
             self._wait_all_stopped(self.config.stop_grace_s + 10)
@@ -274,6 +278,10 @@ class Cluster:
             for n in nodes
             if n.role.job_name in TRAINING_JOBS
         )
+
+    def _only_servers_left(self) -> bool:
+        return all(n.state in TERMINAL_NODE_STATES or n.state == "serving" or n.role.job_name == "ps"
+                   for n in self.state.nodes)
 
     def _wait_all_stopped(self, timeout_s: float) -> bool:
         with self.state.cond:

@@ -222,6 +222,8 @@ class Cluster:
 
     def _on_failure(self, failure) -> None:
         log.error("tfos run %s failed at node %s; cancelling its Spark jobs", self.run_id, failure.name)
+        if self._job_done.is_set():
+            return
         try:
             self.sc.cancelJobGroup(self.job_group)
         except Exception as exc:  # noqa: BLE001 - the SparkContext may be stopping

@@ -87,19 +87,25 @@ def spark_session(app_name: str, cluster_size: int, master: str | None = None):
     """A SparkSession for the example, shipping this module to the executors.
 
     Without ``master`` it starts ``local-cluster[cluster_size,1,1024]``: one-core executor
-    processes on this machine, the smallest setup that behaves like a real cluster.
+    processes on this machine, the smallest setup that behaves like a real cluster. Under
+    ``spark-submit`` (which starts the driver's JVM itself) the master is spark-submit's.
     """
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    under_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
+    if master is None and not under_spark_submit:
+        master = f"local-cluster[{cluster_size},1,1024]"
+    if master is not None and master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # all on this machine: loopback
     # the executors' Python must be the one with TensorFlow and tfos
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
+    builder = SparkSession.builder.appName(app_name)
+    if master is not None:
+        builder = builder.master(master)
     builder = (
-        SparkSession.builder.appName(app_name)
-        .master(master or f"local-cluster[{cluster_size},1,1024]")
-        .config("spark.ui.enabled", "false")
+        builder.config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
-        # quiets TensorFlow's C++ start-up lines; must be in the environment before TF loads
+        # TensorFlow's C++ INFO/WARNING logs off; must be in the environment before TF loads
         .config("spark.executorEnv.TF_CPP_MIN_LOG_LEVEL", "2")
         # one-core executors cannot usefully share a GPU; keep TF on the CPU
         .config("spark.executorEnv.CUDA_VISIBLE_DEVICES", "")

@@ -112,3 +112,20 @@ def test_output_tail_keeps_the_last_lines_and_tags_the_log():
 ])
 def test_describe_exit(code, text):
     assert describe_exit(code) == text
+
+
+def test_output_tail_leaves_tensorflow_start_up_chatter_out_of_failure_reports():
+    proc = _python("""
+        print("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR")
+        print("I0000 00:00:1795537331.826532   20053 port.cc:153] oneDNN custom operations are on.")
+        print("E0000 00:00:1795537592.386636   25626 cuda_platform.cc:52] failed call to cuInit")
+        print("ValueError: the real problem")
+    """, stdout=subprocess.PIPE)
+    tail = OutputTail(proc.stdout, "[chief:0]", sink=io.StringIO())
+    proc.wait()
+    tail.join(5)
+    assert tail.text() == (
+        "E0000 00:00:1795537592.386636   25626 cuda_platform.cc:52] failed call to cuInit\n"
+        "ValueError: the real problem"
+    )
+    assert len(tail.text(drop_noise=False).splitlines()) == 4

@@ -8,6 +8,7 @@ import collections
 import ctypes
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,13 @@ import psutil
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+
+# TensorFlow's INFO/WARNING start-up lines (absl format "I0000 00:00:..."), which it prints
+# whatever TF_CPP_MIN_LOG_LEVEL says; they would crowd the real error out of a failure's tail
+_TF_NOISE = re.compile(
+    r"^(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ |WARNING: All log messages before absl::InitializeLog"
+    r"|To enable the following instructions:)"
+)
 
 
 def die_with_parent(expected_ppid: int | None = None, sig: int = signal.SIGKILL) -> None:
@@ -104,9 +112,13 @@ class OutputTail:
     def join(self, timeout_s: float) -> None:
         self._thread.join(timeout_s)
 
-    def text(self, max_lines: int = 60) -> str:
+    def text(self, max_lines: int = 60, drop_noise: bool = True) -> str:
+        """The last ``max_lines`` lines; with ``drop_noise``, without TF's start-up chatter."""
         with self._lock:
-            return "\n".join(list(self._lines)[-max_lines:])
+            lines = list(self._lines)
+        if drop_noise:
+            lines = [line for line in lines if not _TF_NOISE.match(line)]
+        return "\n".join(lines[-max_lines:])
 
 
 def terminate(proc: subprocess.Popen | None, grace_s: float, what: str = "process") -> int | None:

@@ -223,6 +223,8 @@ class Supervisor:
         with self._lock:
             if self.stop_reason:
                 return
+            if ordered and self.child is not None and self.child.poll() is not None:
+                return  # the TF process already ended on its own; nothing to stop
             self.stop_reason = reason
             self.stop_ordered = ordered
         log.info("%s stopping: %s", self.tag, reason)

@@ -9,6 +9,7 @@ from tfos.context import NodeContext
 from tfos.errors import (
     AuthenticationError,
     ClusterFailedError,
+    ClusterTimeout,
     ConfigError,
     FeedError,
     FeedTimeout,
@@ -24,7 +25,7 @@ from tfos.version import __version__
 TFNodeContext = NodeContext  # TensorFlowOnSpark's name
 
 __all__ = [
-    "AuthenticationError", "Cluster", "ClusterFailedError", "ConfigError", "FeedError", "FeedTimeout",
+    "AuthenticationError", "Cluster", "ClusterFailedError", "ClusterTimeout", "ConfigError", "FeedError", "FeedTimeout",
     "InputMode", "NodeContext", "NodeFailure", "NodeInfo", "ReservationError", "ReservationTimeout",
     "SparkPreconditionError", "TFNodeContext", "TfosError", "__version__", "run",
 ]

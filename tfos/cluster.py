@@ -15,14 +15,26 @@ from typing import Any
 
 from tfos.config import DEFAULT_SHUTDOWN_TIMEOUT_S, RunConfig
 from tfos.deadline import Deadline
-from tfos.errors import ClusterFailedError, ConfigError, ReservationTimeout
+from tfos.errors import (
+    ClusterFailedError,
+    ClusterTimeout,
+    ConfigError,
+    NodeFailure,
+    ReservationTimeout,
+)
 from tfos.input_mode import InputMode
 from tfos.node.launch import NodeLaunch
 from tfos.reservation.auth import Secret, new_secret
 from tfos.reservation.server import ReservationServer
 from tfos.reservation.state import FAILED, RESERVING, TERMINAL_NODE_STATES, ReservationState
 from tfos.roles import TRAINING_JOBS
-from tfos.spark_env import SparkFacts, check_preconditions, read_facts, wait_for_executors
+from tfos.spark_env import (
+    SparkFacts,
+    check_preconditions,
+    check_slots_per_executor,
+    read_facts,
+    wait_for_executors,
+)
 from tfos.user_code import describe_source
 
 log = logging.getLogger(__name__)
@@ -99,6 +111,7 @@ def run(
     )
     check_preconditions(facts, config.num_executors)
     wait_for_executors(sc, config.num_executors, min(config.executor_wait_timeout, config.reservation_timeout))
+    check_slots_per_executor(sc, facts, config.num_executors)
     cluster = Cluster(sc, config, facts, main_fun, tf_args)
     cluster.start()
     return cluster
@@ -117,7 +130,8 @@ class Cluster:
         self.job_group = f"tfos-{self.run_id}"
         self._secret = Secret(new_secret())
         self.state = ReservationState(self.run_id, config.roles(), config.tensorboard, config.log_dir or "")
-        self.server = ReservationServer(self.state, self._secret, facts.driver_host)
+        self.server = ReservationServer(self.state, self._secret, facts.server_host,
+                                        port=facts.server_port, bind_host=facts.server_bind_host)
         self._launch = NodeLaunch(
             run_id=self.run_id, server_address=self.server.address, secret=self._secret,
             num_nodes=config.num_executors, input_mode=int(config.input_mode),
@@ -235,17 +249,28 @@ class Cluster:
 
     # --------------------------------------------------------------- shutdown
 
-    def shutdown(self, grace_secs: float = 0, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_S) -> None:
+    def shutdown(self, grace_secs: float = 0, timeout: float | None = DEFAULT_SHUTDOWN_TIMEOUT_S, *,
+                 ssc: Any = None) -> None:
         """Wait for the training nodes to finish, then stop every node, TensorBoard and the server.
 
         Blocks until the chief and workers returned from ``main_fun`` (at most ``timeout``
         seconds), then gives the evaluator up to ``grace_secs`` to finish on its own, then
         stops ps, evaluator and serving nodes.
 
+        Args:
+            grace_secs: how long the evaluator may take to finish after training ends.
+            timeout: seconds to wait for training; ``None`` or ``<= 0`` wait without limit
+                (TensorFlowOnSpark's ``-1``).
+            ssc: TensorFlowOnSpark's StreamingContext argument; Spark Streaming is not supported.
+
         Raises:
             ClusterFailedError: when any node failed (at once, not at the timeout).
-            ReservationTimeout: when the training nodes are still running after ``timeout``.
+            ClusterTimeout: when the training nodes are still running after ``timeout``.
         """
+        if ssc is not None:
+            raise ConfigError("shutdown(ssc=...) is not supported: tfos does not feed from Spark Streaming")
+        if timeout is not None and timeout <= 0:
+            timeout = None
         if self._closed:
             self._raise_if_failed("during the run")
             return
@@ -257,8 +282,8 @@ class Cluster:
             if not ok:
                 busy = [f"{n.role} ({n.state})" for n in self.state.snapshot()
                         if n.role.job_name in TRAINING_JOBS and n.state not in TERMINAL_NODE_STATES]
-                raise ReservationTimeout(deadline.message(f"still running: {', '.join(busy)}",
-                                                          "raise shutdown(timeout=...) for longer training"))
+                raise ClusterTimeout(deadline.message(f"still running: {', '.join(busy)}",
+                                                      "raise shutdown(timeout=...) for longer training"))
             if grace_secs:
                 # the evaluator (and anything else not serving) may finish on its own meanwhile
                 with self.state.cond:
@@ -320,6 +345,12 @@ class Cluster:
                      n.tensorboard_port, n.state)
             for n in self.state.snapshot()
         ]
+
+    @property
+    def failures(self) -> list[NodeFailure]:
+        """Node failures seen so far, root cause first (empty while all is well); never blocks."""
+        with self.state.cond:
+            return list(self.state.failures)
 
     @property
     def cluster_spec(self) -> dict[str, list[str]]:

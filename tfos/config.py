@@ -33,8 +33,9 @@ class RunConfig:
     reservation_timeout: float = 600.0
     #: seconds to wait for Spark executors to come up before failing
     executor_wait_timeout: float = 120.0
-    #: "auto": Keras 3 with tfos's MWMS fix, unless the script set TF_USE_LEGACY_KERAS;
-    #: "keras3": always Keras 3; "tf_keras": TF_USE_LEGACY_KERAS=1 (tf-keras 2.x).
+    #: "auto": the executors' TF_USE_LEGACY_KERAS decides (set it with env= or
+    #: spark.executorEnv); "keras3": tf.keras is Keras 3; "tf_keras": TF_USE_LEGACY_KERAS=1
+    #: (tf-keras 2.x). Whenever Keras 3 is imported in a node, tfos's MWMS fix is applied.
     keras: str = "auto"
     heartbeat_interval_s: float = 1.0
     #: a node silent for this long is declared lost
@@ -82,6 +83,11 @@ class RunConfig:
         bad_env = {k: v for k, v in self.env.items() if not isinstance(k, str) or not isinstance(v, str)}
         if bad_env:
             raise ConfigError(f"env must map str to str; received: {bad_env!r}")
+        if self.eval_node and self.input_mode == InputMode.SPARK:
+            raise ConfigError(
+                "eval_node=True needs input_mode=tfos.InputMode.TENSORFLOW: an evaluator reads its "
+                "own data and gets no Spark feed"
+            )
         self.roles()  # raises ConfigError when the counts leave no trainer
 
     def roles(self) -> list[Role]:

@@ -94,6 +94,19 @@ class NodeContext:
             )
         return self._server
 
+    # -- TensorFlowOnSpark names, for scripts being ported ---------------------------
+
+    @property
+    def defaultFS(self) -> str:  # noqa: N802 - TensorFlowOnSpark's spelling
+        return self.default_fs
+
+    def start_cluster_server(self, *_args, **_kwargs):
+        """TensorFlowOnSpark's name for :meth:`start_server` (its GPU/RDMA arguments are ignored)."""
+        return self.start_server()
+
+    def release_port(self) -> None:
+        """No-op: tfos picks ports just before TF binds them, so there is nothing to release."""
+
     def serve(self) -> None:
         """Serve this node's TF server until tfos stops the node (ps, and PS-strategy workers).
 

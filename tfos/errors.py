@@ -33,6 +33,10 @@ class AuthenticationError(ReservationError):
     """A call did not carry this run's secret."""
 
 
+class ClusterTimeout(TfosError, TimeoutError):
+    """The nodes did not finish within the time the caller allowed."""
+
+
 class FeedError(TfosError):
     """Feeding Spark data to the TF nodes failed."""
 
@@ -64,9 +68,9 @@ class NodeFailure:
         if self.job_name == "driver":
             lines = [f"driver: {self.reason}"]
         else:
-            lines = [
-                f"node {self.name} (host {self.host}, executor {self.executor_id}{exit_part}): {self.reason}"
-            ]
+            where = (f"host {self.host}, executor {self.executor_id}" if self.host
+                     else "before it registered")
+            lines = [f"node {self.name} ({where}{exit_part}): {self.reason}"]
         if self.traceback:
             lines.append("remote traceback:\n" + self.traceback.rstrip())
         if self.output_tail:

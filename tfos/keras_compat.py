@@ -72,8 +72,10 @@ which Keras 3 does not have.
 from __future__ import annotations
 
 import functools
+import importlib.abc
 import logging
 import os
+import sys
 import threading
 
 logger = logging.getLogger(__name__)
@@ -127,8 +129,65 @@ def configure_keras_backend(choice: str) -> dict[str, str]:
 
 
 def _legacy_keras_requested() -> bool:
-    # Same test TensorFlow applies when resolving tf.keras.
-    return os.environ.get("TF_USE_LEGACY_KERAS", "").strip().lower() in ("1", "true")
+    # Exactly the test TensorFlow applies when resolving tf.keras.
+    return os.environ.get("TF_USE_LEGACY_KERAS", None) in ("true", "True", "1")
+
+
+def legacy_keras_requested() -> bool:
+    """True when ``tf.keras`` resolves to tf-keras (TensorFlow's own reading of TF_USE_LEGACY_KERAS)."""
+    return _legacy_keras_requested()
+
+
+_KERAS_MODULE = "keras"
+
+
+class _PatchAfterImport(importlib.abc.MetaPathFinder):
+    """Applies the fix right after ``import keras`` completes, wherever it happens.
+
+    A node process does not know whether user code will use Keras 3 (``import keras``,
+    or ``tf.keras`` without TF_USE_LEGACY_KERAS); importing Keras 3 up front would cost
+    seconds for scripts that never touch it. With tf-keras selected, a script that still
+    imports Keras 3 directly gets the fix too.
+    """
+
+    def find_spec(self, name, path, target=None):
+        if name != _KERAS_MODULE:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _PatchingLoader(spec.loader)
+                return spec
+        return None
+
+
+class _PatchingLoader(importlib.abc.Loader):
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        with _lock:
+            _apply_locked(respect_legacy=False)
+
+    def __getattr__(self, name):  # is_package, get_code, get_source... of the real loader
+        return getattr(self._loader, name)
+
+
+def apply_keras3_mwms_fix_on_import() -> None:
+    """Apply :func:`apply_keras3_mwms_fix` as soon as Keras 3 is imported (now, if it already is)."""
+    if _KERAS_MODULE in sys.modules:
+        with _lock:
+            _apply_locked(respect_legacy=False)
+        return
+    if not any(isinstance(f, _PatchAfterImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PatchAfterImport())
 
 
 def _parse_major_minor(version: str) -> tuple[int, int] | None:
@@ -156,8 +215,8 @@ def apply_keras3_mwms_fix() -> bool:
         return _apply_locked()
 
 
-def _apply_locked() -> bool:
-    if _legacy_keras_requested():
+def _apply_locked(respect_legacy: bool = True) -> bool:
+    if respect_legacy and _legacy_keras_requested():
         logger.warning(
             "TF_USE_LEGACY_KERAS=%s: tf.keras is tf-keras, which does not need the "
             "Keras 3 MultiWorkerMirroredStrategy fix; not patching",

@@ -5,6 +5,7 @@ Every check fails with what it found, what is needed, and the setting to change.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -29,6 +30,16 @@ class SparkFacts:
     driver_host: str
     default_fs: str
     omp_num_threads_set: bool
+    #: where the reservation server binds when it differs from driver_host (spark.driver.bindAddress)
+    server_bind_host: str | None = None
+    #: TFOS_SERVER_HOST overrides the advertised address, TFOS_SERVER_PORT the port (0: any free)
+    server_host_override: str | None = None
+    server_port: int = 0
+    default_parallelism_set: bool = False
+
+    @property
+    def server_host(self) -> str:
+        return self.server_host_override or self.driver_host
 
     @property
     def slots_per_executor(self) -> int | None:
@@ -68,6 +79,10 @@ def read_facts(sc) -> SparkFacts:
         driver_host=driver_host(get),
         default_fs=default_fs,
         omp_num_threads_set=get("spark.executorEnv.OMP_NUM_THREADS") is not None,
+        server_bind_host=os.environ.get("TFOS_SERVER_HOST") or get("spark.driver.bindAddress"),
+        server_host_override=os.environ.get("TFOS_SERVER_HOST") or None,
+        server_port=_port(os.environ.get("TFOS_SERVER_PORT")),
+        default_parallelism_set=get("spark.default.parallelism") is not None,
     )
 
 
@@ -97,6 +112,27 @@ def check_preconditions(facts: SparkFacts, num_executors: int) -> None:
             f"num_executors={num_executors} but the Spark application is configured for "
             f"{facts.configured_executors} executor(s) ({_source(facts)}); "
             f"ask Spark for {num_executors} executors or lower num_executors"
+        )
+
+
+def check_slots_per_executor(sc, facts: SparkFacts, num_executors: int) -> None:
+    """With executor cores unknown (standalone, Kubernetes), check slots from the live app.
+
+    ``defaultParallelism`` is the total task slots of the registered executors unless
+    ``spark.default.parallelism`` overrides it.
+    """
+    if facts.executor_cores is not None or facts.default_parallelism_set:
+        return
+    executors = len(executor_hosts(sc))
+    if not executors:
+        return
+    total = sc.defaultParallelism
+    per_executor = total // executors // max(facts.task_cpus, 1)
+    if per_executor > 1:
+        raise SparkPreconditionError(
+            f"the {executors} executors offer {total} cores ({total // executors} each, "
+            f"spark.task.cpus={facts.task_cpus}), so two TF nodes could land on one executor; "
+            f"set spark.executor.cores and spark.task.cpus to the same value (one slot per executor)"
         )
 
 
@@ -135,6 +171,13 @@ def _source(facts: SparkFacts) -> str:
     if _LOCAL_CLUSTER.match(facts.master):
         return f"master {facts.master}"
     return "spark.executor.instances"
+
+
+def _port(value) -> int:
+    port = _int(value)
+    if value not in (None, "") and (port is None or not 0 <= port <= 65535):
+        raise SparkPreconditionError(f"TFOS_SERVER_PORT must be a TCP port (0..65535); received: {value!r}")
+    return port or 0
 
 
 def _int(value) -> int | None:

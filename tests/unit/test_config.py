@@ -190,3 +190,14 @@ def test_env_dict_is_not_shared_between_configs():
     a, b = RunConfig(num_executors=1), RunConfig(num_executors=1)
     assert a.env == b.env == {}
     assert a.env is not b.env
+
+
+def test_an_evaluator_cannot_be_fed_by_spark():
+    from tfos.input_mode import InputMode
+
+    with pytest.raises(ConfigError) as err:
+        RunConfig(num_executors=3, eval_node=True, input_mode=InputMode.SPARK)
+    assert str(err.value) == (
+        "eval_node=True needs input_mode=tfos.InputMode.TENSORFLOW: an evaluator reads its own data "
+        "and gets no Spark feed"
+    )

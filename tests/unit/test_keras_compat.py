@@ -14,6 +14,7 @@ import re
 import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -315,3 +316,22 @@ def test_configure_keras_backend_choices():
 def test_configure_keras_backend_rejects_unknown(choice, message):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         configure_keras_backend(choice)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("legacy", ["0", "1"])
+def test_fix_is_applied_when_keras_is_first_imported_even_with_tf_keras_selected(legacy):
+    code = textwrap.dedent("""
+        import sys
+        from tfos.keras_compat import apply_keras3_mwms_fix_on_import, _PATCH_MARKER
+        apply_keras3_mwms_fix_on_import()
+        assert "keras" not in sys.modules
+        import keras
+        from keras.src.backend.tensorflow import trainer
+        print(getattr(trainer.reduce_per_replica, _PATCH_MARKER, False),
+              getattr(trainer.TensorFlowTrainer._maybe_symbolic_build, _PATCH_MARKER, False))
+    """)
+    env = dict(os.environ, TF_USE_LEGACY_KERAS=legacy, TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=110)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "True True"

@@ -130,7 +130,7 @@ class Supervisor:
             "job_name": self.role.job_name, "task_index": self.role.task_index,
             "cluster_spec": spec, "tf_config": tf_config(spec, self.role),
             "worker_num": worker_num, "num_workers": num_workers, "log_dir": log_dir,
-            "server_address": self.h["server_address"], "secret": self.h["secret"],
+            "server_address": self.h["server_address"],
             "nodes": [{"job_name": n.job_name, "task_index": n.task_index, "host": n.host,
                        "port": n.port, "executor_id": n.executor_id} for n in nodes],
         }

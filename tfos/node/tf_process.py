@@ -39,10 +39,6 @@ def _prepare_environment(keras: str) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
-def _uses_keras3() -> bool:
-    return os.environ.get("TF_USE_LEGACY_KERAS", "").lower() not in ("1", "true", "yes")
-
-
 def _preimport_tensorflow() -> None:
     try:
         import tensorflow  # noqa: F401
@@ -95,10 +91,11 @@ def main() -> int:
             events("running")
             ctx.serve()
             return 0
-        if _uses_keras3():
-            from tfos.keras_compat import apply_keras3_mwms_fix
+        from tfos.keras_compat import apply_keras3_mwms_fix_on_import
 
-            apply_keras3_mwms_fix()
+        apply_keras3_mwms_fix_on_import()
+        if isinstance(args, list):
+            sys.argv = list(args)  # TensorFlowOnSpark's convention for argv-style tf_args
         events("running")
         main_fun(args, ctx)
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the driver

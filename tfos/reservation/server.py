@@ -28,12 +28,14 @@ class ReservationServer:
     Args:
         state: the run's state machine.
         secret: the run's secret; every call must be signed with it.
-        host: the address to bind and advertise (the one Spark uses for the driver).
+        host: the address to advertise (the one Spark uses for the driver).
+        port: the port to bind; 0 picks a free one.
+        bind_host: the address to bind, when it differs from ``host`` (NAT, containers).
         max_workers: handler threads; long polls hold one each, so at least nodes + a few.
     """
 
     def __init__(self, state: ReservationState, secret: auth.Secret, host: str, port: int = 0,
-                 max_workers: int | None = None):
+                 max_workers: int | None = None, bind_host: str | None = None):
         self.state = state
         self._secret = secret
         self.host = host
@@ -55,9 +57,13 @@ class ReservationServer:
             for name, (req_type, _reply) in m.METHODS.items()
         }
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(m.SERVICE, handlers),))
-        bound = self._server.add_insecure_port(f"{_bracket(host)}:{port}")
+        bind = bind_host or host
+        bound = self._server.add_insecure_port(f"{_bracket(bind)}:{port}")
         if not bound:
-            raise ReservationError(f"could not bind the reservation server to {host}:{port}")
+            raise ReservationError(
+                f"could not bind the reservation server to {bind}:{port}; is the port in use, or the "
+                f"address not on this host (set spark.driver.bindAddress or TFOS_SERVER_HOST)?"
+            )
         self.port = bound
         self._started = False
 

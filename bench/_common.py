@@ -14,6 +14,7 @@ def start_spark(num_executors: int, app_name: str):
         SparkSession.builder.master(f"local-cluster[{num_executors},1,1024]")
         .appName(app_name)
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.executorEnv.TF_CPP_MIN_LOG_LEVEL", "2")
         .config("spark.executorEnv.CUDA_VISIBLE_DEVICES", "")
         .getOrCreate()

@@ -62,9 +62,10 @@ def tfos_main(args, ctx):
     args["fn"](args["steps"], _os.path.join(args["dir"], f"{ctx.job_name}.json"))
 
 
-def via_tfos(sc, steps: int) -> float:
+def via_tfos(sc, steps: int, env: dict | None = None) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        cluster = tfos.run(sc, tfos_main, {"fn": workload, "steps": steps, "dir": tmp}, num_executors=2)
+        cluster = tfos.run(sc, tfos_main, {"fn": workload, "steps": steps, "dir": tmp}, num_executors=2,
+                           env=env or {})
         cluster.shutdown(timeout=600)
         return max(json.load(open(os.path.join(tmp, f)))["seconds"] for f in os.listdir(tmp))
 
@@ -101,14 +102,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--pyspark-threads", action="store_true",
+                        help="also run tfos with OMP_NUM_THREADS=1, as pyspark sets it for its workers "
+                             "(what a TF process started from a Python worker inherits)")
     args = parser.parse_args()
     spark = start_spark(2, "tfos-bench-overhead")
     sc = spark.sparkContext
-    tfos_times, hand_times = [], []
+    tfos_times, hand_times, omp1_times = [], [], []
     for _ in range(args.repeats):  # interleaved, so drift on a noisy machine hits both
         hand_times.append(by_hand(args.steps))
         tfos_times.append(via_tfos(sc, args.steps))
+        if args.pyspark_threads:
+            omp1_times.append(via_tfos(sc, args.steps, {"OMP_NUM_THREADS": "1"}))
     spark.stop()
+    if omp1_times:
+        o = statistics.median(omp1_times)
+        print(f"tfos with pyspark's OMP_NUM_THREADS=1:  median {o:.2f} s {omp1_times} "
+              f"ratio {o / statistics.median(hand_times):.2f}x")
     t, h = statistics.median(tfos_times), statistics.median(hand_times)
     print(f"hand-launched MWMS fit, {args.steps} steps: median {h:.2f} s {hand_times}")
     print(f"tfos MWMS fit, {args.steps} steps:          median {t:.2f} s {tfos_times}")

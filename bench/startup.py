@@ -4,7 +4,8 @@ Measures, with executors already up and warm:
   * start-up: from ``tfos.run`` to every node running user code (the node's own clock),
   * shutdown: from ``shutdown()`` to every node process and port gone, for nodes that
     already finished and for nodes that serve until stopped (ps-like),
-  * reference: an empty (barrier) Spark job on the same executors.
+  * references: an empty (barrier) Spark job on the same executors, and two processes
+    importing TensorFlow at once (what any TF node start-up costs on this machine).
 
 Usage: python bench/startup.py [--repeats 5]
 """
@@ -64,6 +65,18 @@ def one_run(sc, serve: bool) -> tuple[float, float]:
         return started - t0, time.monotonic() - t1
 
 
+def tf_import_pair() -> float:
+    """Two processes importing TensorFlow at once: the floor under any node start-up here."""
+    import subprocess
+
+    t0 = time.monotonic()
+    procs = [subprocess.Popen([sys.executable, "-c", "import tensorflow"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for _ in range(2)]
+    for p in procs:
+        p.wait()
+    return time.monotonic() - t0
+
+
 def empty_job(sc) -> float:
     t0 = time.monotonic()
     sc.parallelize(range(2), 2).barrier().mapPartitions(lambda it: [1]).collect()
@@ -78,6 +91,7 @@ def main() -> None:
     sc = spark.sparkContext
     one_run(sc, serve=False)  # warm-up: Python workers up, page cache warm
     reference = [empty_job(sc) for _ in range(args.repeats)]
+    tf_imports = [tf_import_pair() for _ in range(args.repeats)]
     starts, stops, serve_stops = [], [], []
     for _ in range(args.repeats):
         start, stop = one_run(sc, serve=False)
@@ -87,14 +101,18 @@ def main() -> None:
         serve_stops.append(serve_stop)
     spark.stop()
     ref = statistics.median(reference)
+    tf_ref = statistics.median(tf_imports)
     result = {
         "empty_spark_job_s": ref,
+        "tf_import_pair_s": tf_ref,
         "startup_s": statistics.median(starts),
         "shutdown_done_nodes_s": statistics.median(stops),
         "shutdown_serving_nodes_s": statistics.median(serve_stops),
     }
     print(f"empty Spark job (reference): {summary(reference)}")
-    print(f"start-up, run() -> all nodes in user code: {summary(starts)}  ratio {result['startup_s'] / ref:.1f}x")
+    print(f"2 processes importing tensorflow at once (floor): {summary(tf_imports)}")
+    print(f"start-up, run() -> all nodes in user code: {summary(starts)}  ratio {result['startup_s'] / ref:.1f}x"
+          f" the empty job, {result['startup_s'] / tf_ref:.2f}x the TF import floor")
     print(f"shutdown, nodes done: {summary(stops)}  ratio {result['shutdown_done_nodes_s'] / ref:.1f}x")
     print(f"shutdown, a serving node to stop: {summary(serve_stops)}  ratio {result['shutdown_serving_nodes_s'] / ref:.1f}x")
     print(json.dumps(result))

@@ -20,6 +20,7 @@ def start_spark(num_executors: int, app_name: str, extra_conf: dict | None = Non
         SparkSession.builder.master(f"local-cluster[{num_executors},1,1024]")
         .appName(app_name)
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.executorEnv.TF_CPP_MIN_LOG_LEVEL", "2")
         .config("spark.executorEnv.CUDA_VISIBLE_DEVICES", "")

@@ -188,6 +188,12 @@ class Supervisor:
                 elif kind == "failed":
                     self.traceback = event.get("traceback", "")
                     self.child_message = event.get("message", "")
+                    # report now: the TF process may take a second to tear TensorFlow down
+                    # before it exits (with code 1, as tf_process does after a raise)
+                    if self.tail:
+                        self.tail.join(0.1)  # let the traceback's lines reach the tail
+                    self._report("failed", exit_code=1, message=self.child_message,
+                                 traceback=self.traceback, output_tail=self.tail.text() if self.tail else "")
         except (OSError, ValueError, EOFError):
             pass
         finally:

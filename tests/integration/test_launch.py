@@ -31,12 +31,6 @@ def sc():
     spark.stop()
 
 
-@pytest.fixture(autouse=True)
-def no_leftovers():
-    yield
-    assert wait_no_node_processes() == []
-
-
 def _wait_for(path, timeout_s=60.0):
     end = time.monotonic() + timeout_s
     while not os.path.exists(path):

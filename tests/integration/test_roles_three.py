@@ -10,7 +10,7 @@ import cloudpickle
 import pytest
 
 import tfos
-from tests.integration.spark_helpers import start_spark, wait_no_node_processes
+from tests.integration.spark_helpers import start_spark
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -21,12 +21,6 @@ def sc():
     spark = start_spark(3, "tfos-test-roles-three")
     yield spark.sparkContext
     spark.stop()
-
-
-@pytest.fixture(autouse=True)
-def no_leftovers():
-    yield
-    assert wait_no_node_processes() == []
 
 
 def _report(out_dir, ctx):

@@ -19,6 +19,7 @@ from tfos.errors import (
     ClusterFailedError,
     ClusterTimeout,
     ConfigError,
+    FeedError,
     NodeFailure,
     ReservationTimeout,
 )
@@ -146,6 +147,7 @@ class Cluster:
         self._job_error: BaseException | None = None
         self._job_done = threading.Event()
         self._closed = False
+        self._feeder = None
         self._monitor_stop = threading.Event()
         self.started_at = 0.0
 
@@ -247,6 +249,78 @@ class Cluster:
         if self.state.failures:
             raise ClusterFailedError(list(self.state.failures), context)
 
+    # ------------------------------------------------------------------- feed
+
+    def train(self, data, num_epochs: int = 1, feed_timeout: float = 600, qname: str = "input"):
+        """Feed an RDD or DataFrame to the training nodes, ``num_epochs`` times (InputMode.SPARK).
+
+        Blocks until every record of every epoch is in a node's feed. Records are split
+        evenly over the nodes (whatever the partition skew); each epoch is one Spark job.
+
+        Returns:
+            A :class:`~tfos.feed.driver.FeedReport` (also kept in ``feed_reports``), saying
+            how many records each node got and how many ``ctx.dataset`` drops per epoch to
+            keep synchronous workers in step.
+
+        Raises:
+            ClusterFailedError: a node failed (its traceback, within seconds).
+            FeedError / FeedTimeout: the feed itself failed.
+        """
+        feeder = self._require_feeder()
+        return feeder.train(data, num_epochs, feed_timeout, qname)
+
+    def inference(self, data, feed_timeout: float = 600, qname: str = "input"):
+        """An RDD with one result per record of ``data``, in the same order (InputMode.SPARK).
+
+        Lazy, like any RDD: the records are fed when the result is computed. The nodes
+        answer through ``DataFeed.batch_results``.
+        """
+        return self._require_feeder().inference(data, feed_timeout, qname)
+
+    @property
+    def feed_reports(self) -> list:
+        """One :class:`~tfos.feed.driver.FeedReport` per ``train()`` call."""
+        return list(self._feeder.reports) if self._feeder else []
+
+    def _require_feeder(self):
+        from tfos.feed.client import FeedTarget
+        from tfos.feed.driver import SparkFeeder
+
+        if self.config.input_mode != InputMode.SPARK:
+            raise ConfigError("cluster.train/inference need tfos.run(..., input_mode=tfos.InputMode.SPARK)")
+        if self._closed:
+            raise ConfigError("this cluster was shut down; start a new one with tfos.run")
+        self._raise_if_failed("before feeding")
+        if self._feeder is None:
+            targets = [
+                FeedTarget(f"{n.role}", n.host, n.feed_port, n.executor_id)
+                for n in self.state.snapshot()
+                if n.role.job_name in TRAINING_JOBS and n.feed_port
+            ]
+            self._feeder = SparkFeeder(self.sc, targets, self._secret.value, self._run_feed_job)
+        return self._feeder
+
+    def _run_feed_job(self, description: str, thunk):
+        """Run a feeding Spark job under the run's job group; a node failure wins over Spark's error."""
+        outcome: dict = {}
+
+        def target():
+            try:
+                self.sc.setJobGroup(self.job_group, description, interruptOnCancel=True)
+                outcome["value"] = thunk()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                outcome["error"] = exc
+
+        thread = _spark_thread(target, name=f"tfos-feed-{self.run_id}")
+        thread.start()
+        thread.join()
+        if "error" in outcome:
+            with self.state.cond:
+                self.state.cond.wait_for(lambda: bool(self.state.failures), timeout=_NODE_REPORT_GRACE_S)
+            self._raise_if_failed(description)
+            raise FeedError(f"{description} failed: {_first_line(outcome['error'])}") from outcome["error"]
+        return outcome["value"]
+
     # --------------------------------------------------------------- shutdown
 
     def shutdown(self, grace_secs: float = 0, timeout: float | None = DEFAULT_SHUTDOWN_TIMEOUT_S, *,
@@ -275,6 +349,8 @@ class Cluster:
             self._raise_if_failed("during the run")
             return
         try:
+            if self._feeder is not None:
+                self._feeder.end()  # DataFeed.should_stop() turns true once the data is read
             deadline = Deadline(timeout, "the chief and workers to finish main_fun")
             with self.state.cond:
                 ok = deadline.wait_for(self.state.cond, lambda: self.state.failures or self._training_done())
@@ -333,6 +409,8 @@ class Cluster:
         if self._job_thread is not None:
             self._job_thread.join(self.config.stop_grace_s + 15)
         self._monitor_stop.set()
+        if self._feeder is not None:
+            self._feeder.close()
         self.server.stop()
 
     # ------------------------------------------------------------------ views

@@ -46,6 +46,7 @@ class NodeContext:
     host: str = ""
     _server: Any = field(default=None, repr=False)
     _events: Any = field(default=None, repr=False)
+    _feed: Any = field(default=None, repr=False)
 
     @property
     def tensorboard_dir(self) -> str:
@@ -119,9 +120,57 @@ class NodeContext:
         server.join()
 
     def get_data_feed(self, train_mode: bool = True, qname_in: str = "input", qname_out: str = "output",
-                      input_mapping: dict | None = None):
-        """The Spark feed for InputMode.SPARK runs."""
-        raise FeedError(
-            "ctx.get_data_feed() needs a run started with input_mode=tfos.InputMode.SPARK and a "
-            "tfos version with Spark feeding; this run has no feed"
+                      input_mapping: dict | None = None, feed_timeout: float = 600.0):
+        """The Spark feed as TensorFlowOnSpark's ``DataFeed`` (``next_batch``, ``should_stop``,
+        ``batch_results``, ``terminate``). Needs ``input_mode=tfos.InputMode.SPARK``."""
+        from tfos.feed.node_feed import DataFeed
+
+        return DataFeed(self._require_feed(), train_mode=train_mode, qname_in=qname_in,
+                        qname_out=qname_out, input_mapping=input_mapping, feed_timeout=feed_timeout,
+                        node_name=f"{self.job_name}:{self.task_index}")
+
+    def dataset(self, output_signature, qname: str = "input", feed_timeout: float = 600.0):
+        """The Spark feed as a ``tf.data.Dataset`` of single records, one epoch per iteration.
+
+        Each pass over the dataset (each Keras epoch) reads the next epoch that
+        ``cluster.train(..., num_epochs=N)`` feeds, and yields the same number of records
+        on every node, so synchronous strategies run equal steps (the few records above
+        that are dropped and reported by ``train``). Auto-sharding is off: the data is
+        already split between the nodes.
+
+        Args:
+            output_signature: a ``tf.TensorSpec`` per field of a record: one spec for
+                scalar/array records, a tuple for tuple records, or a dict keyed by column
+                name for DataFrame rows.
+            qname: the queue ``cluster.train(..., qname=...)`` feeds.
+            feed_timeout: seconds to wait for data before raising ``FeedTimeout``.
+        """
+        import tensorflow as tf
+
+        from tfos.feed.node_feed import epoch_chunks
+        from tfos.feed.records import to_columns
+
+        server = self._require_feed()
+        name = f"{self.job_name}:{self.task_index}"
+        batched = tf.nest.map_structure(
+            lambda spec: tf.TensorSpec((None, *spec.shape), spec.dtype, spec.name), output_signature
         )
+
+        def chunks():
+            columns = None
+            for chunk, cols in epoch_chunks(server, qname, feed_timeout, name):
+                columns = cols or columns
+                yield to_columns(chunk, output_signature, columns)
+
+        dataset = tf.data.Dataset.from_generator(chunks, output_signature=batched).unbatch()
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return dataset.with_options(options)
+
+    def _require_feed(self):
+        if self._feed is None:
+            raise FeedError(
+                "this node has no Spark feed: start the run with input_mode=tfos.InputMode.SPARK "
+                "(ps and evaluator nodes are never fed)"
+            )
+        return self._feed

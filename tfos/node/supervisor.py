@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -60,6 +61,8 @@ class Supervisor:
         self.child_message = ""
         self.stop_reason = ""
         self.stop_ordered = False
+        self.feed_listener: socket.socket | None = None
+        self.feed_port = 0
         self._stop = threading.Event()
         self._events_done = threading.Event()
         self._lock = threading.Lock()
@@ -71,10 +74,15 @@ class Supervisor:
         host = self.h["host"]
         port = free_port(host)
         tb_port = free_port(host) if self.h["tensorboard"] else 0
+        if self.h["input_mode"] == SPARK_MODE:
+            # bound here, inherited by the TF process: the port is never free for a moment
+            self.feed_listener = socket.create_server((host, 0), family=_family(host), backlog=64)
+            self.feed_port = self.feed_listener.getsockname()[1]
         self._start_child()
         reply = self.client.register(
             executor_id=self.h["executor_id"], host=host, port=port, pid=os.getpid(),
             tensorboard_port=tb_port, task_attempt=self.h.get("task_attempt", 0),
+            feed_port=self.feed_port,
         )
         if reply.run_state not in ("reserving", "ready"):
             return self._abort(f"the run is {reply.run_state}; this node task is not needed")
@@ -96,13 +104,20 @@ class Supervisor:
         env.update(self.h["env"])
         env["PYTHONUNBUFFERED"] = "1"
         read_fd, write_fd = os.pipe()
+        fds = [write_fd]
+        feed_fd = -1
+        if self.feed_listener is not None:
+            feed_fd = self.feed_listener.fileno()
+            fds.append(feed_fd)
         self.child = subprocess.Popen(
             [sys.executable, "-m", "tfos.node.tf_process", "--status-fd", str(write_fd),
-             "--parent-pid", str(os.getpid())],
+             "--parent-pid", str(os.getpid()), "--feed-fd", str(feed_fd)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            pass_fds=(write_fd,), cwd=self.h["working_dir"], env=env, start_new_session=True,
+            pass_fds=tuple(fds), cwd=self.h["working_dir"], env=env, start_new_session=True,
         )
         os.close(write_fd)
+        if self.feed_listener is not None:
+            self.feed_listener.close()  # the TF process owns it now
         self.tail = OutputTail(self.child.stdout, self.tag)
         threading.Thread(target=self._read_child_events, args=(os.fdopen(read_fd, "rb"),),
                          name="tfos-child-events", daemon=True).start()
@@ -131,6 +146,8 @@ class Supervisor:
             "cluster_spec": spec, "tf_config": tf_config(spec, self.role),
             "worker_num": worker_num, "num_workers": num_workers, "log_dir": log_dir,
             "server_address": self.h["server_address"],
+            # the TF process checks feeding connections with it (SPARK mode only)
+            "secret": self.h["secret"] if self.h["input_mode"] == SPARK_MODE else "",
             "nodes": [{"job_name": n.job_name, "task_index": n.task_index, "host": n.host,
                        "port": n.port, "executor_id": n.executor_id} for n in nodes],
         }
@@ -268,6 +285,10 @@ class Supervisor:
         self._signal_task({"event": "result", "outcome": outcome.event, "message": outcome.message,
                            "exit_code": outcome.exit_code, "role": str(self.role or self.tag)})
         self.client.close()
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _tensorboard_slot(roles: list[Role]) -> int:

@@ -63,6 +63,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--status-fd", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--feed-fd", type=int, default=-1)
     opts = parser.parse_args()
     die_with_parent(opts.parent_pid)
     events = _Events(os.fdopen(opts.status_fd, "wb"))
@@ -87,6 +88,8 @@ def main() -> int:
         main_fun, args, source = cloudpickle.loads(payload)
         restore_source(main_fun, source)
         ctx = _context(header, cluster, events)
+        if opts.feed_fd >= 0 and cluster["job_name"] not in ("ps", "evaluator"):
+            ctx._feed = _feed_server(opts.feed_fd, cluster["secret"])
         if cluster["job_name"] == "ps":
             events("running")
             ctx.serve()
@@ -120,6 +123,15 @@ def _context(header: dict, cluster: dict, events):
         log_dir=cluster["log_dir"], run_id=header["run_id"], host=header["host"],
         _events=events,
     )
+
+
+def _feed_server(fd: int, secret_hex: str):
+    import socket
+
+    from tfos.feed.node_feed import FeedServer
+
+    listener = socket.socket(fileno=fd)
+    return FeedServer(listener, bytes.fromhex(secret_hex))
 
 
 def _json(obj) -> str:

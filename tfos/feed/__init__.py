@@ -1,0 +1,1 @@
+"""InputMode.SPARK: streaming RDD/DataFrame partitions into the TF processes."""

@@ -1,0 +1,319 @@
+"""The TF process's end of the feed: a server that accepts feeding tasks, and the
+``DataFeed`` / ``tf.data`` views user code reads from.
+
+Chunks go into one bounded queue per ``qname`` (a few chunks deep). A connection's
+handler blocks on a full queue and stops reading its socket, so TCP pushes back on
+the feeding task: neither side ever holds more than a few chunks of a partition.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import queue
+import socket
+import threading
+import time
+
+from tfos.errors import AuthenticationError, FeedError, FeedTimeout
+from tfos.feed import protocol as p
+
+log = logging.getLogger(__name__)
+
+#: chunks buffered per queue; with 1000-record chunks of MNIST records, ~3 MB
+BUFFER_CHUNKS = 4
+
+_CHUNK, _PARTITION_END, _EPOCH, _END = "chunk", "partition_end", "epoch", "end"
+
+
+class FeedServer:
+    """Accepts authenticated feeding connections on ``listener`` (a bound, listening socket)."""
+
+    def __init__(self, listener: socket.socket, secret: bytes, buffer_chunks: int = BUFFER_CHUNKS):
+        self._listener = listener
+        self._secret = secret
+        self._buffer_chunks = buffer_chunks
+        self._queues: dict[str, queue.Queue] = {}
+        self._lock = threading.Lock()
+        self.terminated = threading.Event()
+        self.stats = collections.Counter()
+        self._closing = False
+        threading.Thread(target=self._accept_loop, name="tfos-feed-accept", daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return self._listener.getsockname()[1]
+
+    def queue(self, qname: str) -> queue.Queue:
+        with self._lock:
+            if qname not in self._queues:
+                self._queues[qname] = queue.Queue(maxsize=self._buffer_chunks)
+            return self._queues[qname]
+
+    def close(self) -> None:
+        self._closing = True
+        try:
+            self._listener.close()
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------ connections
+
+    def _accept_loop(self) -> None:
+        while not self._closing:
+            try:
+                sock, peer = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(sock, peer), name="tfos-feed-conn", daemon=True).start()
+
+    def _serve(self, sock: socket.socket, peer) -> None:
+        try:
+            channel = p.FeedChannel.accept(sock, self._secret)
+        except (AuthenticationError, OSError) as exc:
+            log.warning("refused feed connection from %s: %s", peer, exc)
+            sock.close()
+            return
+        try:
+            self._handle(channel)
+        except (FeedError, OSError) as exc:
+            log.warning("feed connection from %s failed: %s", peer, exc)
+        finally:
+            channel.close()
+
+    def _handle(self, channel: p.FeedChannel) -> None:
+        frame = channel.recv()
+        if frame is None or frame[0] != p.OPEN:
+            raise FeedError("feed connection did not start with OPEN")
+        meta = json.loads(frame[1])
+        kind = meta.get("kind")
+        q = self.queue(meta.get("qname", "input"))
+        if kind == "control":
+            self._control(channel, q)
+            return
+        if self.terminated.is_set():
+            channel.send_json(p.ACK, {"terminated": True})
+            return
+        channel.send_json(p.ACK, {"terminated": False})
+        source = _Source(channel) if kind == "inference" else None
+        received = 0
+        while True:
+            frame = channel.recv()
+            if frame is None:
+                raise FeedError(f"feeding task for partition {meta.get('partition')} hung up mid-stream")
+            ftype, payload = frame
+            if ftype == p.CHUNK:
+                if self.terminated.is_set():
+                    continue  # drain, so the feeding task finishes promptly
+                records = p.decode_records(payload)
+                received += len(records)
+                self.stats["records"] += len(records)
+                self.stats["chunks"] += 1
+                if source is not None:
+                    source.sent += len(records)
+                q.put((_CHUNK, records, source))
+            elif ftype == p.CLOSE:
+                if source is not None:
+                    q.put((_PARTITION_END, None, source))
+                    source.wait_done()
+                channel.send_json(p.ACK, {"records": received, "terminated": self.terminated.is_set()})
+                return
+            else:
+                raise FeedError(f"unexpected {p.NAMES[ftype]} frame in a feed stream")
+
+    def _control(self, channel: p.FeedChannel, q: queue.Queue) -> None:
+        """The driver's orders: epoch plans and the end of the feed, in queue order."""
+        channel.send_json(p.ACK, {})
+        while True:
+            frame = channel.recv()
+            if frame is None:
+                return
+            ftype, payload = frame
+            info = json.loads(payload) if payload else {}
+            if ftype == p.OPEN and info.get("epoch") is not None:
+                q.put((_EPOCH, info, None))
+            elif ftype == p.END:
+                q.put((_END, info, None))
+            channel.send_json(p.ACK, {})
+
+
+class _Source:
+    """An inference connection: results go back on it, in the order its records came."""
+
+    def __init__(self, channel: p.FeedChannel):
+        self.channel = channel
+        self.sent = 0
+        self.answered = 0
+        self._done = threading.Condition()
+        self._ended = False
+
+    def send_results(self, results: list) -> None:
+        self.channel.send(p.RESULTS, p.encode_records(results))
+        with self._done:
+            self.answered += len(results)
+            self._done.notify_all()
+
+    def end(self) -> None:
+        with self._done:
+            self._ended = True
+            self._done.notify_all()
+
+    def wait_done(self) -> None:
+        with self._done:
+            self._done.wait_for(lambda: self._ended and self.answered >= self.sent)
+
+
+class DataFeed:
+    """TensorFlowOnSpark's ``DataFeed``: pull batches of fed records; push back inference results.
+
+    Args:
+        server: the node's feed server.
+        train_mode: ``False`` for inference (results go back with ``batch_results``).
+        qname_in: the input queue name (``cluster.train(..., qname=...)``).
+        input_mapping: for DataFrame input, ``{column: tensor_name}``; ``next_batch`` then
+            returns ``{tensor_name: [values]}``.
+        feed_timeout: seconds ``next_batch`` waits for data before raising ``FeedTimeout``.
+    """
+
+    def __init__(self, server: FeedServer, train_mode: bool = True, qname_in: str = "input",
+                 qname_out: str = "output", input_mapping: dict | None = None,
+                 feed_timeout: float = 600.0, node_name: str = ""):
+        self._server = server
+        self.train_mode = train_mode
+        self.qname_in = qname_in
+        self.qname_out = qname_out
+        self.input_mapping = input_mapping
+        self.feed_timeout = feed_timeout
+        self.node_name = node_name
+        self._queue = server.queue(qname_in)
+        self._pending: collections.deque = collections.deque()  # (records, start, source)
+        self._handed: collections.deque = collections.deque()  # (source, count) awaiting results
+        self._columns: list[str] | None = None
+        self.done_feeding = False
+        self.records = 0
+
+    def next_batch(self, batch_size: int):
+        """Up to ``batch_size`` records; fewer at the end of an inference partition or of the feed.
+
+        Blocks for data at most ``feed_timeout`` seconds (then ``FeedTimeout``).
+        """
+        out: list = []
+        while len(out) < batch_size and not self.done_feeding:
+            if not self._pending:
+                item = self._get()
+                kind, payload, source = item
+                if kind == _CHUNK:
+                    self._pending.append([payload, 0, source])
+                    continue
+                if kind == _PARTITION_END:
+                    source.end()
+                    if out:
+                        break
+                    continue
+                if kind == _EPOCH:
+                    if payload.get("columns"):
+                        self._columns = payload["columns"]
+                    continue
+                if kind == _END:
+                    self.done_feeding = True
+                    break
+            records, start, source = self._pending[0]
+            take = records[start:start + batch_size - len(out)]
+            out.extend(take)
+            if source is not None:
+                self._handed.append((source, len(take)))
+            if start + len(take) >= len(records):
+                self._pending.popleft()
+            else:
+                self._pending[0][1] = start + len(take)
+        self.records += len(out)
+        if self.input_mapping:
+            return self._map_columns(out)
+        return out
+
+    def should_stop(self) -> bool:
+        """True once the driver ended the feed (``shutdown``) or ``terminate`` was called."""
+        return self.done_feeding
+
+    def batch_results(self, results) -> None:
+        """Send back one result per record of the batches taken, in the same order (inference)."""
+        results = list(results)
+        while results:
+            if not self._handed:
+                raise FeedError(f"batch_results got {len(results)} more results than records fed")
+            source, count = self._handed[0]
+            part, results = results[:count], results[count:]
+            source.send_results(part)
+            if len(part) < count:
+                self._handed[0] = (source, count - len(part))
+            else:
+                self._handed.popleft()
+
+    def terminate(self) -> None:
+        """Stop early: the rest of the feed is skipped (feeding tasks finish at once)."""
+        self._server.terminated.set()
+        self.done_feeding = True
+        # unblock handlers waiting on a full queue
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+
+    def _get(self):
+        deadline = time.monotonic() + self.feed_timeout
+        while True:
+            try:
+                return self._queue.get(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    raise FeedTimeout(
+                        f"node {self.node_name} waited {self.feed_timeout:g} s for data on queue "
+                        f"{self.qname_in!r}; {self.records} records had arrived "
+                        f"({self._server.stats['chunks']} chunks); is cluster.train()/inference() running?"
+                    ) from None
+
+    def _map_columns(self, rows: list):
+        columns = self._columns or []
+        out = {name: [] for name in self.input_mapping.values()}
+        index = {c: i for i, c in enumerate(columns)}
+        for column, name in self.input_mapping.items():
+            if column not in index:
+                raise FeedError(f"input_mapping names column {column!r}, but the DataFrame has {columns}")
+            i = index[column]
+            out[name] = [row[i] for row in rows]
+        return out
+
+
+def epoch_chunks(server: FeedServer, qname: str, feed_timeout: float, node_name: str = ""):
+    """Generator of one epoch's ``(chunk, columns)`` pairs, trimmed to the epoch's quota.
+
+    Yields nothing and returns when the feed has ended. The quota makes every node
+    yield the same number of records per epoch; records past it are drained and counted
+    in ``server.stats["dropped"]``.
+    """
+    feed = DataFeed(server, qname_in=qname, feed_timeout=feed_timeout, node_name=node_name)
+    # wait for the epoch plan
+    while True:
+        kind, payload, _ = feed._get()
+        if kind == _END:
+            return
+        if kind == _EPOCH:
+            break
+    quota, expected = payload["quota"], payload["expected"]
+    columns = payload.get("columns")
+    yielded = received = 0
+    while received < expected:
+        kind, records, _ = feed._get()
+        if kind == _END:
+            raise FeedError(f"the feed ended inside epoch {payload.get('epoch')} ({received} of {expected} records)")
+        if kind != _CHUNK:
+            continue
+        received += len(records)
+        room = quota - yielded
+        if room > 0:
+            part = records if len(records) <= room else records[:room]
+            yielded += len(part)
+            yield part, columns
+        server.stats["dropped"] += max(0, len(records) - max(room, 0))

@@ -297,8 +297,21 @@ class Cluster:
                 for n in self.state.snapshot()
                 if n.role.job_name in TRAINING_JOBS and n.feed_port
             ]
-            self._feeder = SparkFeeder(self.sc, targets, self._secret.value, self._run_feed_job)
+            self._feeder = SparkFeeder(self.sc, targets, self._secret.value, self._run_feed_job,
+                                       self._check_nodes)
         return self._feeder
+
+    def _check_nodes(self) -> None:
+        """Raise the run's failure if a node reports one within a moment (after a node went quiet)."""
+        with self.state.cond:
+            self.state.cond.wait_for(
+                lambda: bool(self.state.failures) or all(
+                    n.state in TERMINAL_NODE_STATES or n.role.job_name not in TRAINING_JOBS
+                    for n in self.state.nodes
+                ) or False,
+                timeout=_NODE_REPORT_GRACE_S,
+            )
+        self._raise_if_failed("while feeding")
 
     def _run_feed_job(self, description: str, thunk):
         """Run a feeding Spark job under the run's job group; a node failure wins over Spark's error."""

@@ -30,9 +30,15 @@ class FeedTarget:
         return (self.host, self.port)
 
 
+class NodeGone(FeedError):
+    """The node's feed endpoint refuses connections: its TF process has ended."""
+
+
 def _open(target: FeedTarget, secret: bytes, meta: dict, feed_timeout: float) -> p.FeedChannel:
     try:
         channel = p.FeedChannel.connect(target.address, secret, timeout_s=min(feed_timeout, 30.0))
+    except ConnectionRefusedError:
+        raise NodeGone(f"node {target.name} at {target.host}:{target.port} no longer takes data") from None
     except OSError as exc:
         raise FeedError(f"cannot reach the feed of node {target.name} at {target.host}:{target.port} "
                         f"(executor {target.executor_id}): {exc}; did the node fail?") from None
@@ -58,7 +64,12 @@ def feed_segments(records, segments, targets: list[FeedTarget], secret: bytes, m
     position = 0
     for segment in segments:
         target = targets[segment.node]
-        channel = _open(target, secret, dict(meta, kind="train"), feed_timeout)
+        try:
+            channel = _open(target, secret, dict(meta, kind="train"), feed_timeout)
+        except NodeGone:
+            # main_fun returned (or terminate() ended it): the rest is not wanted; if the
+            # node crashed instead, the driver has its failure report and raises that
+            return position
         try:
             if _expect_ack(channel, target, "OPEN").get("terminated"):
                 return position  # the node called terminate(): skip the rest at once

@@ -41,11 +41,12 @@ def as_rdd(data):
 class SparkFeeder:
     """Feeds one run's consumer nodes. Used by :class:`tfos.Cluster`; not thread-safe."""
 
-    def __init__(self, sc, targets: list[FeedTarget], secret: bytes, run_job):
+    def __init__(self, sc, targets: list[FeedTarget], secret: bytes, run_job, check_nodes):
         self.sc = sc
         self.targets = targets
         self._secret = secret
         self._run_job = run_job  # (description, thunk) -> result, under the run's job group
+        self._check_nodes = check_nodes  # raises the run's node failure, if one comes within a moment
         self._controls: dict[tuple[int, str], ControlChannel] = {}
         self.reports: list[FeedReport] = []
 
@@ -89,7 +90,10 @@ class SparkFeeder:
                     f"(per partition: {counted} vs {sizes}); the RDD is not deterministic: cache() it"
                 )
             if any(t for _, t in fed):
+                self._check_nodes()  # a node that stopped taking data may have crashed
                 report.terminated = True
+                log.info("feed stopped after epoch %d of %d: a node ended its feed (terminate() or "
+                         "main_fun returned)", epoch + 1, num_epochs)
                 break
         return report
 

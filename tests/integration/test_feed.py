@@ -1,0 +1,204 @@
+"""InputMode.SPARK on a real 2-executor Spark application: exactly-once feeding, equal steps,
+inference order, DataFrames, terminate, and fast failure."""
+
+from __future__ import annotations
+
+import collections
+import json
+import sys
+import time
+
+import cloudpickle
+import pytest
+
+import tfos
+from tests.integration.spark_helpers import start_spark
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+SPARK = tfos.InputMode.SPARK
+
+
+@pytest.fixture(scope="module")
+def spark():
+    session = start_spark(2, "tfos-test-feed")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def sc(spark):
+    return spark.sparkContext
+
+
+def _collect_ids(args, ctx):
+    import json as _json
+    import os as _os
+
+    feed = ctx.get_data_feed(train_mode=True)
+    seen = []
+    while not feed.should_stop():
+        seen.extend(record[0] for record in feed.next_batch(100))
+    with open(_os.path.join(args, f"{ctx.job_name}.json"), "w") as f:
+        _json.dump(seen, f)
+
+
+def _skewed(sc, sizes):
+    """An RDD of (id, payload) with the given partition sizes (ids are unique)."""
+    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+    return sc.parallelize(range(len(sizes)), len(sizes)).mapPartitionsWithIndex(
+        lambda i, _it: ((offsets[i] + k, b"r" * 16) for k in range(sizes[i]))
+    )
+
+
+@pytest.mark.parametrize("sizes", [
+    [0, 5000, 0, 3, 0, 17],          # empty partitions, one huge, more partitions than nodes
+    [1],                             # fewer records than nodes: one node gets nothing
+])
+def test_every_record_reaches_exactly_one_node_once_per_epoch(sc, tmp_path, sizes):
+    cluster = tfos.run(sc, _collect_ids, str(tmp_path), num_executors=2, input_mode=SPARK)
+    report = cluster.train(_skewed(sc, sizes), num_epochs=2)
+    cluster.shutdown(timeout=120)
+    seen = []
+    for name in ("chief", "worker"):
+        seen += json.loads((tmp_path / f"{name}.json").read_text())
+    counts = collections.Counter(seen)
+    assert set(counts) == set(range(sum(sizes)))
+    assert set(counts.values()) == {2}
+    assert report.records_per_epoch == sum(sizes)
+    assert sorted(report.records_per_node) == sorted([sum(sizes) // 2, sum(sizes) - sum(sizes) // 2])
+    assert report.epochs_fed == 2 and cluster.feed_reports == [report]
+
+
+def _answer_doubled(args, ctx):
+    feed = ctx.get_data_feed(train_mode=False)
+    while not feed.should_stop():
+        batch = feed.next_batch(333)
+        if batch:
+            feed.batch_results([2 * x for x in batch])
+
+
+def test_inference_returns_one_result_per_record_in_input_order(sc):
+    cluster = tfos.run(sc, _answer_doubled, None, num_executors=2, input_mode=SPARK)
+    n = 100_000
+    results = cluster.inference(sc.parallelize(range(n), 9)).collect()
+    empty = cluster.inference(sc.parallelize([], 3)).collect()
+    cluster.shutdown(timeout=120)
+    assert results == [2 * i for i in range(n)]
+    assert empty == []
+
+
+def _mapped_columns(args, ctx):
+    import json as _json
+    import os as _os
+
+    feed = ctx.get_data_feed(train_mode=True, input_mapping={"x": "features", "label": "y", "name": "who"})
+    got = collections.defaultdict(list)
+    while not feed.should_stop():
+        batch = feed.next_batch(7)
+        for key, values in batch.items():
+            got[key].extend(values)
+    with open(_os.path.join(args, f"{ctx.job_name}.json"), "w") as f:
+        _json.dump(got, f)
+
+
+def test_dataframe_columns_reach_the_tensors_named_by_input_mapping(spark, sc, tmp_path):
+    rows = [(i, float(i) / 2, [i, i + 1], f"n{i}", i % 2 == 0) for i in range(50)]
+    df = spark.createDataFrame(rows, "label long, x double, arr array<int>, name string, flag boolean")
+    cluster = tfos.run(sc, _mapped_columns, str(tmp_path), num_executors=2, input_mode=SPARK)
+    cluster.train(df.repartition(3), num_epochs=1)
+    cluster.shutdown(timeout=120)
+    got = collections.defaultdict(list)
+    for name in ("chief", "worker"):
+        for key, values in json.loads((tmp_path / f"{name}.json").read_text()).items():
+            got[key].extend(values)
+    assert sorted(got) == ["features", "who", "y"]
+    by_label = dict(zip(got["y"], zip(got["features"], got["who"], strict=True), strict=True))
+    assert by_label == {i: (float(i) / 2, f"n{i}") for i in range(50)}
+
+
+def _stop_early(args, ctx):
+    import json as _json
+    import os as _os
+
+    feed = ctx.get_data_feed(train_mode=True)
+    taken = len(feed.next_batch(10))
+    feed.terminate()
+    with open(_os.path.join(args, f"{ctx.job_name}.json"), "w") as f:
+        _json.dump({"taken": taken, "stop": feed.should_stop()}, f)
+
+
+def test_terminate_skips_the_rest_of_the_feed_promptly(sc, tmp_path):
+    cluster = tfos.run(sc, _stop_early, str(tmp_path), num_executors=2, input_mode=SPARK)
+    start = time.monotonic()
+    report = cluster.train(_skewed(sc, [200_000, 200_000]), num_epochs=3, feed_timeout=60)
+    elapsed = time.monotonic() - start
+    cluster.shutdown(timeout=120)
+    assert report.terminated
+    assert report.epochs_fed == 1
+    assert elapsed < 30
+    for name in ("chief", "worker"):
+        assert json.loads((tmp_path / f"{name}.json").read_text()) == {"taken": 10, "stop": True}
+
+
+def _fail_after_some(args, ctx):
+    import time as _time
+
+    feed = ctx.get_data_feed(train_mode=True)
+    feed.next_batch(100)
+    if ctx.job_name == "worker":
+        with open(args, "w") as f:
+            f.write(repr(_time.time()))
+        raise RuntimeError("model diverged (raised on purpose)")
+    while not feed.should_stop():
+        feed.next_batch(100)
+
+
+def test_a_node_failing_mid_feed_ends_train_with_its_traceback_in_seconds(sc, tmp_path):
+    marker = str(tmp_path / "raised")
+    cluster = tfos.run(sc, _fail_after_some, marker, num_executors=2, input_mode=SPARK)
+    with pytest.raises(tfos.ClusterFailedError) as err:
+        cluster.train(_skewed(sc, [300_000, 300_000]), num_epochs=5, feed_timeout=600)
+    caught = time.time()
+    assert caught - float(open(marker).read()) < 10
+    assert "node worker:0" in str(err.value)
+    assert 'raise RuntimeError("model diverged (raised on purpose)")' in str(err.value)
+    with pytest.raises(tfos.ClusterFailedError):
+        cluster.shutdown(timeout=60)
+
+
+def _mwms_fit_on_feed(args, ctx):
+    import json as _json
+    import os as _os
+
+    import keras
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
+        model.compile(optimizer="adam", loss="mse")
+    sig = (tf.TensorSpec((4,), tf.float32), tf.TensorSpec((), tf.float32))
+    history = model.fit(ctx.dataset(sig).batch(16), epochs=args["epochs"], verbose=0)
+    with open(_os.path.join(args["dir"], f"{ctx.job_name}.json"), "w") as f:
+        _json.dump({"loss": history.history["loss"]}, f)
+
+
+def test_mwms_fit_on_skewed_partitions_finishes_with_equal_steps(sc, tmp_path):
+    import random
+
+    rng = random.Random(0)
+    sizes = [0, 700, 5, 0, 90]
+    data = _skewed(sc, sizes).map(
+        lambda r: ([float(r[0] % 7), 1.0, float(r[0] % 3), 0.5], float(r[0] % 7) * 0.3)
+    )
+    del rng
+    cluster = tfos.run(sc, _mwms_fit_on_feed, {"dir": str(tmp_path), "epochs": 3}, num_executors=2,
+                       input_mode=SPARK)
+    report = cluster.train(data, num_epochs=3)
+    cluster.shutdown(timeout=180)
+    assert report.dropped_per_epoch == sum(sizes) % 2
+    for name in ("chief", "worker"):
+        loss = json.loads((tmp_path / f"{name}.json").read_text())["loss"]
+        assert len(loss) == 3 and loss[-1] < loss[0]

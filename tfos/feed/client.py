@@ -80,6 +80,9 @@ def feed_segments(records, segments, targets: list[FeedTarget], secret: bytes, m
                         break
                     channel.send(p.CHUNK, p.encode_records(chunk))
                     position += len(chunk)
+                # inside the try: with the socket's buffers full after the last chunk, CLOSE
+                # blocks like a chunk and must fail like one (not as a bare socket timeout)
+                channel.send(p.CLOSE, b"")
             except TimeoutError:
                 raise FeedTimeout(
                     f"waited {feed_timeout:g} s for node {target.name} (executor {target.executor_id}) to take "
@@ -89,7 +92,6 @@ def feed_segments(records, segments, targets: list[FeedTarget], secret: bytes, m
             except OSError as exc:
                 raise FeedError(f"feed to node {target.name} broke after {position} records: {exc}; "
                                 f"did the node fail?") from None
-            channel.send(p.CLOSE, b"")
             _expect_ack(channel, target, "the end of a partition")
         finally:
             channel.close()

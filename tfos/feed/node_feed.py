@@ -26,6 +26,9 @@ BUFFER_CHUNKS = 4
 
 _CHUNK, _PARTITION_END, _EPOCH, _END = "chunk", "partition_end", "epoch", "end"
 
+#: how often a connection blocked on a full queue checks whether the node terminated
+_PUT_SLICE_S = 0.2
+
 
 class FeedServer:
     """Accepts authenticated feeding connections on ``listener`` (a bound, listening socket)."""
@@ -54,6 +57,12 @@ class FeedServer:
     def close(self) -> None:
         self._closing = True
         try:
+            # close() alone does not wake a thread blocked in accept() (Linux): the
+            # listener would keep accepting and serving feeds; shutdown() does wake it
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
             self._listener.close()
         except OSError:
             pass
@@ -77,7 +86,9 @@ class FeedServer:
             return
         try:
             self._handle(channel)
-        except (FeedError, OSError) as exc:
+        # AuthenticationError (a tampered frame) is not a FeedError: catch it too, or it
+        # escapes the thread unlogged
+        except (FeedError, AuthenticationError, OSError) as exc:
             log.warning("feed connection from %s failed: %s", peer, exc)
         finally:
             channel.close()
@@ -112,7 +123,7 @@ class FeedServer:
                 self.stats["chunks"] += 1
                 if source is not None:
                     source.sent += len(records)
-                q.put((_CHUNK, records, source))
+                self._put(q, (_CHUNK, records, source))
             elif ftype == p.CLOSE:
                 if source is not None:
                     q.put((_PARTITION_END, None, source))
@@ -121,6 +132,21 @@ class FeedServer:
                 return
             else:
                 raise FeedError(f"unexpected {p.NAMES[ftype]} frame in a feed stream")
+
+    def _put(self, q: queue.Queue, item) -> bool:
+        """Queue ``item``, blocking while the queue is full (back-pressure).
+
+        Returns False, dropping the item, once the node terminated: ``terminate`` empties
+        the queue only once, which frees one slot per queued chunk, not one per connection
+        waiting to put, so a waiting connection must notice the termination itself.
+        """
+        while not self.terminated.is_set():
+            try:
+                q.put(item, timeout=_PUT_SLICE_S)
+                return True
+            except queue.Full:
+                pass
+        return False
 
     def _control(self, channel: p.FeedChannel, q: queue.Queue) -> None:
         """The driver's orders: epoch plans and the end of the feed, in queue order."""
@@ -311,6 +337,7 @@ def epoch_chunks(server: FeedServer, qname: str, feed_timeout: float, node_name:
         if kind != _CHUNK:
             continue
         received += len(records)
+        feed.records += len(records)  # the evidence a FeedTimeout reports
         room = quota - yielded
         if room > 0:
             part = records if len(records) <= room else records[:room]

@@ -83,6 +83,8 @@ class Supervisor:
             executor_id=self.h["executor_id"], host=host, port=port, pid=os.getpid(),
             tensorboard_port=tb_port, task_attempt=self.h.get("task_attempt", 0),
             feed_port=self.feed_port,
+            # the server is up before any node task starts: if it does not answer, the run is over
+            timeout_s=max(10.0, self.h["heartbeat_timeout_s"]),
         )
         if reply.run_state not in ("reserving", "ready"):
             return self._abort(f"the run is {reply.run_state}; this node task is not needed")
@@ -235,7 +237,14 @@ class Supervisor:
     def _start_watchdog(self) -> None:
         watched = [p for p in (self.h.get("jvm_pid"), self.h.get("task_pid")) if p]
         if watched:
-            PidWatch(watched, lambda pid: self.stop(f"parent process {pid} (executor or task) is gone")).start()
+            PidWatch(watched, self._parent_gone).start()
+
+    def _parent_gone(self, pid: int) -> None:
+        """The executor or the Spark task died: stop everything and leave now, whatever the
+        main thread is doing (it may be waiting on a driver that is gone too)."""
+        self.stop(f"parent process {pid} (executor or task) is gone")
+        sys.stderr.flush()
+        os._exit(3)
 
     def stop(self, reason: str, ordered: bool = False) -> None:
         """Stop the TF process and TensorBoard (idempotent, any thread).
@@ -252,7 +261,8 @@ class Supervisor:
             self.stop_ordered = ordered
         log.info("%s stopping: %s", self.tag, reason)
         if not ordered:
-            self._report("failed", message=reason, output_tail=self.tail.text() if self.tail else "")
+            self._report("failed", message=reason, output_tail=self.tail.text() if self.tail else "",
+                         timeout_s=5.0)
         self._stop.set()
         terminate(self.child, self.h["stop_grace_s"], "TF process")
         terminate(self.tensorboard, 1.0, "TensorBoard")

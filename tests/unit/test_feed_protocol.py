@@ -1,0 +1,518 @@
+"""The feed wire over real sockets on 127.0.0.1: handshake, framing, integrity, and what is refused.
+
+The attacking peer is a raw socket that speaks the wire format of ``tfos.feed.protocol``'s
+docstring by hand (``RawPeer``), so a test can replay, reorder, tamper with or cut short
+frames. Payloads that must never be unpickled are "bombs": unpickling one records it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import pickle
+import socket
+import struct
+import threading
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tfos.errors import AuthenticationError, FeedError
+from tfos.feed import protocol as p
+from tfos.feed.node_feed import FeedServer
+
+pytestmark = pytest.mark.timeout(30)
+
+SECRET = os.urandom(32)
+WRONG_SECRET = os.urandom(32)
+
+#: set by unpickling a Bomb; a test fails if anything from an unchecked frame was unpickled
+DETONATIONS: list[str] = []
+
+
+def _detonate(tag: str) -> str:
+    DETONATIONS.append(tag)
+    return tag
+
+
+class Bomb:
+    """Unpickles to a call of ``_detonate``: proof that a payload was decoded."""
+
+    def __init__(self, tag: str):
+        self.tag = tag
+
+    def __reduce__(self):
+        return (_detonate, (self.tag,))
+
+
+@pytest.fixture(autouse=True)
+def no_detonations():
+    DETONATIONS.clear()
+    yield
+    assert DETONATIONS == [], "a payload was unpickled before (or without) its mac check"
+
+
+class Background:
+    """Runs ``fn(*args)`` in a daemon thread; ``result()`` returns its value or raises its error."""
+
+    def __init__(self, fn, *args):
+        self._value = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, args):
+        try:
+            self._value = fn(*args)
+        except BaseException as exc:  # handed to the test thread by result()
+            self._error = exc
+
+    def result(self, timeout_s: float = 10.0):
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise AssertionError(f"background call still running after {timeout_s} s")
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+@pytest.fixture
+def listener():
+    sock = socket.create_server(("127.0.0.1", 0))
+    yield sock
+    sock.close()
+
+
+def accept_channel(listener: socket.socket, secret: bytes = SECRET) -> p.FeedChannel:
+    conn, _ = listener.accept()
+    try:
+        return p.FeedChannel.accept(conn, secret, timeout_s=5.0)
+    except BaseException:
+        conn.close()
+        raise
+
+
+def connected_pair(listener: socket.socket) -> tuple[p.FeedChannel, p.FeedChannel]:
+    """(server side, client side) of one authenticated connection."""
+    server = Background(accept_channel, listener)
+    client = p.FeedChannel.connect(listener.getsockname()[:2], SECRET, timeout_s=5.0)
+    return server.result(), client
+
+
+def frame_bytes(key: bytes, seq: int, ftype: int, payload: bytes, size: int | None = None) -> bytes:
+    """One frame as the module docstring specifies it, built independently of FeedChannel."""
+    head = struct.pack(">BI", ftype, len(payload) if size is None else size)
+    mac = hmac.new(key, seq.to_bytes(8, "big") + head + payload, hashlib.sha256).digest()
+    return head + payload + mac
+
+
+class RawPeer:
+    """A client that does the handshake by hand and then writes arbitrary bytes."""
+
+    def __init__(self, address, secret: bytes = SECRET):
+        self.sock = socket.create_connection(address, timeout=5.0)
+        nonce = _read_exactly(self.sock, p.NONCE_BYTES)
+        self.sock.sendall(hmac.new(secret, b"tfos-feed" + nonce, hashlib.sha256).digest())
+        self.key = hmac.new(secret, nonce, hashlib.sha256).digest()
+        self.seq = 0
+
+    def accepted(self) -> bool:
+        try:
+            return self.sock.recv(1) == b"\x01"
+        except ConnectionResetError:
+            return False
+
+    def frame(self, ftype: int, payload: bytes = b"") -> bytes:
+        """The next correctly signed frame (not sent)."""
+        data = frame_bytes(self.key, self.seq, ftype, payload)
+        self.seq += 1
+        return data
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def hang_up(self) -> None:
+        self.sock.shutdown(socket.SHUT_WR)
+
+    def wait_closed_by_peer(self) -> None:
+        """Returns once the other side closed the connection (reads until EOF or reset)."""
+        try:
+            while self.sock.recv(65536):
+                pass
+        except ConnectionResetError:
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, "peer closed during the handshake"
+        data += chunk
+    return data
+
+
+def raw_peer_and_server(listener) -> tuple[RawPeer, p.FeedChannel]:
+    server = Background(accept_channel, listener)
+    peer = RawPeer(listener.getsockname()[:2])
+    channel = server.result()
+    assert peer.accepted()
+    return peer, channel
+
+
+def bomb(tag: str) -> bytes:
+    return pickle.dumps([Bomb(tag)])
+
+
+# ------------------------------------------------------------------ handshake and round trips
+
+FRAMES = [
+    (p.OPEN, b'{"kind": "train", "qname": "input", "partition": 3}'),
+    (p.CHUNK, p.encode_records([(1, "a", b"\x00\xff"), (2, "b", None)])),
+    (p.CHUNK, b""),
+    (p.CLOSE, b""),
+    (p.ACK, b"{}"),
+    (p.RESULTS, p.encode_records(list(range(1000)))),
+    (p.ERROR, "näive ✓".encode()),
+    (p.END, b""),
+    (p.CHUNK, os.urandom(3 * 1024 * 1024)),  # bigger than the reader's 1 MB buffer
+]
+
+
+@pytest.mark.parametrize("direction", ["client to server", "server to client"])
+def test_frames_round_trip_in_order_with_their_types_and_payloads(listener, direction):
+    server, client = connected_pair(listener)
+    sender, receiver = (client, server) if direction == "client to server" else (server, client)
+    try:
+        writer = Background(lambda: [sender.send(t, payload) for t, payload in FRAMES])
+        received = [receiver.recv() for _ in FRAMES]
+        writer.result()
+        assert received == [(t, bytes(payload)) for t, payload in FRAMES]
+    finally:
+        server.close()
+        client.close()
+
+
+def test_both_directions_carry_frames_at_once(listener):
+    server, client = connected_pair(listener)
+    try:
+        up = Background(lambda: [client.send(p.CHUNK, b"up%d" % i) for i in range(200)])
+        down = Background(lambda: [server.send(p.RESULTS, b"down%d" % i) for i in range(200)])
+        got_up = [server.recv() for _ in range(200)]
+        got_down = [client.recv() for _ in range(200)]
+        up.result()
+        down.result()
+        assert got_up == [(p.CHUNK, b"up%d" % i) for i in range(200)]
+        assert got_down == [(p.RESULTS, b"down%d" % i) for i in range(200)]
+    finally:
+        server.close()
+        client.close()
+
+
+def test_memoryview_payloads_are_sent_like_bytes(listener):
+    server, client = connected_pair(listener)
+    try:
+        client.send(p.CHUNK, memoryview(b"abcdef")[1:4])
+        client.send(p.CHUNK, memoryview(b""))
+        assert server.recv() == (p.CHUNK, b"bcd")
+        assert server.recv() == (p.CHUNK, b"")
+    finally:
+        server.close()
+        client.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(frames=st.lists(st.tuples(st.sampled_from(sorted(p.NAMES)), st.binary(max_size=2048)), max_size=20))
+def test_any_sequence_of_frames_round_trips(listener, frames):
+    server, client = connected_pair(listener)
+    try:
+        for ftype, payload in frames:
+            client.send(ftype, payload)
+        client.close()
+        received = []
+        while (frame := server.recv()) is not None:
+            received.append(frame)
+        assert received == frames
+    finally:
+        server.close()
+
+
+def test_records_round_trip_through_encode_and_decode():
+    records = [(1, 2.5, "x", b"y", None, [1, 2], {"k": (3,)})] * 3
+    assert p.decode_records(p.encode_records(records)) == records
+
+
+def test_clean_end_of_stream_is_none(listener):
+    server, client = connected_pair(listener)
+    try:
+        client.send(p.CLOSE)
+        client.close()
+        assert server.recv() == (p.CLOSE, b"")
+        assert server.recv() is None
+        assert server.recv() is None  # and stays at the end
+    finally:
+        server.close()
+
+
+# ------------------------------------------------------------------------- refusals
+
+def test_wrong_secret_is_refused_on_both_sides(listener):
+    host, port = listener.getsockname()[:2]
+    server = Background(accept_channel, listener)
+    with pytest.raises(AuthenticationError) as client_error:
+        p.FeedChannel.connect((host, port), WRONG_SECRET, timeout_s=5.0)
+    with pytest.raises(AuthenticationError) as server_error:
+        server.result()
+    assert str(client_error.value) == f"feed endpoint {host}:{port} refused this run's secret"
+    assert str(server_error.value) == "feed connection refused: not signed with this run's secret"
+
+
+def test_peer_that_never_answers_the_challenge_is_refused(listener):
+    peer = socket.create_connection(listener.getsockname()[:2])
+    try:
+        conn, _ = listener.accept()
+        with pytest.raises(AuthenticationError) as error:
+            p.FeedChannel.accept(conn, SECRET, timeout_s=0.3)
+        assert str(error.value) == "feed connection refused: not signed with this run's secret"
+        conn.close()
+    finally:
+        peer.close()
+
+
+def test_endpoint_that_hangs_up_at_once_is_a_feed_error(listener):
+    host, port = listener.getsockname()[:2]
+
+    def hang_up():
+        conn, _ = listener.accept()
+        conn.close()
+
+    closer = Background(hang_up)
+    with pytest.raises(FeedError) as error:
+        p.FeedChannel.connect((host, port), SECRET, timeout_s=5.0)
+    closer.result()
+    assert str(error.value) == f"feed endpoint {host}:{port} closed the connection at once"
+
+
+def test_feed_server_drops_a_wrong_secret_peer_without_decoding_anything(caplog):
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = FeedServer(listener, SECRET, buffer_chunks=4)
+    try:
+        with caplog.at_level(logging.WARNING, logger="tfos.feed.node_feed"):
+            peer = RawPeer(("127.0.0.1", server.port), secret=WRONG_SECRET)
+            peer_port = peer.sock.getsockname()[1]
+            # a bold peer ignores the refusal and sends a well-formed stream anyway
+            try:
+                peer.send_raw(peer.frame(p.OPEN, b'{"kind": "train", "qname": "input"}')
+                              + peer.frame(p.CHUNK, bomb("wrong secret")) + peer.frame(p.CLOSE))
+            except OSError:
+                pass  # the server may already have reset the connection
+            assert not peer.accepted()
+            peer.wait_closed_by_peer()
+            peer.close()
+        assert server.queue("input").qsize() == 0
+        assert server.stats == {}
+        assert [r.getMessage() for r in caplog.records] == [
+            f"refused feed connection from ('127.0.0.1', {peer_port}): "
+            "feed connection refused: not signed with this run's secret"
+        ]
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("flip_at", ["payload", "mac"])
+def test_feed_server_drops_a_tampered_stream_and_says_why(caplog, flip_at):
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = FeedServer(listener, SECRET, buffer_chunks=4)
+    try:
+        with caplog.at_level(logging.WARNING, logger="tfos.feed.node_feed"):
+            peer = RawPeer(("127.0.0.1", server.port))
+            peer_port = peer.sock.getsockname()[1]
+            assert peer.accepted()
+            opening = peer.frame(p.OPEN, b'{"kind": "train", "qname": "input", "partition": 0}')
+            chunk = peer.frame(p.CHUNK, bomb("tampered in a live feed"))
+            index = 5 if flip_at == "payload" else len(chunk) - 1
+            peer.send_raw(opening + _flip(chunk, index))
+            peer.wait_closed_by_peer()
+            peer.close()
+        assert server.queue("input").qsize() == 0
+        assert server.stats == {}
+        assert [r.getMessage() for r in caplog.records] == [
+            f"feed connection from ('127.0.0.1', {peer_port}) failed: feed frame failed its integrity check"
+        ]
+    finally:
+        server.close()
+
+
+# ------------------------------------------------------------------- frame integrity
+
+def _flip(data: bytes, index: int) -> bytes:
+    return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1:]
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "first payload byte",
+        "last payload byte",
+        "type byte (to another valid type)",
+        "first mac byte",
+        "last mac byte",
+    ],
+)
+def test_tampered_frame_fails_its_integrity_check_before_decoding(listener, where):
+    peer, channel = raw_peer_and_server(listener)
+    try:
+        payload = bomb("tampered")
+        good = peer.frame(p.CHUNK, payload)
+        head = struct.calcsize(">BI")
+        index = {
+            "first payload byte": head,
+            "last payload byte": head + len(payload) - 1,
+            "type byte (to another valid type)": 0,  # CHUNK (2) ^ 1 == CLOSE (3)
+            "first mac byte": head + len(payload),
+            "last mac byte": len(good) - 1,
+        }[where]
+        peer.send_raw(_flip(good, index))
+        with pytest.raises(AuthenticationError) as error:
+            channel.recv()
+        assert str(error.value) == "feed frame failed its integrity check"
+    finally:
+        peer.close()
+        channel.close()
+
+
+def test_frame_signed_with_another_connections_key_is_rejected(listener):
+    first_peer, first_channel = raw_peer_and_server(listener)
+    second_peer, second_channel = raw_peer_and_server(listener)
+    try:
+        # a frame recorded on one connection is worthless on another (the nonce keys the mac)
+        second_peer.send_raw(first_peer.frame(p.CHUNK, bomb("cross-connection")))
+        with pytest.raises(AuthenticationError) as error:
+            second_channel.recv()
+        assert str(error.value) == "feed frame failed its integrity check"
+    finally:
+        for closeable in (first_peer, first_channel, second_peer, second_channel):
+            closeable.close()
+
+
+def test_replayed_frame_is_rejected(listener):
+    peer, channel = raw_peer_and_server(listener)
+    try:
+        recorded = peer.frame(p.CHUNK, p.encode_records([1, 2, 3]))
+        peer.send_raw(recorded)
+        assert channel.recv() == (p.CHUNK, p.encode_records([1, 2, 3]))
+        peer.send_raw(recorded)  # same bytes again: its sequence number is used up
+        with pytest.raises(AuthenticationError) as error:
+            channel.recv()
+        assert str(error.value) == "feed frame failed its integrity check"
+    finally:
+        peer.close()
+        channel.close()
+
+
+def test_reordered_frames_are_rejected(listener):
+    peer, channel = raw_peer_and_server(listener)
+    try:
+        first = peer.frame(p.CHUNK, bomb("first"))
+        second = peer.frame(p.CHUNK, bomb("second"))
+        peer.send_raw(second + first)
+        with pytest.raises(AuthenticationError) as error:
+            channel.recv()
+        assert str(error.value) == "feed frame failed its integrity check"
+    finally:
+        peer.close()
+        channel.close()
+
+
+def test_dropped_frame_makes_the_next_one_fail(listener):
+    peer, channel = raw_peer_and_server(listener)
+    try:
+        peer.frame(p.CHUNK, b"lost on the way")  # signed, never sent
+        peer.send_raw(peer.frame(p.CHUNK, b"next"))
+        with pytest.raises(AuthenticationError) as error:
+            channel.recv()
+        assert str(error.value) == "feed frame failed its integrity check"
+    finally:
+        peer.close()
+        channel.close()
+
+
+# ------------------------------------------------------------------ malformed streams
+
+@pytest.mark.parametrize(
+    ("ftype", "size"),
+    [
+        (p.CHUNK, p.MAX_FRAME_BYTES + 1),
+        (p.CHUNK, 2**32 - 1),
+        (0, 10),  # no such frame type
+        (99, 10),
+    ],
+)
+def test_malformed_header_is_a_feed_error_without_reading_the_body(listener, ftype, size):
+    peer, channel = raw_peer_and_server(listener)
+    try:
+        peer.send_raw(struct.pack(">BI", ftype, size))  # no body follows: recv must not wait for one
+        with pytest.raises(FeedError) as error:
+            channel.recv()
+        assert str(error.value) == f"malformed feed frame (type {ftype}, {size} bytes)"
+    finally:
+        peer.close()
+        channel.close()
+
+
+def test_largest_allowed_header_is_not_malformed(listener):
+    peer, channel = raw_peer_and_server(listener)
+    try:
+        peer.send_raw(struct.pack(">BI", p.CHUNK, p.MAX_FRAME_BYTES) + b"x" * 10)
+        peer.hang_up()
+        with pytest.raises(FeedError) as error:
+            channel.recv()
+        assert str(error.value) == f"feed connection ended inside a frame (10 of {p.MAX_FRAME_BYTES} bytes)"
+    finally:
+        peer.close()
+        channel.close()
+
+
+@pytest.mark.parametrize(
+    ("cut_at", "message"),
+    [
+        (3, "feed connection ended inside a frame (3 of 5 bytes)"),  # inside the header
+        (5, "feed connection ended inside a frame (0 of 100 bytes)"),  # after the header
+        (55, "feed connection ended inside a frame (50 of 100 bytes)"),  # inside the payload
+        (105, "feed connection ended inside a frame (0 of 32 bytes)"),  # before the mac
+        (136, "feed connection ended inside a frame (31 of 32 bytes)"),  # inside the mac
+    ],
+)
+def test_truncated_stream_is_a_feed_error(listener, cut_at, message):
+    peer, channel = raw_peer_and_server(listener)
+    try:
+        whole = peer.frame(p.CHUNK, b"r" * 100)
+        assert len(whole) == 137
+        peer.send_raw(whole[:cut_at])
+        peer.hang_up()
+        with pytest.raises(FeedError) as error:
+            channel.recv()
+        assert str(error.value) == message
+    finally:
+        peer.close()
+        channel.close()
+
+
+def test_a_whole_frame_then_a_cut_one_delivers_only_the_whole_one(listener):
+    peer, channel = raw_peer_and_server(listener)
+    try:
+        peer.send_raw(peer.frame(p.CHUNK, b"whole") + peer.frame(p.CHUNK, bomb("cut"))[:-1])
+        peer.hang_up()
+        assert channel.recv() == (p.CHUNK, b"whole")
+        with pytest.raises(FeedError) as error:
+            channel.recv()
+        assert str(error.value) == "feed connection ended inside a frame (31 of 32 bytes)"
+    finally:
+        peer.close()
+        channel.close()

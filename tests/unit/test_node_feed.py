@@ -1,0 +1,537 @@
+"""The node's feed server and its readers, driven by the real feeding side over 127.0.0.1.
+
+Each test starts ``FeedServer``s on ``socket.create_server(("127.0.0.1", 0))``; feeding tasks
+(``feed_segments``, ``infer_partition``) and the driver's ``ControlChannel`` run as they do in
+Spark tasks, in threads; the test plays the TF process through ``DataFeed`` and
+``epoch_chunks``. No Spark, no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+import time
+
+import pytest
+
+from tfos.errors import AuthenticationError, FeedError, FeedTimeout
+from tfos.feed import protocol
+from tfos.feed.client import ControlChannel, FeedTarget, feed_segments, infer_partition
+from tfos.feed.node_feed import DataFeed, FeedServer, epoch_chunks
+from tfos.feed.plan import Segment, plan_feed
+
+pytestmark = pytest.mark.timeout(30)
+
+SECRET = os.urandom(32)
+#: ~100 KB records for the back-pressure tests: a 4-byte index, then padding
+BIG_RECORD_BYTES = 100_000
+
+
+class Background:
+    """Runs ``fn(*args, **kwargs)`` in a daemon thread; ``result()`` returns its value or raises."""
+
+    def __init__(self, fn, *args, **kwargs):
+        self._value = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn, args, kwargs), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, args, kwargs):
+        try:
+            self._value = fn(*args, **kwargs)
+        except BaseException as exc:  # handed to the test thread by result()
+            self._error = exc
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def result(self, timeout_s: float = 10.0):
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise AssertionError(f"background call still running after {timeout_s} s")
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def wait_until(predicate, timeout_s: float = 5.0, what: str = "a condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"waited {timeout_s} s for {what}")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def make_server():
+    """Factory of FeedServers; each is terminated, drained and closed after the test."""
+    servers: list[FeedServer] = []
+
+    def make(buffer_chunks: int = 4) -> FeedServer:
+        server = FeedServer(socket.create_server(("127.0.0.1", 0)), SECRET, buffer_chunks=buffer_chunks)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        DataFeed(server).terminate()  # releases connection threads blocked on a full queue
+        server.close()
+
+
+def target(server: FeedServer, name: str = "worker:0", executor_id: str = "0") -> FeedTarget:
+    return FeedTarget(name, "127.0.0.1", server.port, executor_id)
+
+
+def meta(partition: int = 0, epoch: int = 0, qname: str = "input") -> dict:
+    return {"qname": qname, "partition": partition, "epoch": epoch}
+
+
+def big_records(count: int) -> list[bytes]:
+    return [i.to_bytes(4, "big") + b"\0" * BIG_RECORD_BYTES for i in range(count)]
+
+
+def iter_big_records(count: int):
+    for i in range(count):
+        yield i.to_bytes(4, "big") + b"\0" * BIG_RECORD_BYTES
+
+
+def indices(records: list[bytes]) -> list[int]:
+    return [int.from_bytes(r[:4], "big") for r in records]
+
+
+def read_until_stop(feed: DataFeed, batch_size: int) -> list:
+    out = []
+    while not feed.should_stop():
+        out.extend(feed.next_batch(batch_size))
+    return out
+
+
+def read_exactly(feed: DataFeed, count: int, batch_size: int) -> list:
+    out: list = []
+    while len(out) < count:
+        out.extend(feed.next_batch(min(batch_size, count - len(out))))
+    return out
+
+
+# ------------------------------------------------------------------------------ training feed
+
+@pytest.mark.parametrize(
+    ("sizes", "num_nodes", "chunk_records"),
+    [
+        ([23], 1, 4),
+        ([5, 0, 23, 12], 1, 4),
+        ([5, 0, 23, 12], 2, 4),
+        ([40, 1, 0, 2], 3, 3),  # a huge partition spans all nodes, tiny ones feed the last
+        ([2, 1], 5, 1),  # more nodes than records
+        ([0, 0], 2, 4),  # nothing to feed at all
+    ],
+)
+def test_every_record_reaches_its_planned_node_exactly_once(make_server, sizes, num_nodes, chunk_records):
+    servers = [make_server() for _ in range(num_nodes)]
+    targets = [target(s, f"worker:{i}", str(i)) for i, s in enumerate(servers)]
+    plan = plan_feed(sizes, num_nodes)
+    controls = [ControlChannel(t, SECRET, "input", feed_timeout=10) for t in targets]
+    for i, control in enumerate(controls):
+        control.epoch({"epoch": 0, "quota": plan.quota, "expected": plan.expected[i], "columns": None})
+    readers = [Background(read_until_stop, DataFeed(s, feed_timeout=10, node_name=f"worker:{i}"), 7)
+               for i, s in enumerate(servers)]
+    starts = [sum(sizes[:k]) for k in range(len(sizes))]
+    feeders = [
+        Background(feed_segments, range(start, start + size), plan.segments[k], targets, SECRET, meta(k),
+                   feed_timeout=10, chunk_records=chunk_records)
+        for k, (start, size) in enumerate(zip(starts, sizes, strict=True))
+    ]
+    assert [f.result() for f in feeders] == sizes
+    for control in controls:
+        control.end()
+        control.close()
+    received = [r.result() for r in readers]
+
+    total = sum(sizes)
+    for i, records in enumerate(received):
+        assert sorted(records) == list(range(i * total // num_nodes, (i + 1) * total // num_nodes))
+        # partitions feed concurrently, but each partition's records keep their order
+        for start, size in zip(starts, sizes, strict=True):
+            own = [r for r in records if start <= r < start + size]
+            assert own == sorted(own)
+    assert [s.stats["records"] for s in servers] == list(plan.expected)
+
+
+def test_should_stop_turns_true_only_after_the_end_and_the_data_before_it(make_server):
+    server = make_server()
+    control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
+    feed = DataFeed(server, feed_timeout=10)
+    try:
+        fed = feed_segments(range(10), [Segment(0, 0, 10)], [target(server)], SECRET, meta(),
+                            feed_timeout=10, chunk_records=3)
+        assert fed == 10
+        assert feed.next_batch(4) == [0, 1, 2, 3]
+        assert feed.next_batch(4) == [4, 5, 6, 7]
+        assert feed.next_batch(2) == [8, 9]
+        assert not feed.should_stop()  # all data read, but the driver has not ended the feed
+        control.end()
+        assert not feed.should_stop()  # the end is only seen by reading up to it
+        assert feed.next_batch(4) == []
+        assert feed.should_stop()
+        assert feed.next_batch(4) == []  # and stays ended without waiting
+        assert feed.records == 10
+    finally:
+        control.close()
+
+
+def test_last_batch_before_the_end_is_short_and_ends_the_feed(make_server):
+    server = make_server()
+    control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
+    feed = DataFeed(server, feed_timeout=10)
+    try:
+        feed_segments(range(5), [Segment(0, 0, 5)], [target(server)], SECRET, meta(),
+                      feed_timeout=10, chunk_records=2)
+        control.end()
+        assert feed.next_batch(4) == [0, 1, 2, 3]
+        assert not feed.should_stop()
+        assert feed.next_batch(4) == [4]
+        assert feed.should_stop()
+    finally:
+        control.close()
+
+
+def test_next_batch_maps_dataframe_columns_to_tensor_names(make_server):
+    server = make_server()
+    control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
+    try:
+        control.epoch({"epoch": 0, "quota": 3, "expected": 3, "columns": ["label", "pixels"]})
+        feed_segments([(0, "a"), (1, "b"), (2, "c")], [Segment(0, 0, 3)], [target(server)], SECRET, meta(),
+                      feed_timeout=10, chunk_records=2)
+        feed = DataFeed(server, feed_timeout=10, input_mapping={"pixels": "x", "label": "y"})
+        assert feed.next_batch(3) == {"x": ["a", "b", "c"], "y": [0, 1, 2]}
+
+        control.epoch({"epoch": 1, "quota": 1, "expected": 1, "columns": ["label", "pixels"]})
+        feed_segments([(3, "d")], [Segment(0, 0, 1)], [target(server)], SECRET, meta(epoch=1), feed_timeout=10)
+        wrong = DataFeed(server, feed_timeout=10, input_mapping={"image": "x"})
+        with pytest.raises(FeedError) as error:
+            wrong.next_batch(1)
+        assert str(error.value) == "input_mapping names column 'image', but the DataFrame has ['label', 'pixels']"
+    finally:
+        control.close()
+
+
+# --------------------------------------------------------------------------------- epoch_chunks
+
+@pytest.mark.parametrize(
+    ("expected", "quota", "chunk_records", "chunks", "dropped"),
+    [
+        (7, 7, 3, [[0, 1, 2], [3, 4, 5], [6]], 0),
+        (7, 6, 3, [[0, 1, 2], [3, 4, 5]], 1),
+        (7, 5, 3, [[0, 1, 2], [3, 4]], 2),
+        (7, 3, 3, [[0, 1, 2]], 4),
+        (4, 3, 1, [[0], [1], [2]], 1),
+        (1, 0, 3, [], 1),  # more nodes than records: this node yields nothing
+        (0, 0, 3, [], 0),  # and one that is fed nothing does not wait for data
+    ],
+)
+def test_epoch_chunks_yield_the_quota_and_count_the_rest_as_dropped(
+        make_server, expected, quota, chunk_records, chunks, dropped):
+    server = make_server()
+    control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
+    try:
+        control.epoch({"epoch": 0, "quota": quota, "expected": expected, "columns": ["x"]})
+        feeder = Background(feed_segments, range(expected), [Segment(0, 0, expected)] if expected else [],
+                            [target(server)], SECRET, meta(), feed_timeout=10, chunk_records=chunk_records)
+        yielded = list(epoch_chunks(server, "input", feed_timeout=5, node_name="worker:0"))
+        assert feeder.result() == expected
+        assert yielded == [(chunk, ["x"]) for chunk in chunks]
+        assert server.stats["dropped"] == dropped
+        assert server.stats["records"] == expected
+    finally:
+        control.close()
+
+
+def test_epoch_chunks_run_one_epoch_per_call_until_the_feed_ends(make_server):
+    server = make_server(buffer_chunks=16)  # both epochs fit: fed before any is read
+    control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
+    try:
+        for epoch in range(2):
+            control.epoch({"epoch": epoch, "quota": 4, "expected": 5, "columns": None})
+            assert feed_segments(range(epoch * 100, epoch * 100 + 5), [Segment(0, 0, 5)], [target(server)],
+                                 SECRET, meta(epoch=epoch), feed_timeout=10, chunk_records=2) == 5
+        control.end()
+        epochs = [[r for chunk, _ in epoch_chunks(server, "input", feed_timeout=5) for r in chunk]
+                  for _ in range(3)]
+        assert epochs == [[0, 1, 2, 3], [100, 101, 102, 103], []]
+        assert server.stats["dropped"] == 2
+    finally:
+        control.close()
+
+
+def test_epoch_chunks_refuse_a_feed_that_ends_inside_an_epoch(make_server):
+    server = make_server()
+    control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
+    try:
+        control.epoch({"epoch": 3, "quota": 7, "expected": 7, "columns": None})
+        feed_segments(range(3), [Segment(0, 0, 3)], [target(server)], SECRET, meta(), feed_timeout=10)
+        control.end()
+        with pytest.raises(FeedError) as error:
+            list(epoch_chunks(server, "input", feed_timeout=5))
+        assert str(error.value) == "the feed ended inside epoch 3 (3 of 7 records)"
+    finally:
+        control.close()
+
+
+def test_epoch_chunks_time_out_saying_what_arrived(make_server):
+    server = make_server()
+    control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
+    try:
+        control.epoch({"epoch": 0, "quota": 7, "expected": 7, "columns": None})
+        feed_segments(range(3), [Segment(0, 0, 3)], [target(server)], SECRET, meta(), feed_timeout=10)
+        with pytest.raises(FeedTimeout) as error:
+            list(epoch_chunks(server, "input", feed_timeout=0.3, node_name="worker:1"))
+        assert str(error.value) == (
+            "node worker:1 waited 0.3 s for data on queue 'input'; 3 records had arrived (1 chunks); "
+            "is cluster.train()/inference() running?"
+        )
+    finally:
+        control.close()
+
+
+# ------------------------------------------------------------------------------- back-pressure
+
+def test_back_pressure_holds_a_feeder_that_outruns_its_reader(make_server):
+    server = make_server(buffer_chunks=2)
+    records = big_records(200)  # 200 chunks of ~100 KB: 20 MB, far more than the pipe holds
+    feeder = Background(feed_segments, records, [Segment(0, 0, 200)], [target(server)], SECRET, meta(),
+                        feed_timeout=20, chunk_records=1)
+    wait_until(lambda: server.queue("input").full(), what="the queue to fill")
+    time.sleep(1.0)  # the reader reads nothing for a second: the feeder must stay blocked
+
+    assert feeder.alive()
+    assert server.queue("input").qsize() <= 2
+    assert server.stats["records"] <= 5  # 2 queued + 1 held by the connection, give or take
+    feed = DataFeed(server, feed_timeout=10)
+    assert indices(read_exactly(feed, 200, batch_size=10)) == list(range(200))
+    assert feeder.result() == 200
+    assert server.stats["records"] == 200
+
+
+def test_feeder_times_out_naming_the_node_and_what_it_had_taken(make_server):
+    server = make_server(buffer_chunks=1)
+    started = time.monotonic()
+    with pytest.raises(FeedTimeout) as error:
+        # 50 MB offered: more than loopback socket buffers hold, so a chunk send blocks
+        feed_segments(iter_big_records(500), [Segment(0, 0, 500)], [target(server, "worker:3", "7")], SECRET,
+                      meta(), feed_timeout=1, chunk_records=1)
+    assert time.monotonic() - started < 10
+    match = re.fullmatch(
+        r"waited 1 s for node worker:3 \(executor 7\) to take more data; it had taken (\d+) records of "
+        r"this partition's 500; is its main_fun reading the feed\?",
+        str(error.value),
+    )
+    assert match, str(error.value)
+    assert 0 < int(match.group(1)) < 500
+
+
+@pytest.mark.parametrize(
+    ("error", "raised", "message"),
+    [
+        (TimeoutError("timed out"), FeedTimeout,
+         "waited 1 s for node worker:3 (executor 7) to take more data; it had taken 5 records of this "
+         "partition's 5; is its main_fun reading the feed?"),
+        (BrokenPipeError(32, "Broken pipe"), FeedError,
+         "feed to node worker:3 broke after 5 records: [Errno 32] Broken pipe; did the node fail?"),
+    ],
+)
+def test_feeder_stuck_on_its_close_frame_fails_like_on_a_chunk(make_server, monkeypatch, error, raised, message):
+    # after the last chunk the socket's buffers may be full, so sending CLOSE can block as long as a chunk
+    real_send = protocol.FeedChannel.send
+
+    def send(channel, ftype, payload=b""):
+        if ftype == protocol.CLOSE:
+            raise error  # what sendall raises when the node stops reading / is gone
+        return real_send(channel, ftype, payload)
+
+    monkeypatch.setattr(protocol.FeedChannel, "send", send)
+    server = make_server()
+    with pytest.raises(raised) as caught:
+        feed_segments(range(5), [Segment(0, 0, 5)], [target(server, "worker:3", "7")], SECRET, meta(),
+                      feed_timeout=1, chunk_records=2)
+    assert type(caught.value) is raised
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("fed", "read", "message"),
+    [
+        (0, 0, "node worker:2 waited 0.5 s for data on queue 'input'; 0 records had arrived (0 chunks); "
+               "is cluster.train()/inference() running?"),
+        (3, 3, "node worker:2 waited 0.5 s for data on queue 'input'; 3 records had arrived (1 chunks); "
+               "is cluster.train()/inference() running?"),
+    ],
+)
+def test_next_batch_times_out_without_data(make_server, fed, read, message):
+    server = make_server()
+    if fed:
+        feed_segments(range(fed), [Segment(0, 0, fed)], [target(server)], SECRET, meta(), feed_timeout=10)
+    feed = DataFeed(server, feed_timeout=0.5, node_name="worker:2")
+    assert len(read_exactly(feed, read, batch_size=10)) == read
+    started = time.monotonic()
+    with pytest.raises(FeedTimeout) as error:
+        feed.next_batch(10)
+    assert 0.45 <= time.monotonic() - started < 3
+    assert str(error.value) == message
+
+
+# ------------------------------------------------------------------------------------ terminate
+
+def test_terminate_releases_an_in_flight_feeder_and_refuses_new_feeds(make_server):
+    server = make_server(buffer_chunks=1)
+    feeder = Background(feed_segments, big_records(200), [Segment(0, 0, 200)], [target(server)], SECRET,
+                        meta(), feed_timeout=20, chunk_records=1)
+    wait_until(lambda: server.queue("input").full(), what="the queue to fill")
+    feed = DataFeed(server, feed_timeout=10)
+
+    feed.terminate()
+    released = time.monotonic()
+    # the running feed drains to nowhere and counts the whole partition as fed; the driver
+    # learns of the stop from the next feed's OPEN
+    assert feeder.result(timeout_s=5) == 200
+    assert time.monotonic() - released < 5
+    assert server.stats["records"] < 20  # the rest was skipped, not decoded
+    assert feed.should_stop()
+    assert feed.next_batch(10) == []
+
+    started = time.monotonic()
+    fed = feed_segments(range(50), [Segment(0, 0, 50)], [target(server)], SECRET, meta(1),
+                        feed_timeout=20, chunk_records=5)
+    assert fed == 0  # fewer than planned: the driver sees the node stopped early
+    assert time.monotonic() - started < 2
+
+
+def test_terminate_on_one_node_cuts_short_a_partition_spanning_two(make_server):
+    servers = [make_server(), make_server()]
+    targets = [target(s, f"worker:{i}", str(i)) for i, s in enumerate(servers)]
+    DataFeed(servers[1]).terminate()
+    fed = feed_segments(range(10), [Segment(0, 0, 5), Segment(1, 5, 10)], targets, SECRET, meta(),
+                        feed_timeout=10, chunk_records=2)
+    assert fed == 5
+    assert read_exactly(DataFeed(servers[0], feed_timeout=5), 5, batch_size=5) == [0, 1, 2, 3, 4]
+
+
+def test_terminate_releases_every_feeder_blocked_on_the_queue(make_server):
+    server = make_server(buffer_chunks=1)
+    feeders = [Background(feed_segments, big_records(100), [Segment(0, 0, 100)], [target(server)], SECRET,
+                          meta(k), feed_timeout=20, chunk_records=1) for k in range(3)]
+    # every connection has decoded a chunk: one sits in the queue, the others wait to put theirs
+    wait_until(lambda: server.stats["chunks"] >= 3, what="three connections to block")
+    DataFeed(server).terminate()
+    assert [f.result(timeout_s=5) for f in feeders] == [100, 100, 100]
+
+
+# ------------------------------------------------------------------------------------ inference
+
+def serve_inference(feed: DataFeed, batch_size: int, split_results: bool = False) -> list[int]:
+    """A TFoS-style inference loop (result = record * 10); returns the batch sizes it saw."""
+    sizes = []
+    while not feed.should_stop():
+        batch = feed.next_batch(batch_size)
+        if not batch:
+            continue
+        sizes.append(len(batch))
+        results = [r * 10 for r in batch]
+        if split_results:  # one batch answered in two calls
+            feed.batch_results(results[:1])
+            feed.batch_results(results[1:])
+        else:
+            feed.batch_results(results)
+    return sizes
+
+
+@pytest.mark.parametrize(
+    ("partitions", "batch_size", "chunk_records", "split_results", "batches"),
+    [
+        ([0], 3, 4, False, []),
+        ([1], 3, 4, False, [1]),
+        ([7], 3, 4, False, [3, 3, 1]),  # not a multiple of the batch size: a short last batch
+        ([12], 3, 4, False, [3, 3, 3, 3]),
+        ([0, 7, 0, 12], 3, 4, False, [3, 3, 1, 3, 3, 3, 3]),  # a batch never spans two partitions
+        ([100], 8, 7, True, [8] * 12 + [4]),
+    ],
+)
+def test_inference_returns_one_result_per_record_in_order(
+        make_server, partitions, batch_size, chunk_records, split_results, batches):
+    server = make_server()
+    consumer = Background(serve_inference, DataFeed(server, train_mode=False, feed_timeout=10), batch_size,
+                          split_results)
+    for k, size in enumerate(partitions):
+        records = range(1000 * k, 1000 * k + size)
+        results = list(infer_partition(records, target(server), SECRET, {"qname": "input", "partition": k},
+                                       feed_timeout=10, chunk_records=chunk_records))
+        assert results == [r * 10 for r in records]
+    control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
+    control.end()
+    control.close()
+    assert consumer.result() == batches
+
+
+def test_concurrent_inference_connections_each_get_their_own_results(make_server):
+    server = make_server(buffer_chunks=2)
+    consumer = Background(serve_inference, DataFeed(server, train_mode=False, feed_timeout=10), 4)
+    jobs = {
+        k: Background(lambda k=k, chunk=chunk: list(infer_partition(
+            range(1000 * k, 1000 * k + 60), target(server), SECRET, {"qname": "input", "partition": k},
+            feed_timeout=10, chunk_records=chunk)))
+        for k, chunk in [(0, 3), (1, 5), (2, 1)]
+    }
+    for k, job in jobs.items():
+        assert job.result() == [r * 10 for r in range(1000 * k, 1000 * k + 60)]
+    control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
+    control.end()
+    control.close()
+    assert sum(consumer.result()) == 180
+
+
+def test_batch_results_refuses_more_results_than_records_taken(make_server):
+    server = make_server()
+    feed = DataFeed(server, train_mode=False, feed_timeout=10)
+    with pytest.raises(FeedError) as error:
+        feed.batch_results([1, 2])
+    assert str(error.value) == "batch_results got 2 more results than records fed"
+
+    job = Background(lambda: list(infer_partition(range(3), target(server), SECRET,
+                                                  {"qname": "input", "partition": 0}, feed_timeout=10)))
+    assert feed.next_batch(5) == [0, 1, 2]
+    with pytest.raises(FeedError) as error:
+        feed.batch_results([0, 10, 20, 30])
+    assert str(error.value) == "batch_results got 1 more results than records fed"
+    assert job.result() == [0, 10, 20]  # the three that had records went back
+
+
+# ------------------------------------------------------------------------ connection failures
+
+def test_a_closed_node_is_skipped_at_once(make_server):
+    server = make_server()
+    port = server.port
+    server.close()  # as when the node's TF process ended: connections are refused
+    started = time.monotonic()
+    fed = feed_segments(range(3), [Segment(0, 0, 3)], [FeedTarget("worker:4", "127.0.0.1", port, "9")], SECRET,
+                        meta(), feed_timeout=5)
+    assert fed == 0  # fewer than planned: the driver sees the node stopped taking data
+    assert time.monotonic() - started < 2
+    assert server.stats == {}
+
+
+def test_feeding_an_unreachable_node_names_it():
+    with pytest.raises(FeedError) as error:
+        feed_segments(range(3), [Segment(0, 0, 3)], [FeedTarget("worker:4", "no-such-host.invalid", 1, "9")],
+                      SECRET, meta(), feed_timeout=5)
+    # the middle is the resolver's own words, which vary by platform
+    assert re.fullmatch(r"cannot reach the feed of node worker:4 at no-such-host\.invalid:1 \(executor 9\): "
+                        r"\[Errno -?\d+\] .+; did the node fail\?", str(error.value)), str(error.value)
+
+
+def test_feeding_with_another_runs_secret_is_refused(make_server):
+    server = make_server()
+    with pytest.raises(AuthenticationError) as error:
+        feed_segments(range(3), [Segment(0, 0, 3)], [target(server)], os.urandom(32), meta(), feed_timeout=5)
+    assert str(error.value) == f"feed endpoint 127.0.0.1:{server.port} refused this run's secret"
+    assert server.stats == {}

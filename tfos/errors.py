@@ -41,6 +41,10 @@ class FeedError(TfosError):
     """Feeding Spark data to the TF nodes failed."""
 
 
+class FeedAuthenticationError(FeedError, AuthenticationError):
+    """A feed connection or frame was not signed with this run's secret."""
+
+
 class FeedTimeout(FeedError, TimeoutError):
     """A feed wait ran out."""
 

@@ -102,10 +102,11 @@ def connected_pair(listener: socket.socket) -> tuple[p.FeedChannel, p.FeedChanne
     return server.result(), client
 
 
-def frame_bytes(key: bytes, seq: int, ftype: int, payload: bytes, size: int | None = None) -> bytes:
-    """One frame as the module docstring specifies it, built independently of FeedChannel."""
+def frame_bytes(key: bytes, seq: int, ftype: int, payload: bytes, size: int | None = None,
+                direction: bytes = b"C") -> bytes:
+    """One frame as the module docstring specifies it (client to node), built independently of FeedChannel."""
     head = struct.pack(">BI", ftype, len(payload) if size is None else size)
-    mac = hmac.new(key, seq.to_bytes(8, "big") + head + payload, hashlib.sha256).digest()
+    mac = hmac.new(key, direction + seq.to_bytes(8, "big") + head + payload, hashlib.sha256).digest()
     return head + payload + mac
 
 
@@ -516,3 +517,17 @@ def test_a_whole_frame_then_a_cut_one_delivers_only_the_whole_one(listener):
     finally:
         peer.close()
         channel.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_frame_bounced_back_to_its_sender_is_rejected(listener):
+    server, client = connected_pair(listener)
+    try:
+        key = client._key
+        # a frame signed as the client's own (direction C), sent to the client as if from the node
+        server.sock.sendall(frame_bytes(key, 0, p.CHUNK, b"bounced"))
+        with pytest.raises(p.AuthenticationError, match="integrity"):
+            client.recv()
+    finally:
+        server.close()
+        client.close()

@@ -424,7 +424,7 @@ def test_terminate_releases_every_feeder_blocked_on_the_queue(make_server):
     # every connection has decoded a chunk: one sits in the queue, the others wait to put theirs
     wait_until(lambda: server.stats["chunks"] >= 3, what="three connections to block")
     DataFeed(server).terminate()
-    assert [f.result(timeout_s=5) for f in feeders] == [100, 100, 100]
+    assert [f.result(timeout_s=15) for f in feeders] == [100, 100, 100]
 
 
 # ------------------------------------------------------------------------------------ inference
@@ -535,3 +535,28 @@ def test_feeding_with_another_runs_secret_is_refused(make_server):
         feed_segments(range(3), [Segment(0, 0, 3)], [target(server)], os.urandom(32), meta(), feed_timeout=5)
     assert str(error.value) == f"feed endpoint 127.0.0.1:{server.port} refused this run's secret"
     assert server.stats == {}
+
+
+@pytest.mark.timeout(30)
+def test_inference_without_batch_results_fails_the_task_at_feed_timeout_not_never(make_server):
+    server = make_server()
+    feed = DataFeed(server, train_mode=False, feed_timeout=10)
+
+    def take_but_never_answer():
+        taken = []
+        while len(taken) < 5:
+            taken += feed.next_batch(5)
+        return len(taken)
+
+    consumer = Background(take_but_never_answer)
+    start = time.monotonic()
+    job = Background(lambda: list(infer_partition(range(5), target(server), SECRET,
+                                                  {"qname": "input", "partition": 7}, feed_timeout=1.0)))
+    with pytest.raises(FeedError) as err:
+        job.result()
+    assert time.monotonic() - start < 12
+    assert str(err.value) == (
+        "node worker:0: node answered 0 of 5 records of partition 7 within 1 s; "
+        "main_fun must call batch_results() once per batch"
+    )
+    assert consumer.result() == 5

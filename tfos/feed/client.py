@@ -104,7 +104,9 @@ def feed_segments(records, segments, targets: list[FeedTarget], secret: bytes, m
 def infer_partition(records, target: FeedTarget, secret: bytes, meta: dict, feed_timeout: float,
                     chunk_records: int = CHUNK_RECORDS):
     """Stream ``records`` to ``target`` for inference; yield one result per record, in order."""
-    channel = _open(target, secret, dict(meta, kind="inference"), feed_timeout)
+    channel = _open(target, secret, dict(meta, kind="inference", feed_timeout=feed_timeout), feed_timeout)
+    # the node gives up on missing results after feed_timeout and says why; wait a bit longer
+    channel.sock.settimeout(feed_timeout + 5.0)
     results: list = []
     state = {"error": None, "closed": False}
     done = threading.Event()
@@ -126,6 +128,12 @@ def infer_partition(records, target: FeedTarget, secret: bytes, meta: dict, feed
                     return
                 if ftype == p.RESULTS:
                     results.extend(p.decode_records(payload))
+                elif ftype == p.ERROR:
+                    state["error"] = f"node {target.name}: {payload.decode(errors='replace')}"
+                    return
+                else:
+                    state["error"] = f"node {target.name} sent an unexpected {p.NAMES[ftype]} frame"
+                    return
         except TimeoutError:
             state["error"] = f"node {target.name} sent no inference results for {feed_timeout:g} s"
         except (OSError, FeedError) as exc:

@@ -126,8 +126,17 @@ class FeedServer:
                 self._put(q, (_CHUNK, records, source))
             elif ftype == p.CLOSE:
                 if source is not None:
-                    q.put((_PARTITION_END, None, source))
-                    source.wait_done()
+                    timeout = float(meta.get("feed_timeout", 600))
+                    if not (self._put(q, (_PARTITION_END, None, source)) and source.wait_done(
+                            timeout, self.terminated)):
+                        # never leave the feeding task waiting for results that will not come
+                        channel.send(p.ERROR, (
+                            f"node answered {source.answered} of {source.sent} records of partition "
+                            f"{meta.get('partition')} "
+                            + ("before terminate() ended its feed" if self.terminated.is_set() else
+                               f"within {timeout:g} s; main_fun must call batch_results() once per batch")
+                        ).encode())
+                        return
                 channel.send_json(p.ACK, {"records": received, "terminated": self.terminated.is_set()})
                 return
             else:
@@ -185,9 +194,18 @@ class _Source:
             self._ended = True
             self._done.notify_all()
 
-    def wait_done(self) -> None:
+    def wait_done(self, timeout_s: float | None = None, terminated: threading.Event | None = None) -> bool:
+        """Wait until every record sent got its result; False on timeout or termination."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._done:
-            self._done.wait_for(lambda: self._ended and self.answered >= self.sent)
+            while not (self._ended and self.answered >= self.sent):
+                if terminated is not None and terminated.is_set():
+                    return False
+                left = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+                if left <= 0:
+                    return False
+                self._done.wait(left)
+            return True
 
 
 class DataFeed:

@@ -3,8 +3,8 @@
 Handshake: the node sends a random 32-byte nonce; the client answers with
 HMAC-SHA256(secret, "tfos-feed" + nonce). Both then key every frame with
 ``HMAC(secret, nonce)``: a frame is ``type (1 byte) | length (4 bytes) | payload |
-mac (32 bytes)`` where the mac covers a running sequence number, the type and the
-payload. Payloads are parsed (and record chunks unpickled) only after their mac checks
+mac (32 bytes)`` where the mac covers the direction, a running sequence number, the
+type and the payload. Payloads are parsed (and record chunks unpickled) only after their mac checks
 out, so nothing from an unauthenticated peer is ever unpickled.
 """
 
@@ -18,7 +18,8 @@ import pickle
 import socket
 import struct
 
-from tfos.errors import AuthenticationError, FeedError
+from tfos.errors import FeedAuthenticationError as AuthenticationError
+from tfos.errors import FeedError
 
 NONCE_BYTES = 32
 MAC_BYTES = 32
@@ -35,9 +36,11 @@ NAMES = {OPEN: "OPEN", CHUNK: "CHUNK", CLOSE: "CLOSE", ACK: "ACK", RESULTS: "RES
 class FeedChannel:
     """One authenticated connection; ``send``/``recv`` whole frames. Not thread-safe per direction."""
 
-    def __init__(self, sock: socket.socket, key: bytes):
+    def __init__(self, sock: socket.socket, key: bytes, is_server: bool):
         self.sock = sock
         self._key = key
+        # the mac binds the direction too, so a frame cannot be bounced back to its sender
+        self._out, self._in = (b"S", b"C") if is_server else (b"C", b"S")
         self._send_seq = 0
         self._recv_seq = 0
         self._file = sock.makefile("rb", buffering=1 << 20)
@@ -56,7 +59,7 @@ class FeedChannel:
             raise AuthenticationError("feed connection refused: not signed with this run's secret")
         sock.sendall(b"\x01")
         sock.settimeout(None)
-        return cls(sock, hmac.new(secret, nonce, hashlib.sha256).digest())
+        return cls(sock, hmac.new(secret, nonce, hashlib.sha256).digest(), is_server=True)
 
     @classmethod
     def connect(cls, address: tuple[str, int], secret: bytes, timeout_s: float = 30.0) -> FeedChannel:
@@ -73,13 +76,13 @@ class FeedChannel:
             sock.close()
             raise AuthenticationError(f"feed endpoint {address[0]}:{address[1]} refused this run's secret")
         sock.settimeout(None)
-        return cls(sock, hmac.new(secret, nonce, hashlib.sha256).digest())
+        return cls(sock, hmac.new(secret, nonce, hashlib.sha256).digest(), is_server=False)
 
     # ----------------------------------------------------------------- frames
 
     def send(self, ftype: int, payload: bytes | memoryview = b"") -> None:
         head = _HEAD.pack(ftype, len(payload))
-        mac = self._mac(self._send_seq, head, payload)
+        mac = self._mac(self._out, self._send_seq, head, payload)
         self._send_seq += 1
         self.sock.sendall(head)
         if payload:
@@ -96,7 +99,7 @@ class FeedChannel:
             raise FeedError(f"malformed feed frame (type {ftype}, {size} bytes)")
         payload = self._read(size) if size else b""
         mac = self._read(MAC_BYTES)
-        if not hmac.compare_digest(mac, self._mac(self._recv_seq, head, payload)):
+        if not hmac.compare_digest(mac, self._mac(self._in, self._recv_seq, head, payload)):
             raise AuthenticationError("feed frame failed its integrity check")
         self._recv_seq += 1
         return ftype, payload
@@ -110,8 +113,8 @@ class FeedChannel:
         finally:
             self.sock.close()
 
-    def _mac(self, seq: int, head: bytes, payload) -> bytes:
-        mac = hmac.new(self._key, seq.to_bytes(8, "big") + head, hashlib.sha256)
+    def _mac(self, direction: bytes, seq: int, head: bytes, payload) -> bytes:
+        mac = hmac.new(self._key, direction + seq.to_bytes(8, "big") + head, hashlib.sha256)
         mac.update(payload)
         return mac.digest()
 

@@ -21,9 +21,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import tfos  # noqa: E402
 from _common import start_spark, summary  # noqa: E402
 from startup import empty_job  # noqa: E402
+
+import tfos  # noqa: E402
 
 
 def crash(args, ctx):

@@ -300,6 +300,13 @@ def _wrap_maybe_symbolic_build(original, tf_trainer):
     @functools.wraps(original)
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         strategy = self._distribute_strategy
+        if iterator is not None and strategy is not None:
+            # Build from the dataset's element spec instead of reading a batch: the
+            # original reads one batch from a pass of its own, which costs a whole epoch
+            # of a one-shot stream such as a tfos Spark feed (ctx.dataset).
+            placeholder = _placeholder_batch(iterator, tf, tree)
+            if placeholder is not None:
+                return original(self, iterator=None, data_batch=placeholder)
         if (
             iterator is None
             or strategy is None
@@ -325,6 +332,40 @@ def _wrap_maybe_symbolic_build(original, tf_trainer):
 
     setattr(_maybe_symbolic_build, _PATCH_MARKER, True)
     return _maybe_symbolic_build
+
+
+def _placeholder_batch(iterator, tf, tree):
+    """Zeros shaped like one batch of ``iterator``'s dataset (batch size 1), or ``None``.
+
+    Only when every leaf is a tensor whose dims other than the batch dim are known;
+    anything else keeps Keras's own way (reading a batch).
+    """
+    dataset = getattr(iterator, "_distributed_dataset", None)
+    spec = getattr(dataset, "element_spec", None)
+    if spec is None:
+        return None
+    leaves = tree.flatten(spec)
+
+    def local(leaf):
+        values = getattr(leaf, "_value_specs", None)  # PerReplicaSpec: one spec per local replica
+        return values[0] if values else leaf
+
+    leaves = [local(leaf) for leaf in leaves]
+    if not leaves or not all(isinstance(leaf, tf.TensorSpec) for leaf in leaves):
+        return None
+    if any(leaf.shape.rank is None or None in leaf.shape.as_list()[1:] for leaf in leaves):
+        return None
+
+    def zeros(leaf):
+        shape = [1 if d is None else d for d in leaf.shape.as_list()]
+        if leaf.dtype == tf.string:
+            return tf.fill(shape, "")
+        return tf.zeros(shape, leaf.dtype)
+
+    try:
+        return tree.pack_sequence_as(spec, [zeros(leaf) for leaf in leaves])
+    except (TypeError, ValueError):
+        return None
 
 
 def _wrap_reduce_per_replica(original, tf_trainer):

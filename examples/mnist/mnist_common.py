@@ -201,3 +201,71 @@ def write_json(path: str, data: dict) -> None:
     with open(tmp, "w") as f:
         json.dump(data, f, indent=2)
     os.replace(tmp, path)
+
+
+# ------------------------------------------------------ InputMode.SPARK data
+
+
+def csv_path(data_dir: str, split: str) -> str:
+    """data_setup.py's CSV of ``split`` ("train"/"test"): a header, then ``label,p0..p63`` rows."""
+    return os.path.join(data_dir, "csv", f"{split}.csv")
+
+
+def load_csv(data_dir: str, split: str):
+    """``(images float32[n, 64], labels int64[n])`` of ``split``, read with NumPy (small data)."""
+    import numpy as np
+
+    table = np.loadtxt(csv_path(data_dir, split), delimiter=",", skiprows=1, dtype=np.float32, ndmin=2)
+    return table[:, 1:], table[:, 0].astype(np.int64)
+
+
+def _parse_csv_line(line: str):
+    values = line.split(",")
+    return [float(v) for v in values[1:]], int(values[0])
+
+
+def spark_data(spark, data_dir: str, split: str, fmt: str):
+    """``split`` read by Spark, as the feed takes it.
+
+    ``fmt="rdd"``: an RDD of ``(image, label)`` tuples (64 floats, an int), from
+    ``sc.textFile``. ``fmt="df"``: a DataFrame with columns ``image`` (array<float>)
+    and ``label`` (bigint), from ``spark.read.csv``. Either way, every executor must be
+    able to read ``data_dir`` (on a multi-host cluster: a shared filesystem or HDFS).
+    """
+    path = "file://" + csv_path(data_dir, split) if "://" not in data_dir else csv_path(data_dir, split)
+    if fmt == "rdd":
+        lines = spark.sparkContext.textFile(path)
+        return lines.filter(lambda line: not line.startswith("label")).map(_parse_csv_line)
+    if fmt == "df":
+        from pyspark.sql import functions as F
+
+        schema = ", ".join(["label INT"] + [f"p{i} FLOAT" for i in range(IMAGE_PIXELS)])
+        table = spark.read.csv(path, header=True, schema=schema)
+        return table.select(F.array(*[F.col(f"p{i}") for i in range(IMAGE_PIXELS)]).alias("image"),
+                            F.col("label").cast("long").alias("label"))
+    raise ValueError(f"fmt must be 'rdd' or 'df'; received: {fmt!r}")
+
+
+def feed_signature(fmt: str):
+    """``ctx.dataset``'s ``output_signature`` for :func:`spark_data`'s records (node side)."""
+    import tensorflow as tf
+
+    image = tf.TensorSpec((IMAGE_PIXELS,), tf.float32)
+    label = tf.TensorSpec((), tf.int64)
+    if fmt == "df":
+        return {"image": image, "label": label}  # DataFrame rows: by column name
+    return (image, label)  # RDD tuples: by position
+
+
+def describe_feed(report) -> str:
+    """A few lines summing up a :class:`tfos.feed.driver.FeedReport` (what ``cluster.train`` fed)."""
+    lines = [
+        f"fed {report.records_per_epoch} records x {report.epochs_fed}/{report.num_epochs} epochs "
+        f"on queue {report.qname!r} ({len(report.partition_sizes)} partitions)"
+        + (", stopped early by the nodes (terminate())" if report.terminated else ""),
+    ]
+    for name, count in zip(report.nodes, report.records_per_node, strict=True):
+        lines.append(f"  {name}: {count} records per epoch")
+    lines.append(f"  ctx.dataset yields {report.quota_per_node} per node per epoch; "
+                 f"{report.dropped_per_epoch} record(s) per epoch dropped to keep the nodes in step")
+    return "\n".join(lines)

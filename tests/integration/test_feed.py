@@ -180,9 +180,18 @@ def _mwms_fit_on_feed(args, ctx):
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
         model.compile(optimizer="adam", loss="mse")
     sig = (tf.TensorSpec((4,), tf.float32), tf.TensorSpec((), tf.float32))
-    history = model.fit(ctx.dataset(sig).batch(16), epochs=args["epochs"], verbose=0)
+    steps: list[int] = []
+
+    class CountSteps(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            steps.append(0)
+
+        def on_train_batch_end(self, batch, logs=None):
+            steps[-1] += 1
+
+    history = model.fit(ctx.dataset(sig).batch(16), epochs=args["epochs"], verbose=0, callbacks=[CountSteps()])
     with open(_os.path.join(args["dir"], f"{ctx.job_name}.json"), "w") as f:
-        _json.dump({"loss": history.history["loss"]}, f)
+        _json.dump({"loss": history.history["loss"], "steps": steps}, f)
 
 
 def test_mwms_fit_on_skewed_partitions_finishes_with_equal_steps(sc, tmp_path):
@@ -199,6 +208,10 @@ def test_mwms_fit_on_skewed_partitions_finishes_with_equal_steps(sc, tmp_path):
     report = cluster.train(data, num_epochs=3)
     cluster.shutdown(timeout=180)
     assert report.dropped_per_epoch == sum(sizes) % 2
+    # every fed epoch reaches its own Keras epoch (Keras' build pass must not eat one); MWMS
+    # takes the batch of 16 as the global batch: each of the 2 nodes steps through 8 records
+    expected_steps = -(-report.quota_per_node // 8)
     for name in ("chief", "worker"):
-        loss = json.loads((tmp_path / f"{name}.json").read_text())["loss"]
-        assert len(loss) == 3 and loss[-1] < loss[0]
+        result = json.loads((tmp_path / f"{name}.json").read_text())
+        assert result["steps"] == [expected_steps] * 3
+        assert len(result["loss"]) == 3 and 0 < result["loss"][-1] < result["loss"][0]

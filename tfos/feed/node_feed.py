@@ -338,13 +338,17 @@ def epoch_chunks(server: FeedServer, qname: str, feed_timeout: float, node_name:
     in ``server.stats["dropped"]``.
     """
     feed = DataFeed(server, qname_in=qname, feed_timeout=feed_timeout, node_name=node_name)
-    # wait for the epoch plan
+    # wait for the epoch plan; data before it is left over from an abandoned pass
     while True:
         kind, payload, _ = feed._get()
         if kind == _END:
             return
         if kind == _EPOCH:
             break
+        if kind == _CHUNK:
+            server.stats["dropped"] += len(payload)
+            log.warning("node %s: %d fed records arrived outside an epoch (an abandoned pass over "
+                        "ctx.dataset?); dropped", node_name, len(payload))
     quota, expected = payload["quota"], payload["expected"]
     columns = payload.get("columns")
     yielded = received = 0

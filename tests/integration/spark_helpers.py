@@ -66,3 +66,11 @@ def _exists(proc: psutil.Process) -> bool:
         return True
     except psutil.Error:
         return False
+
+
+def process_gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs (absent, or a zombie waiting to be reaped)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

@@ -71,6 +71,28 @@ def test_every_record_reaches_exactly_one_node_once_per_epoch(sc, tmp_path, size
     assert report.epochs_fed == 2 and cluster.feed_reports == [report]
 
 
+def test_a_cached_rdd_is_counted_once_across_train_calls(sc, tmp_path):
+    rdd = _skewed(sc, [40, 0, 25]).cache()
+    cluster = tfos.run(sc, _collect_ids, str(tmp_path), num_executors=2, input_mode=SPARK)
+    jobs: list[str] = []
+    original = cluster._run_feed_job
+
+    def recording(description, thunk):
+        jobs.append(description)
+        return original(description, thunk)
+
+    cluster._run_feed_job = recording
+    cluster.train(rdd, num_epochs=1)
+    cluster.train(rdd, num_epochs=2)
+    cluster.shutdown(timeout=120)
+    assert jobs == ["tfos: count partitions", "tfos: feed epoch 1/1", "tfos: feed epoch 1/2",
+                    "tfos: feed epoch 2/2"]
+    seen = []
+    for name in ("chief", "worker"):
+        seen += json.loads((tmp_path / f"{name}.json").read_text())
+    assert collections.Counter(seen) == {i: 3 for i in range(65)}
+
+
 def _answer_doubled(args, ctx):
     feed = ctx.get_data_feed(train_mode=False)
     while not feed.should_stop():

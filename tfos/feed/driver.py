@@ -49,6 +49,7 @@ class SparkFeeder:
         self._check_nodes = check_nodes  # raises the run's node failure, if one comes within a moment
         self._controls: dict[tuple[int, str], ControlChannel] = {}
         self.reports: list[FeedReport] = []
+        self._sizes: dict[int, list[int]] = {}  # rdd id -> partition sizes, for cached RDDs
 
     def _control(self, node: int, qname: str, feed_timeout: float) -> ControlChannel:
         key = (node, qname)
@@ -58,7 +59,7 @@ class SparkFeeder:
 
     def train(self, data, num_epochs: int, feed_timeout: float, qname: str) -> FeedReport:
         rdd, columns = as_rdd(data)
-        sizes = self._run_job("tfos: count partitions", lambda: rdd.mapPartitions(_count).collect())
+        sizes = self._partition_sizes(rdd, reusable=columns is None)
         plan = plan_feed(sizes, len(self.targets))
         report = FeedReport(
             qname=qname, num_epochs=num_epochs, records_per_epoch=plan.total,
@@ -96,6 +97,17 @@ class SparkFeeder:
                          "main_fun returned)", epoch + 1, num_epochs)
                 break
         return report
+
+    def _partition_sizes(self, rdd, reusable: bool) -> list[int]:
+        """Records per partition; counted once per cached or checkpointed RDD (a Spark job each
+        time otherwise: its data may change between calls)."""
+        stable = reusable and (rdd.is_cached or rdd.isCheckpointed())
+        if stable and rdd.id() in self._sizes:
+            return self._sizes[rdd.id()]
+        sizes = self._run_job("tfos: count partitions", lambda: rdd.mapPartitions(_count).collect())
+        if stable:
+            self._sizes[rdd.id()] = sizes
+        return sizes
 
     def inference(self, data, feed_timeout: float, qname: str):
         rdd, _columns = as_rdd(data)

@@ -26,7 +26,14 @@ class FeedReport:
     dropped_per_epoch: int
     epochs_fed: int = 0
     terminated: bool = False
-    partition_sizes: list[int] = field(default_factory=list)
+    partition_sizes: list[int] = field(default_factory=list, repr=False)
+
+    def __str__(self) -> str:
+        per_node = ", ".join(f"{n} {c}" for n, c in zip(self.nodes, self.records_per_node, strict=True))
+        text = (f"fed {self.epochs_fed} of {self.num_epochs} epoch(s) of {self.records_per_epoch} records "
+                f"on queue {self.qname!r} ({per_node}); ctx.dataset yields {self.quota_per_node} per node "
+                f"per epoch, dropping {self.dropped_per_epoch}")
+        return text + (" (stopped early by a node)" if self.terminated else "")
 
 
 def as_rdd(data):

@@ -135,7 +135,7 @@ class Cluster:
                                         port=facts.server_port, bind_host=facts.server_bind_host)
         self._launch = NodeLaunch(
             run_id=self.run_id, server_address=self.server.address, secret=self._secret,
-            num_nodes=config.num_executors, input_mode=int(config.input_mode),
+            input_mode=int(config.input_mode),
             tensorboard=config.tensorboard, log_dir=config.log_dir or "", keras=config.keras,
             default_fs=facts.default_fs, reservation_timeout=config.reservation_timeout,
             heartbeat_interval_s=config.heartbeat_interval_s, heartbeat_timeout_s=config.heartbeat_timeout_s,
@@ -308,7 +308,7 @@ class Cluster:
                 lambda: bool(self.state.failures) or all(
                     n.state in TERMINAL_NODE_STATES or n.role.job_name not in TRAINING_JOBS
                     for n in self.state.nodes
-                ) or False,
+                ),
                 timeout=_NODE_REPORT_GRACE_S,
             )
         self._raise_if_failed("while feeding")
@@ -416,8 +416,8 @@ class Cluster:
         if failed:
             try:
                 self.sc.cancelJobGroup(self.job_group)
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as exc:  # noqa: BLE001 - the SparkContext may be stopping
+                log.debug("cancelJobGroup failed: %s", exc)
             self._wait_all_stopped(self.config.stop_grace_s + 5)
         if self._job_thread is not None:
             self._job_thread.join(self.config.stop_grace_s + 15)

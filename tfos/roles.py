@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from tfos.errors import ConfigError
 
 TRAINING_JOBS = ("chief", "master", "worker")
-SERVING_JOBS = ("ps",)
 
 
 @dataclass(frozen=True)

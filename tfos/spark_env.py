@@ -5,6 +5,7 @@ Every check fails with what it found, what is needed, and the setting to change.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 
 from tfos.deadline import Deadline
 from tfos.errors import SparkPreconditionError
+
+log = logging.getLogger(__name__)
 
 _LOCAL_CLUSTER = re.compile(r"^local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]$")
 _LOCAL = re.compile(r"^local(\[.*\])?$")
@@ -66,7 +69,8 @@ def read_facts(sc) -> SparkFacts:
         cores = 1  # YARN's default executor cores
     try:
         default_fs = sc._jsc.hadoopConfiguration().get("fs.defaultFS") or "file:///"
-    except Exception:  # noqa: BLE001 - py4j not reachable (Spark Connect): assume local
+    except Exception as exc:  # noqa: BLE001 - py4j not reachable (Spark Connect)
+        log.warning("cannot read fs.defaultFS from Spark (%s); ctx.absolute_path assumes file:///", exc)
         default_fs = "file:///"
     from tfos.net import driver_host
 

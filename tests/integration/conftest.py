@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.spark_helpers import wait_no_node_processes
+from tests.integration.spark_helpers import start_spark, wait_no_node_processes
 
 
 @pytest.fixture(autouse=True)
 def no_leftovers():
     yield
     assert wait_no_node_processes() == []
+
+
+@pytest.fixture(scope="module")
+def spark(request):
+    """One Spark application per test module: ``SPARK_EXECUTORS`` executors (default 2)."""
+    executors = getattr(request.module, "SPARK_EXECUTORS", 2)
+    session = start_spark(executors, f"tfos-test-{request.module.__name__.rsplit('.', 1)[-1]}")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def sc(spark):
+    return spark.sparkContext

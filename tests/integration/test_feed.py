@@ -12,24 +12,11 @@ import cloudpickle
 import pytest
 
 import tfos
-from tests.integration.spark_helpers import start_spark
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 SPARK = tfos.InputMode.SPARK
-
-
-@pytest.fixture(scope="module")
-def spark():
-    session = start_spark(2, "tfos-test-feed")
-    yield session
-    session.stop()
-
-
-@pytest.fixture(scope="module")
-def sc(spark):
-    return spark.sparkContext
 
 
 def _collect_ids(args, ctx):

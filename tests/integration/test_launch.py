@@ -19,7 +19,6 @@ import tfos
 from tests.integration.spark_helpers import (
     listening,
     process_gone,
-    start_spark,
     wait_no_node_processes,
 )
 from tfos.node.process import wait_until
@@ -28,13 +27,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 # the executors cannot import this test module: ship its functions by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-@pytest.fixture(scope="module")
-def sc():
-    spark = start_spark(2, "tfos-test-launch")
-    yield spark.sparkContext
-    spark.stop()
 
 
 def _wait_for(path, timeout_s=60.0):

@@ -10,17 +10,10 @@ import cloudpickle
 import pytest
 
 import tfos
-from tests.integration.spark_helpers import start_spark
 
+SPARK_EXECUTORS = 3
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-@pytest.fixture(scope="module")
-def sc():
-    spark = start_spark(3, "tfos-test-roles-three")
-    yield spark.sparkContext
-    spark.stop()
 
 
 def _report(out_dir, ctx):

@@ -14,12 +14,12 @@ import os
 import pickle
 import socket
 import struct
-import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.unit.threads import Background
 from tfos.errors import AuthenticationError, FeedError
 from tfos.feed import protocol as p
 from tfos.feed.node_feed import FeedServer
@@ -55,28 +55,6 @@ def no_detonations():
     assert DETONATIONS == [], "a payload was unpickled before (or without) its mac check"
 
 
-class Background:
-    """Runs ``fn(*args)`` in a daemon thread; ``result()`` returns its value or raises its error."""
-
-    def __init__(self, fn, *args):
-        self._value = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
-        self._thread.start()
-
-    def _run(self, fn, args):
-        try:
-            self._value = fn(*args)
-        except BaseException as exc:  # handed to the test thread by result()
-            self._error = exc
-
-    def result(self, timeout_s: float = 10.0):
-        self._thread.join(timeout_s)
-        if self._thread.is_alive():
-            raise AssertionError(f"background call still running after {timeout_s} s")
-        if self._error is not None:
-            raise self._error
-        return self._value
 
 
 @pytest.fixture

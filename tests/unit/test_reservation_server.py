@@ -275,7 +275,7 @@ def test_client_of_a_closed_port_times_out_naming_the_address():
 
 def test_secret_never_shows_in_repr_or_str():
     launch = NodeLaunch(
-        run_id=RUN_ID, server_address="127.0.0.1:1", secret=SECRET, num_nodes=2, input_mode=0,
+        run_id=RUN_ID, server_address="127.0.0.1:1", secret=SECRET, input_mode=0,
         tensorboard=False, log_dir="", keras="auto", default_fs="file://", reservation_timeout=60.0,
         heartbeat_interval_s=1.0, heartbeat_timeout_s=10.0, stop_grace_s=3.0, keep_omp_num_threads=False,
     )

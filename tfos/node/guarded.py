@@ -15,7 +15,8 @@ from tfos.node.process import die_with_parent
 
 def main() -> None:
     parent_pid, module, *args = sys.argv[1:]
-    die_with_parent(int(parent_pid))
+    if not die_with_parent(int(parent_pid)):
+        sys.exit(70)  # the parent is already gone
     sys.argv = [module, *args]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 

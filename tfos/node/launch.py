@@ -14,7 +14,6 @@ class NodeLaunch:
     run_id: str
     server_address: str
     secret: Secret
-    num_nodes: int
     input_mode: int
     tensorboard: bool
     log_dir: str

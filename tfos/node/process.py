@@ -29,11 +29,11 @@ _TF_NOISE = re.compile(
 )
 
 
-def die_with_parent(expected_ppid: int | None = None, sig: int = signal.SIGKILL) -> None:
+def die_with_parent(expected_ppid: int | None = None, sig: int = signal.SIGKILL) -> bool:
     """Ask the kernel to send ``sig`` to this process when its parent dies (Linux).
 
-    Closes the race where the parent died before the request: if the parent is
-    already not ``expected_ppid``, exit now.
+    Returns False when the parent is already not ``expected_ppid`` (it died before the
+    request): the caller, a process entry point, should then exit.
     """
     if sys.platform.startswith("linux"):
         try:
@@ -41,8 +41,7 @@ def die_with_parent(expected_ppid: int | None = None, sig: int = signal.SIGKILL)
             libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
         except OSError:  # pragma: no cover - non-glibc systems
             log.debug("prctl unavailable; relying on the watchdog thread")
-    if expected_ppid is not None and os.getppid() != expected_ppid:
-        os._exit(70)
+    return expected_ppid is None or os.getppid() == expected_ppid
 
 
 class PidWatch:

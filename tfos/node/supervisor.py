@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 
 from tfos.errors import ReservationError
+from tfos.input_mode import InputMode
 from tfos.net import free_port, join_host_port
 from tfos.node import frames
 from tfos.node.process import OutputTail, PidWatch, describe_exit, terminate
@@ -32,7 +33,6 @@ from tfos.roles import Role, cluster_spec, tf_config, training_rank
 
 log = logging.getLogger("tfos.node")
 
-SPARK_MODE = 1
 _SPARK_SECRETS = ("PYTHON_WORKER_FACTORY_SECRET", "PYSPARK_GATEWAY_SECRET", "_PYSPARK_DRIVER_CONN_INFO_PATH")
 
 
@@ -74,7 +74,7 @@ class Supervisor:
         host = self.h["host"]
         port = free_port(host)
         tb_port = free_port(host) if self.h["tensorboard"] else 0
-        if self.h["input_mode"] == SPARK_MODE:
+        if self.h["input_mode"] == InputMode.SPARK:
             # bound here, inherited by the TF process: the port is never free for a moment
             self.feed_listener = socket.create_server((host, 0), family=_family(host), backlog=64)
             self.feed_port = self.feed_listener.getsockname()[1]
@@ -149,7 +149,7 @@ class Supervisor:
             "worker_num": worker_num, "num_workers": num_workers, "log_dir": log_dir,
             "server_address": self.h["server_address"],
             # the TF process checks feeding connections with it (SPARK mode only)
-            "secret": self.h["secret"] if self.h["input_mode"] == SPARK_MODE else "",
+            "secret": self.h["secret"] if self.h["input_mode"] == InputMode.SPARK else "",
             "nodes": [{"job_name": n.job_name, "task_index": n.task_index, "host": n.host,
                        "port": n.port, "executor_id": n.executor_id} for n in nodes],
         }

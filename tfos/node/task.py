@@ -9,10 +9,9 @@ import os
 import subprocess
 import sys
 
+from tfos.input_mode import InputMode
 from tfos.node import frames
 from tfos.node.launch import NodeLaunch
-
-SPARK_MODE = 1
 
 
 class NodeTaskError(RuntimeError):
@@ -33,7 +32,7 @@ def run_node_task(launch: NodeLaunch, slot: int, task_address: str | None, task_
         slot=slot, executor_id=me.executor_id, host=me.host, working_dir=me.working_dir,
         jvm_pid=me.jvm_pid, task_attempt=task_attempt,
         # TENSORFLOW mode: the node lives and dies with this task
-        task_pid=os.getpid() if launch.input_mode != SPARK_MODE else None,
+        task_pid=os.getpid() if launch.input_mode != InputMode.SPARK else None,
     )
     read_fd, write_fd = os.pipe()
     proc = subprocess.Popen(
@@ -51,7 +50,7 @@ def run_node_task(launch: NodeLaunch, slot: int, task_address: str | None, task_
             event = frames.read_json(status)
             if event is None:
                 break
-            if event.get("event") == "running" and launch.input_mode == SPARK_MODE:
+            if event.get("event") == "running" and launch.input_mode == InputMode.SPARK:
                 return {"slot": slot, "executor_id": me.executor_id, "outcome": "running"}
             if event.get("event") == "result":
                 result = event

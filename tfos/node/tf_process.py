@@ -32,10 +32,10 @@ def _prepare_environment(keras: str) -> None:
             resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
     except (ValueError, OSError):
         pass
-    if keras == "tf_keras":
-        os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    elif keras == "keras3":
-        os.environ.pop("TF_USE_LEGACY_KERAS", None)
+    if keras != "auto":  # "auto": whatever the executor environment says
+        from tfos.keras_compat import configure_keras_backend
+
+        os.environ.update(configure_keras_backend(keras))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
@@ -65,7 +65,8 @@ def main() -> int:
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--feed-fd", type=int, default=-1)
     opts = parser.parse_args()
-    die_with_parent(opts.parent_pid)
+    if not die_with_parent(opts.parent_pid):
+        return 70  # the supervisor is already gone
     events = _Events(os.fdopen(opts.status_fd, "wb"))
     stdin = sys.stdin.buffer
     header = frames.read_json(stdin)

@@ -36,6 +36,7 @@ from tfos.spark_env import (
     read_facts,
     wait_for_executors,
 )
+from tfos.submit_conf import defaults_from_conf
 from tfos.user_code import describe_source
 
 log = logging.getLogger(__name__)
@@ -98,10 +99,12 @@ def run(
             "executor; ask Spark for num_ps more executors instead"
         )
     facts = read_facts(sc)
+    submitted = defaults_from_conf(sc.getConf())  # spark.tfos.* keys set by `tfos submit`
     if num_executors is None:
-        num_executors = facts.configured_executors
+        num_executors = submitted.get("num_executors", facts.configured_executors)
         if num_executors is None:
             raise ConfigError("num_executors is required when spark.executor.instances is not set")
+    options = {**{k: v for k, v in submitted.items() if k != "num_executors"}, **options}
     unknown = set(options) - set(RunConfig.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"unknown option(s) for tfos.run: {', '.join(sorted(unknown))}")

@@ -49,6 +49,10 @@ class FeedTimeout(FeedError, TimeoutError):
     """A feed wait ran out."""
 
 
+class DataError(TfosError, ValueError):
+    """Data cannot be converted between Spark and TFRecords (type, null, corrupt file)."""
+
+
 @dataclass(frozen=True)
 class NodeFailure:
     """What one node reported (or what was observed) when it failed."""

@@ -11,6 +11,7 @@ from tfos.errors import (
     ClusterFailedError,
     ClusterTimeout,
     ConfigError,
+    DataError,
     FeedError,
     FeedTimeout,
     NodeFailure,
@@ -25,7 +26,7 @@ from tfos.version import __version__
 TFNodeContext = NodeContext  # TensorFlowOnSpark's name
 
 __all__ = [
-    "AuthenticationError", "Cluster", "ClusterFailedError", "ClusterTimeout", "ConfigError", "FeedError", "FeedTimeout",
+    "AuthenticationError", "Cluster", "ClusterFailedError", "ClusterTimeout", "ConfigError", "DataError", "FeedError", "FeedTimeout",
     "InputMode", "NodeContext", "NodeFailure", "NodeInfo", "ReservationError", "ReservationTimeout",
     "SparkPreconditionError", "TFNodeContext", "TfosError", "__version__", "run",
 ]

@@ -1,7 +1,7 @@
 """The reservation server over real gRPC on 127.0.0.1, driven by ReservationClient and raw calls.
 
 One server serves the whole module; each test installs a fresh ReservationState behind it
-(``SwappableState``), so tests do not see each other's registrations.
+(``SwappableState``). Generated attacks on the same server are in test_reservation_attack.py.
 """
 
 from __future__ import annotations
@@ -15,70 +15,26 @@ import time
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
+from tests.unit.reservation_wire import (
+    RUN_ID,
+    SECRET,
+    assert_no_secret,
+    client,
+    form_cluster,
+    raw_call,
+    register_node,
+    rpc_error,
+)
 from tfos.errors import AuthenticationError, ReservationError, ReservationTimeout
 from tfos.node.launch import NodeLaunch
 from tfos.reservation import auth
 from tfos.reservation import messages as m
 from tfos.reservation.client import ReservationClient
-from tfos.reservation.server import ReservationServer
 from tfos.reservation.state import ReservationState
 from tfos.roles import plan_roles
 
 pytestmark = pytest.mark.timeout(60)
-
-RUN_ID = "run-server-test"
-SECRET = auth.Secret(auth.new_secret())
-#: status codes a well-formed refusal may carry; anything else (UNKNOWN, INTERNAL) means a handler crashed
-REFUSALS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}
-REPLY_TYPES = {name: m.message_type(reply) for name, (_req, reply) in m.METHODS.items()}
-
-
-class SwappableState:
-    """Forwards the server's calls to the ReservationState the current test installed."""
-
-    nodes = range(8)  # sizes the server's thread pool
-
-    def __init__(self) -> None:
-        self.current: ReservationState | None = None
-
-    def install(self, state: ReservationState) -> ReservationState:
-        self.current = state
-        return state
-
-    def register(self, req):
-        return self.current.register(req)
-
-    def await_cluster(self, req):
-        return self.current.await_cluster(req)
-
-    def heartbeat(self, req):
-        return self.current.heartbeat(req)
-
-    def report(self, req):
-        return self.current.report(req)
-
-
-@pytest.fixture(scope="module")
-def swappable() -> SwappableState:
-    return SwappableState()
-
-
-@pytest.fixture(scope="module")
-def server(swappable):
-    srv = ReservationServer(swappable, SECRET, "127.0.0.1", max_workers=32)
-    srv.start()
-    yield srv
-    srv.stop(0.2)
-
-
-@pytest.fixture(scope="module")
-def raw_channel(server):
-    channel = grpc.insecure_channel(server.address)
-    yield channel
-    channel.close()
 
 
 @pytest.fixture
@@ -86,57 +42,6 @@ def state(swappable, server) -> ReservationState:
     """A fresh 3-node run (ps:0, chief:0, worker:0) behind the module's server."""
     return swappable.install(ReservationState(RUN_ID, plan_roles(3, 1)))
 
-
-def client(server, slot: int, secret: auth.Secret = SECRET, run_id: str = RUN_ID) -> ReservationClient:
-    return ReservationClient(server.address, secret, run_id, slot)
-
-
-def raw_call(channel, method: str, body: bytes, signed: bool = True, timeout: float = 10.0) -> bytes:
-    call = channel.unary_unary(m.method_path(method), request_serializer=None, response_deserializer=None)
-    metadata = ((auth.METADATA_KEY, auth.sign(SECRET.value, m.method_path(method), body)),) if signed else None
-    return call(body, timeout=timeout, metadata=metadata)
-
-
-def rpc_error(fn, *args, **kwargs) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as info:
-        fn(*args, **kwargs)
-    return info.value
-
-
-SECRET_FORMS = (SECRET.value.hex(), repr(SECRET.value), SECRET.value.decode("latin-1"))
-
-
-def assert_no_secret(text: str) -> None:
-    for form in SECRET_FORMS:
-        assert form not in text
-
-
-def register_node(server, slot: int, **kw):
-    with client(server, slot) as c:
-        return c.register(executor_id=f"exec-{slot}", host=f"host-{slot}", port=5000 + slot, pid=10 + slot,
-                          timeout_s=10, **kw)
-
-
-def form_cluster(server, num_nodes: int) -> list:
-    """Register and await ``num_nodes`` slots from concurrent threads; return each slot's ClusterReply."""
-    replies: list = [None] * num_nodes
-    errors: list[BaseException] = []
-
-    def node(slot: int) -> None:
-        try:
-            register_node(server, slot)
-            with client(server, slot) as c:
-                replies[slot] = c.await_cluster(timeout_s=30, poll_s=2)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=node, args=(slot,)) for slot in range(num_nodes)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(45)
-    assert errors == []
-    return replies
 
 
 # ------------------------------------------------------------------ a healthy run
@@ -222,7 +127,8 @@ def test_call_without_signature_is_unauthenticated(server, state, raw_channel, m
 
 
 def test_signature_for_another_method_is_refused(server, state, raw_channel):
-    body = reg_body(0)
+    body = m.RegisterRequest(run_id=RUN_ID, slot=0, executor_id="exec-0", host="host-0", port=5000,
+                             pid=1).SerializeToString()
     call = raw_channel.unary_unary(m.method_path("Register"), request_serializer=None, response_deserializer=None)
     wrong = auth.sign(SECRET.value, m.method_path("Report"), body)
     err = rpc_error(call, body, timeout=10, metadata=((auth.METADATA_KEY, wrong),))
@@ -286,80 +192,65 @@ def test_secret_never_shows_in_repr_or_str():
     assert pickle.loads(pickle.dumps(SECRET)).value == SECRET.value
 
 
-# ------------------------------------------------------------------ fuzzing
+# ------------------------------------------------------------------ signature tokens
 
 
-def reg_body(slot: int) -> bytes:
-    return m.RegisterRequest(run_id=RUN_ID, slot=slot, executor_id=f"exec-{slot}", host=f"host-{slot}",
-                             port=5000 + slot, pid=1).SerializeToString()
+class FakeWallClock:
+    def __init__(self, now: float = 1_800_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
-def check_answer(method: str, call) -> None:
-    """``call()`` must give a parseable reply or a refusal; never a crash status."""
-    try:
-        raw = call()
-    except grpc.RpcError as err:
-        assert err.code() in REFUSALS, (err.code(), err.details())
-        assert_no_secret(err.details() or "")
-        return
-    REPLY_TYPES[method].FromString(raw)
+def test_verifier_forgets_nonces_once_their_window_passed():
+    clock = FakeWallClock()
+    verifier = auth.Verifier(SECRET, window_s=10, clock=clock)
+    tokens = [auth.sign(SECRET.value, "/m", b"body", now=clock.now) for _ in range(100)]
+    assert [verifier.check("/m", b"body", t) for t in tokens] == [None] * 100
+    assert verifier.check("/m", b"body", tokens[0]) == auth.REPLAYED
+    assert verifier.remembered == 100
+    clock.now += 11
+    fresh_token = auth.sign(SECRET.value, "/m", b"body", now=clock.now)
+    assert verifier.check("/m", b"body", fresh_token) is None
+    assert verifier.remembered == 1  # the 100 old ones expired; their timestamps are now refused anyway
+    assert verifier.check("/m", b"body", tokens[0]) == (
+        "request signed 11 s behind the driver's clock (at most 10 s allowed): a replayed request, or the "
+        "clocks of the driver and this executor's host disagree (run NTP on both)"
+    )
 
 
-def check_invariants(state: ReservationState) -> None:
-    nodes = state.snapshot()
-    assert state.run_state in ("reserving", "ready", "stopping", "failed", "finished")
-    if state.run_state in ("ready", "stopping"):
-        assert all(n.host and 0 < n.port <= 65535 for n in nodes)
-    for n in nodes:
-        assert 0 <= n.tensorboard_port <= 65535 and 0 <= n.feed_port <= 65535
+def test_verifier_accepts_a_clock_skew_inside_the_window():
+    clock = FakeWallClock()
+    verifier = auth.Verifier(SECRET, window_s=300, clock=clock)
+    for skew in (-299, 0, 299):
+        assert verifier.check("/m", b"", auth.sign(SECRET.value, "/m", b"", now=clock.now + skew)) is None
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(body=st.binary(max_size=512))
-def test_signed_random_bytes_get_an_answer_from_every_method(swappable, server, raw_channel, body):
-    state = swappable.install(ReservationState(RUN_ID, plan_roles(3, 1)))
-    for method in m.METHODS:
-        check_answer(method, lambda method=method: raw_call(raw_channel, method, body))
-    check_invariants(state)
+def test_client_retry_after_a_lost_reply_is_not_taken_for_a_replay(server, state):
+    # the first attempt reaches the server, its reply is lost (deadline), the retry must still pass
+    form_cluster(server, 3)
+    with client(server, 0) as c:
+        calls = c._calls
+        real = calls["Heartbeat"]
+        attempts = []
+
+        def lossy(body, timeout, metadata):
+            attempts.append(metadata)
+            reply = real(body, timeout=timeout, metadata=metadata)
+            if len(attempts) == 1:
+                raise _DeadlineExceeded()
+            return reply
+
+        calls["Heartbeat"] = lossy
+        reply = c.heartbeat("running", timeout_s=5)
+    assert len(attempts) == 2 and attempts[0] != attempts[1]
+    assert reply.run_state == "ready"
 
 
-INT32 = st.integers(-(2**31), 2**31 - 1)
-SLOTS = st.one_of(st.integers(-2, 4), INT32)
-PORTS = st.one_of(st.integers(-2, 70000), INT32)
-RUN_IDS = st.one_of(st.just(RUN_ID), st.text(max_size=40))
-#: long polls stay short: a wrong-but-valid request may be one the server waits on
-WAITS = st.one_of(st.integers(-(2**31), 0), st.integers(0, 5))
-TEXT = st.text(max_size=300)
-EVENTS = st.one_of(st.sampled_from(m.EVENTS), st.text(max_size=20))
+class _DeadlineExceeded(grpc.RpcError):
+    def code(self):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
 
-REQUESTS = st.one_of(
-    st.builds(lambda **f: ("Register", m.RegisterRequest(**f)),
-              run_id=RUN_IDS, slot=SLOTS, executor_id=st.one_of(st.sampled_from(["exec-0", "exec-1"]), TEXT),
-              host=st.one_of(st.sampled_from(["host-0", "host-1"]), TEXT), port=PORTS, pid=INT32,
-              tensorboard_port=PORTS, feed_port=PORTS, task_attempt=INT32),
-    st.builds(lambda **f: ("AwaitCluster", m.AwaitClusterRequest(**f)), run_id=RUN_IDS, slot=SLOTS, wait_ms=WAITS),
-    st.builds(lambda **f: ("Heartbeat", m.HeartbeatRequest(**f)),
-              run_id=RUN_IDS, slot=SLOTS, state=EVENTS, wait_ms=WAITS),
-    st.builds(lambda **f: ("Report", m.ReportRequest(**f)),
-              run_id=RUN_IDS, slot=SLOTS, event=EVENTS, exit_code=INT32, has_exit_code=st.booleans(),
-              message=TEXT, traceback=TEXT, output_tail=TEXT, tensorboard_port=PORTS),
-)
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(calls=st.lists(REQUESTS, min_size=1, max_size=6))
-def test_signed_wrong_messages_get_a_reply_or_a_refusal(swappable, server, raw_channel, calls):
-    state = swappable.install(ReservationState(RUN_ID, plan_roles(3, 1)))
-    for method, request in calls:
-        body = request.SerializeToString()
-        check_answer(method, lambda method=method, body=body: raw_call(raw_channel, method, body))
-        check_invariants(state)
-
-
-def test_after_fuzzing_a_normal_run_still_forms(swappable, server, raw_channel):
-    # the server that took the fuzzing above (module scope) still serves a whole run
-    swappable.install(ReservationState(RUN_ID, plan_roles(3, 1)))
-    check_answer("Register", lambda: raw_call(raw_channel, "Register", b"\xff" * 64))
-    replies = form_cluster(server, 3)
-    assert all(r.ready for r in replies)
-    assert sorted((n.job_name, n.task_index) for n in replies[0].nodes) == [("chief", 0), ("ps", 0), ("worker", 0)]
+    def details(self):
+        return "Deadline Exceeded"

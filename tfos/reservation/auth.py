@@ -1,18 +1,36 @@
 """Per-run secret and request signing.
 
-The secret never crosses the wire: each call carries an HMAC-SHA256 of its method
-and body, keyed by the secret, in gRPC metadata. The server checks it in
-constant time before it parses a byte of the body.
+The secret never crosses the wire: each call carries, in gRPC metadata, a token
+``v1.<unix ms>.<nonce>.<mac>`` where the mac is HMAC-SHA256, keyed by the secret,
+over the method, the timestamp, the nonce and the request body. The server checks
+the mac in constant time before it parses a byte of the body, then refuses a
+token whose timestamp is more than :data:`WINDOW_S` from its own clock and a
+nonce it has already seen within that window, so a captured request cannot be
+sent again (a replayed heartbeat would keep a dead node looking alive; a replayed
+old registration would point its peers at a stale port).
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
+import re
 import secrets
+import threading
+import time
 
 METADATA_KEY = "tfos-signature"
 SECRET_BYTES = 32
+NONCE_BYTES = 12
+#: how far (seconds) a request's timestamp may be from the server's clock, either way
+WINDOW_S = 300.0
+
+_VERSION = "v1"
+_TOKEN = re.compile(r"v1\.(\d{1,15})\.([0-9a-f]{16,64})\.([0-9a-f]{64})")
+
+UNSIGNED = "request not signed with this run's secret"
+REPLAYED = "request replayed: its nonce was already used (every call is signed afresh)"
 
 
 def new_secret() -> bytes:
@@ -20,16 +38,64 @@ def new_secret() -> bytes:
     return secrets.token_bytes(SECRET_BYTES)
 
 
-def sign(secret: bytes, method: str, body: bytes) -> str:
-    mac = hmac.new(secret, method.encode("ascii") + b"\0" + body, hashlib.sha256)
-    return mac.hexdigest()
+def sign(secret: bytes, method: str, body: bytes, *, now: float | None = None, nonce: str | None = None) -> str:
+    """The signature token for one call of ``method`` with ``body``; make a new one per attempt."""
+    stamp = int((time.time() if now is None else now) * 1000)
+    nonce = nonce or secrets.token_hex(NONCE_BYTES)
+    return f"{_VERSION}.{stamp}.{nonce}.{_mac(secret, method, stamp, nonce, body)}"
 
 
-def verify(secret: bytes, method: str, body: bytes, signature: str | None) -> bool:
-    if not signature or not isinstance(signature, str):
-        return False
-    expected = sign(secret, method, body)
-    return hmac.compare_digest(expected.encode("ascii"), signature.encode("ascii", "replace"))
+class Verifier:
+    """Checks signature tokens for one run, and remembers nonces for the window. Thread-safe.
+
+    Args:
+        secret: the run's secret.
+        window_s: how far a timestamp may be from ``clock()``.
+        clock: wall-clock seconds (``time.time``); a parameter for tests.
+    """
+
+    def __init__(self, secret: Secret, window_s: float = WINDOW_S, clock=time.time):
+        self._secret = secret
+        self._window_ms = int(window_s * 1000)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: set[str] = set()
+        self._expiry: list[tuple[int, str]] = []  # heap of (ms after which a nonce cannot come back, nonce)
+
+    def check(self, method: str, body: bytes, token: object) -> str | None:
+        """``None`` when ``token`` signs this call and is fresh; else the reason to refuse it.
+
+        Never blocks; never raises on any input.
+        """
+        match = _TOKEN.fullmatch(token) if isinstance(token, str) else None
+        if match is None:
+            return UNSIGNED
+        stamp, nonce, mac = int(match.group(1)), match.group(2), match.group(3)
+        expected = _mac(self._secret.value, method, stamp, nonce, body)
+        if not hmac.compare_digest(expected, mac):
+            return UNSIGNED
+        now = int(self._clock() * 1000)
+        skew_s = (stamp - now) / 1000.0
+        if abs(stamp - now) > self._window_ms:
+            return (
+                f"request signed {abs(skew_s):.0f} s {'ahead of' if skew_s > 0 else 'behind'} the driver's "
+                f"clock (at most {self._window_ms // 1000} s allowed): a replayed request, or the clocks of "
+                f"the driver and this executor's host disagree (run NTP on both)"
+            )
+        with self._lock:
+            while self._expiry and self._expiry[0][0] < now:
+                self._seen.discard(heapq.heappop(self._expiry)[1])
+            if nonce in self._seen:
+                return REPLAYED
+            self._seen.add(nonce)
+            heapq.heappush(self._expiry, (stamp + self._window_ms, nonce))
+        return None
+
+    @property
+    def remembered(self) -> int:
+        """How many nonces are held (bounded by the call rate times the window)."""
+        with self._lock:
+            return len(self._seen)
 
 
 class Secret:
@@ -51,3 +117,8 @@ class Secret:
 
     def __reduce__(self):  # travels inside the Spark task closure
         return (Secret, (self._value,))
+
+
+def _mac(secret: bytes, method: str, stamp: int, nonce: str, body: bytes) -> str:
+    head = f"{method}\0{stamp}\0{nonce}\0".encode("ascii")
+    return hmac.new(secret, head + body, hashlib.sha256).hexdigest()

@@ -110,9 +110,10 @@ class ReservationClient:
         """Sign and send ``request``; retry transport errors until ``deadline``."""
         body = request.SerializeToString()
         path = m.method_path(method)
-        metadata = ((auth.METADATA_KEY, auth.sign(self._secret.value, path, body)),)
         delay = 0.05
         while True:
+            # signed afresh per attempt: the server refuses a nonce it has seen (replays)
+            metadata = ((auth.METADATA_KEY, auth.sign(self._secret.value, path, body)),)
             try:
                 return self._calls[method](body, timeout=max(deadline.slice(60.0), 0.5), metadata=metadata)
             except grpc.RpcError as err:

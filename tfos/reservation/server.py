@@ -37,7 +37,7 @@ class ReservationServer:
     def __init__(self, state: ReservationState, secret: auth.Secret, host: str, port: int = 0,
                  max_workers: int | None = None, bind_host: str | None = None):
         self.state = state
-        self._secret = secret
+        self._verifier = auth.Verifier(secret)
         self.host = host
         workers = max_workers or max(16, 2 * len(state.nodes) + 8)
         self._server = grpc.server(
@@ -86,10 +86,11 @@ class ReservationServer:
         path = m.method_path(method)
 
         def handle(raw: bytes, context: grpc.ServicerContext):
-            signature = dict(context.invocation_metadata()).get(auth.METADATA_KEY)
-            if not auth.verify(self._secret.value, path, raw, signature):
-                log.warning("refused %s from %s: missing or wrong signature", method, context.peer())
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, "request not signed with this run's secret")
+            token = dict(context.invocation_metadata()).get(auth.METADATA_KEY)
+            refusal = self._verifier.check(path, raw, token)
+            if refusal is not None:
+                log.warning("refused %s from %s: %s", method, context.peer(), refusal)
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, refusal)
             try:
                 request = request_type.FromString(raw)
             except (DecodeError, RuntimeError, ValueError) as exc:

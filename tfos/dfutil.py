@@ -1,0 +1,451 @@
+"""DataFrames to TFRecord files of ``tf.train.Example`` and back, without a JVM jar.
+
+>>> tfos.dfutil.save_as_tfrecords(df, "/data/train", compression="GZIP")
+>>> df2 = tfos.dfutil.load_tfrecords(spark, "/data/train")
+
+Writing runs one Spark task per partition, each writing one file
+(``part-00000.tfrecord``, ``.tfrecord.gz`` for GZIP) with tfos's own Example encoder
+(:mod:`tfos.tfrecord`, no TensorFlow import in the Spark workers). Reading lists and
+reads the files through Spark (``binaryFiles``, so any file system the Spark
+application can read: ``file:``, ``hdfs:``, ``viewfs:``, ``s3a:``...) and decodes them
+in the Python workers.
+
+TensorFlowOnSpark's names are kept as aliases: ``saveAsTFRecords``, ``loadTFRecords``,
+``isLoadedDF`` (and its ``loadedDF`` record of where each loaded DataFrame came from).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+import weakref
+from dataclasses import dataclass
+from itertools import islice
+
+from tfos.errors import DataError
+from tfos.tfrecord import (
+    PY_BOOL,
+    PY_BYTES,
+    PY_FLOAT,
+    PY_INT,
+    PY_STR,
+    PY_VECTOR,
+    SUFFIX,
+    ExampleDecoder,
+    ExampleEncoder,
+    Field,
+    RecordWriter,
+    check_compression,
+    feature_stats,
+    infer_fields,
+    merge_stats,
+    read_file_bytes,
+)
+
+log = logging.getLogger(__name__)
+
+#: the DataFrame's Spark schema, written next to the part files by save_as_tfrecords
+SCHEMA_FILE = "_tfos_schema.json"
+SUCCESS_FILE = "_SUCCESS"
+
+#: DataFrames made by load_tfrecords -> the directory they were read from (TensorFlowOnSpark's ``loadedDF``)
+loadedDF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # noqa: N816 - TensorFlowOnSpark's name
+
+_SUPPORTED = ("boolean, byte, short, int, long (int64 list); float, double (float list); string "
+              "(UTF-8 bytes list); binary (bytes list); a Spark ML vector (float list); and arrays of these")
+
+
+@dataclass(frozen=True)
+class SavedTFRecords:
+    """What :func:`save_as_tfrecords` wrote.
+
+    Attributes:
+        output_dir: the directory, fully qualified (``file:/...``, ``hdfs://...``).
+        files: the part files' names, one per partition, in partition order.
+        records: records written to each file, in the same order.
+        compression: "", "GZIP" or "ZLIB".
+    """
+
+    output_dir: str
+    files: tuple[str, ...]
+    records: tuple[int, ...]
+    compression: str
+
+    @property
+    def total_records(self) -> int:
+        return sum(self.records)
+
+
+# ------------------------------------------------------------------ schema
+
+
+def fields_from_schema(schema) -> list[Field]:
+    """The :class:`~tfos.tfrecord.Field` of each column of a Spark ``StructType``.
+
+    Raises:
+        DataError: for a column type an Example cannot hold (map, struct, nested arrays,
+            decimal, date, timestamp...), naming the column and its type.
+    """
+    return [_field(f.name, f.dataType) for f in schema.fields]
+
+
+def _field(name: str, data_type) -> Field:
+    from pyspark.sql.types import ArrayType
+
+    py = _scalar_py(data_type)
+    if py is not None:
+        return Field(name, py)
+    if isinstance(data_type, ArrayType):
+        element = _scalar_py(data_type.elementType)
+        if element is not None and element != PY_VECTOR:
+            return Field(name, element, array=True)
+    raise DataError(
+        f"column {name!r} has type {data_type.simpleString()}, which a tf.train.Example feature cannot "
+        f"hold; supported: {_SUPPORTED}. Convert or drop it first (e.g. F.to_json for a struct or map, "
+        "F.flatten for a nested array, .cast('double') for a decimal, .cast('long') for a timestamp)"
+    )
+
+
+def _scalar_py(data_type) -> str | None:
+    from pyspark.sql import types as T
+
+    if isinstance(data_type, T.BooleanType):
+        return PY_BOOL
+    if isinstance(data_type, (T.ByteType, T.ShortType, T.IntegerType, T.LongType)):
+        return PY_INT
+    if isinstance(data_type, (T.FloatType, T.DoubleType)):
+        return PY_FLOAT
+    if isinstance(data_type, T.StringType):
+        return PY_STR
+    if isinstance(data_type, T.BinaryType):
+        return PY_BYTES
+    if type(data_type).__name__ == "VectorUDT":
+        return PY_VECTOR
+    return None
+
+
+def spark_schema(fields: list[Field]):
+    """The Spark ``StructType`` :func:`load_tfrecords` gives inferred fields."""
+    from pyspark.sql import types as T
+
+    scalar = {PY_INT: T.LongType(), PY_BOOL: T.BooleanType(), PY_FLOAT: T.FloatType(),
+              PY_STR: T.StringType(), PY_BYTES: T.BinaryType(), PY_VECTOR: T.FloatType()}
+    return T.StructType([
+        T.StructField(f.name, T.ArrayType(scalar[f.py]) if f.array or f.py == PY_VECTOR else scalar[f.py])
+        for f in fields
+    ])
+
+
+# ------------------------------------------------------------------ save
+
+
+def save_as_tfrecords(df, output_dir: str, compression: str | None = None,
+                      overwrite: bool = False) -> SavedTFRecords:
+    """Write ``df`` as TFRecord files of ``tf.train.Example``, one file per partition.
+
+    Blocks until the Spark job ends. Each row becomes one Example with one feature per
+    column: boolean and integer columns an int64 list, float and double a float list
+    (float32, as Example stores it), string a bytes list (UTF-8), binary a bytes list,
+    a Spark ML vector a float list, and arrays of these a list of their values. A null
+    leaves its feature out of that record; an empty array is an empty list. The files
+    are ``part-NNNNN.tfrecord`` (``.tfrecord.gz`` with GZIP, ``.tfrecord.zlib`` with
+    ZLIB), next to ``_SUCCESS`` and ``_tfos_schema.json`` (the DataFrame's schema, which
+    :func:`load_tfrecords` uses to give the same column types back).
+
+    ``output_dir`` is resolved as Spark resolves paths (a path without a scheme is on
+    ``fs.defaultFS``). The executors write ``file:`` paths themselves (on a cluster: a
+    file system mounted on every host), and other schemes through ``tf.io.gfile``
+    (``hdfs://``, ``gs://``...), which imports TensorFlow in the Spark workers.
+
+    Args:
+        df: the DataFrame.
+        output_dir: the directory to create.
+        compression: None, "GZIP" or "ZLIB".
+        overwrite: replace an existing ``output_dir``; otherwise an existing non-empty
+            directory is an error.
+
+    Returns:
+        A :class:`SavedTFRecords` (file names and record counts per partition).
+
+    Raises:
+        DataError: a column type that an Example cannot hold (before any Spark job runs),
+            a null inside an array, or ``output_dir`` not empty without ``overwrite``.
+    """
+    compression = check_compression(compression)
+    fields = fields_from_schema(df.schema)
+    sc = df.sparkSession.sparkContext
+    target = _qualify(sc, output_dir)
+    _prepare_dir(sc, target, overwrite)
+    suffix = SUFFIX[compression]
+
+    def write_partition(index, rows):
+        from pyspark import TaskContext
+
+        task = TaskContext.get()
+        name = f"part-{index:05d}{suffix}"
+        count = _write_part(target, name, rows, fields, compression,
+                            attempt=task.attemptNumber() if task else 0)
+        yield name, count
+
+    try:
+        written = df.rdd.mapPartitionsWithIndex(write_partition).collect()
+    except Exception as exc:  # noqa: BLE001 - Spark wraps the executor's error; give the cause
+        raise _data_error(exc, f"writing TFRecords to {target}") from exc
+    _write_small_file(sc, _join(target, SCHEMA_FILE), df.schema.json())
+    _write_small_file(sc, _join(target, SUCCESS_FILE), "")
+    written.sort()
+    result = SavedTFRecords(target, tuple(n for n, _ in written), tuple(c for _, c in written), compression)
+    log.info("wrote %d records in %d TFRecord files to %s", result.total_records, len(result.files), target)
+    return result
+
+
+def _write_part(target: str, name: str, rows, fields: list[Field], compression: str, attempt: int) -> int:
+    """Executor side: encode the partition's rows into ``target/name`` (atomically renamed)."""
+    encoder = ExampleEncoder(fields)
+    temp = _join(target, f".{name}.{attempt}-{uuid.uuid4().hex[:8]}.tmp")
+    with _open_write(temp) as raw, RecordWriter(raw, compression) as writer:
+        for row in rows:
+            writer.write(encoder.encode(row))
+    _rename(temp, _join(target, name))
+    return writer.records
+
+
+# ------------------------------------------------------------------ load
+
+
+def load_tfrecords(spark, input_dir: str, binary_features=(), schema=None,
+                   sample_records: int = 100):
+    """A DataFrame of the ``tf.train.Example`` records in ``input_dir``'s TFRecord files.
+
+    Lazy like any DataFrame, except for the schema: given ``schema`` or the
+    ``_tfos_schema.json`` that :func:`save_as_tfrecords` wrote, no data is read here;
+    otherwise one Spark job reads the first ``sample_records`` records of every file to
+    infer it. Inference: int64 lists become ``long``, float lists ``float``, bytes lists
+    ``string`` (UTF-8), or ``binary`` for the features named in ``binary_features``; a
+    feature with at most one value in every sampled record is a scalar, otherwise an
+    array; columns are sorted by name. A record whose features do not fit the inferred
+    schema fails the read with the fix (pass ``schema``). A missing feature is a null.
+
+    Files are found and read through Spark (``binaryFiles``: any file system the Spark
+    application reads; files whose names start with ``_`` or ``.`` are skipped). Each
+    file is read whole by one task, so keep files to a few hundred MB. The compression
+    (none, GZIP or ZLIB) is detected per file.
+
+    Args:
+        spark: the ``SparkSession``.
+        input_dir: a directory, a file, or a glob pattern (``/data/part-*``).
+        binary_features: bytes features to keep as ``binary`` (inference only).
+        schema: a ``StructType`` (or DDL string) to read: its columns are the features to
+            read, with their types; other features are ignored.
+        sample_records: records per file used to infer the schema.
+
+    Raises:
+        DataError: no records to infer a schema from, a schema type an Example cannot
+            hold, or (when the DataFrame is computed) a record that does not fit.
+    """
+    sc = spark.sparkContext
+    files = sc.binaryFiles(input_dir, minPartitions=max(sc.defaultParallelism, 2))
+    if schema is None:
+        schema = _saved_schema(sc, input_dir)
+    if isinstance(schema, str):
+        from pyspark.sql.types import StructType, _parse_datatype_string
+
+        schema = _parse_datatype_string(schema)
+        if not isinstance(schema, StructType):
+            raise DataError(f"schema must describe a struct of columns; received: {schema!r}")
+    strict = schema is None
+    if schema is None:
+        fields = _infer(files, binary_features, sample_records, input_dir)
+        schema = spark_schema(fields)
+    else:
+        fields = fields_from_schema(schema)
+
+    def decode_file(item):
+        path, data = item
+        decoder = ExampleDecoder(fields, strict=strict)
+        vector = [i for i, f in enumerate(fields) if f.py == PY_VECTOR and not strict]
+        for n, record in enumerate(read_file_bytes(data, path)):
+            row = decoder.decode(record, f" (record {n} of {path})")
+            yield _vectors(row, vector) if vector else row
+
+    df = spark.createDataFrame(files.flatMap(decode_file), schema, verifySchema=False)
+    loadedDF[df] = input_dir
+    return df
+
+
+def _infer(files, binary_features, sample_records: int, input_dir: str) -> list[Field]:
+    def sample(item):
+        path, data = item
+        return feature_stats(islice(read_file_bytes(data, path), sample_records))
+
+    try:
+        per_file = files.map(sample).collect()
+    except Exception as exc:  # noqa: BLE001 - Spark wraps the executor's error; give the cause
+        raise _data_error(exc, f"inferring the schema of the TFRecords in {input_dir}") from exc
+    stats: dict = {}
+    for s in per_file:
+        stats = merge_stats(stats, s)
+    if not stats:
+        raise DataError(f"found no records in {input_dir} ({len(per_file)} files) to infer a schema from; "
+                        "pass schema=... to read an empty directory")
+    return infer_fields(stats, binary_features)
+
+
+def _vectors(row: tuple, positions: list[int]) -> tuple:
+    from pyspark.ml.linalg import Vectors
+
+    row = list(row)
+    for i in positions:
+        if row[i] is not None:
+            row[i] = Vectors.dense(row[i])
+    return tuple(row)
+
+
+def is_loaded_df(df) -> bool:
+    """True when ``df`` was made by :func:`load_tfrecords` (its origin is ``loadedDF[df]``)."""
+    return df in loadedDF
+
+
+# TensorFlowOnSpark's names
+saveAsTFRecords = save_as_tfrecords  # noqa: N816
+loadTFRecords = load_tfrecords  # noqa: N816
+isLoadedDF = is_loaded_df  # noqa: N816
+
+
+# ------------------------------------------------------------------ files
+
+
+def _qualify(sc, path: str) -> str:
+    """``path`` as Spark's Hadoop file system resolves it (``file:/abs``, ``hdfs://nn/...``)."""
+    try:
+        jvm = sc._jvm
+        hpath = jvm.org.apache.hadoop.fs.Path(path)
+        fs = hpath.getFileSystem(sc._jsc.hadoopConfiguration())
+        return str(fs.makeQualified(hpath))
+    except Exception as exc:  # noqa: BLE001 - no JVM (Spark Connect): local paths only
+        if "://" in path or path.startswith("file:"):
+            return path
+        log.debug("no Hadoop file system to qualify %s (%s); taking it as local", path, exc)
+        return "file:" + os.path.abspath(path)
+
+
+def _local(path: str) -> str | None:
+    """The local path of a ``file:`` URI (``None`` for other schemes)."""
+    if path.startswith("file:"):
+        return re.sub(r"^file:(//)?", "", path) or "/"
+    return None
+
+
+def _join(directory: str, name: str) -> str:
+    return directory.rstrip("/") + "/" + name
+
+
+def _open_write(path: str):
+    local = _local(path)
+    if local is not None:
+        return open(local, "wb", buffering=1 << 20)
+    import tensorflow as tf  # hdfs://, gs://...: TensorFlow's file systems
+
+    return tf.io.gfile.GFile(path, "wb")
+
+
+def _rename(src: str, dst: str) -> None:
+    local_src, local_dst = _local(src), _local(dst)
+    if local_src is not None and local_dst is not None:
+        os.replace(local_src, local_dst)
+        return
+    import tensorflow as tf
+
+    tf.io.gfile.rename(src, dst, overwrite=True)
+
+
+def _hadoop_fs(sc, path: str):
+    hpath = sc._jvm.org.apache.hadoop.fs.Path(path)
+    return hpath.getFileSystem(sc._jsc.hadoopConfiguration()), hpath
+
+
+def _prepare_dir(sc, target: str, overwrite: bool) -> None:
+    """Driver: make ``target``, refusing (or clearing, with ``overwrite``) an existing one."""
+    local = _local(target)
+    if local is not None:
+        if os.path.isdir(local) and os.listdir(local):
+            if not overwrite:
+                raise DataError(f"{target} already exists and is not empty; pass overwrite=True "
+                                "to replace it, or choose another output_dir")
+            shutil.rmtree(local)
+        elif os.path.exists(local) and not os.path.isdir(local):
+            raise DataError(f"{target} exists and is a file; output_dir must be a directory")
+        os.makedirs(local, exist_ok=True)
+        return
+    fs, hpath = _hadoop_fs(sc, target)
+    if fs.exists(hpath):
+        if not overwrite:
+            raise DataError(f"{target} already exists; pass overwrite=True to replace it, "
+                            "or choose another output_dir")
+        fs.delete(hpath, True)
+    fs.mkdirs(hpath)
+
+
+def _write_small_file(sc, path: str, text: str) -> None:
+    local = _local(path)
+    if local is not None:
+        with open(local, "w", encoding="utf-8") as f:
+            f.write(text)
+        return
+    fs, hpath = _hadoop_fs(sc, path)
+    out = fs.create(hpath, True)
+    try:
+        out.write(bytearray(text.encode("utf-8")))
+    finally:
+        out.close()
+
+
+def _saved_schema(sc, input_dir: str):
+    """The schema save_as_tfrecords left in ``input_dir``, or ``None``."""
+    from pyspark.sql.types import StructType
+
+    path = _join(_qualify(sc, input_dir), SCHEMA_FILE)
+    local = _local(path)
+    try:
+        if local is not None:
+            if not os.path.isfile(local):
+                return None
+            with open(local, encoding="utf-8") as f:
+                text = f.read()
+        else:
+            fs, hpath = _hadoop_fs(sc, path)
+            if not fs.isFile(hpath):
+                return None
+            stream = fs.open(hpath)
+            try:
+                text = sc._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+            finally:
+                stream.close()
+        return StructType.fromJson(json.loads(text))
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return None
+
+
+_CAUSE = re.compile(r"(?:tfos\.errors\.)?DataError: (.*?)(?:\n\s*\n|\n\s+at |\Z)", re.S)
+
+
+def _data_error(exc: BaseException, what: str) -> DataError:
+    """The executor's DataError message out of Spark's wrapping, or a DataError saying what failed."""
+    match = _CAUSE.search(str(exc))
+    if match:
+        return DataError(match.group(1).strip())
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    cause = next((line for line in reversed(lines) if "Error" in line or "Exception" in line),
+                 lines[0] if lines else type(exc).__name__)
+    return DataError(f"{what} failed: {cause[:1000]}")
+
+
+__all__ = [
+    "SCHEMA_FILE", "SavedTFRecords", "fields_from_schema", "isLoadedDF", "is_loaded_df", "loadTFRecords",
+    "load_tfrecords", "loadedDF", "saveAsTFRecords", "save_as_tfrecords", "spark_schema",
+]

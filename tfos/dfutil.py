@@ -187,18 +187,25 @@ def save_as_tfrecords(df, output_dir: str, compression: str | None = None,
 
         task = TaskContext.get()
         name = f"part-{index:05d}{suffix}"
-        count = _write_part(target, name, rows, fields, compression,
-                            attempt=task.attemptNumber() if task else 0)
-        yield name, count
+        try:
+            count = _write_part(target, name, rows, fields, compression,
+                                attempt=task.attemptNumber() if task else 0)
+        except DataError as exc:  # bad data: the same on every retry, so report it instead of raising
+            yield name, -1, str(exc)
+            return
+        yield name, count, ""
 
     try:
         written = df.rdd.mapPartitionsWithIndex(write_partition).collect()
     except Exception as exc:  # noqa: BLE001 - Spark wraps the executor's error; give the cause
         raise _data_error(exc, f"writing TFRecords to {target}") from exc
+    errors = [error for _, _, error in sorted(written) if error]
+    if errors:
+        raise DataError(errors[0])
     _write_small_file(sc, _join(target, SCHEMA_FILE), df.schema.json())
     _write_small_file(sc, _join(target, SUCCESS_FILE), "")
     written.sort()
-    result = SavedTFRecords(target, tuple(n for n, _ in written), tuple(c for _, c in written), compression)
+    result = SavedTFRecords(target, tuple(n for n, _, _ in written), tuple(c for _, c, _ in written), compression)
     log.info("wrote %d records in %d TFRecord files to %s", result.total_records, len(result.files), target)
     return result
 
@@ -207,9 +214,13 @@ def _write_part(target: str, name: str, rows, fields: list[Field], compression: 
     """Executor side: encode the partition's rows into ``target/name`` (atomically renamed)."""
     encoder = ExampleEncoder(fields)
     temp = _join(target, f".{name}.{attempt}-{uuid.uuid4().hex[:8]}.tmp")
-    with _open_write(temp) as raw, RecordWriter(raw, compression) as writer:
-        for row in rows:
-            writer.write(encoder.encode(row))
+    try:
+        with _open_write(temp) as raw, RecordWriter(raw, compression) as writer:
+            for row in rows:
+                writer.write(encoder.encode(row))
+    except BaseException:
+        _remove(temp)
+        raise
     _rename(temp, _join(target, name))
     return writer.records
 
@@ -280,14 +291,20 @@ def load_tfrecords(spark, input_dir: str, binary_features=(), schema=None,
 def _infer(files, binary_features, sample_records: int, input_dir: str) -> list[Field]:
     def sample(item):
         path, data = item
-        return feature_stats(islice(read_file_bytes(data, path), sample_records))
+        try:
+            return feature_stats(islice(read_file_bytes(data, path), sample_records)), ""
+        except DataError as exc:  # a corrupt file: the same on every retry
+            return {}, str(exc)
 
     try:
         per_file = files.map(sample).collect()
     except Exception as exc:  # noqa: BLE001 - Spark wraps the executor's error; give the cause
         raise _data_error(exc, f"inferring the schema of the TFRecords in {input_dir}") from exc
+    errors = [error for _, error in per_file if error]
+    if errors:
+        raise DataError(errors[0])
     stats: dict = {}
-    for s in per_file:
+    for s, _ in per_file:
         stats = merge_stats(stats, s)
     if not stats:
         raise DataError(f"found no records in {input_dir} ({len(per_file)} files) to infer a schema from; "
@@ -361,6 +378,19 @@ def _rename(src: str, dst: str) -> None:
     import tensorflow as tf
 
     tf.io.gfile.rename(src, dst, overwrite=True)
+
+
+def _remove(path: str) -> None:
+    local = _local(path)
+    try:
+        if local is not None:
+            os.remove(local)
+        else:
+            import tensorflow as tf
+
+            tf.io.gfile.remove(path)
+    except Exception as exc:  # noqa: BLE001 - cleaning up after the real error, which is raised
+        log.debug("could not remove %s: %s", path, exc)
 
 
 def _hadoop_fs(sc, path: str):

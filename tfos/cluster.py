@@ -235,9 +235,7 @@ class Cluster:
     def _monitor(self) -> None:
         timeout = self.config.heartbeat_timeout_s
         while not self._monitor_stop.wait(self.config.heartbeat_interval_s):
-            for node in self.state.lost_nodes(timeout):
-                self.state.fail(node.slot, f"no heartbeat for {timeout:g} s (node process or executor died?)",
-                                lost=True)
+            self.state.declare_lost(timeout)
 
     def _on_failure(self, failure) -> None:
         log.error("tfos run %s failed at node %s; cancelling its Spark jobs", self.run_id, failure.name)

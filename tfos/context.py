@@ -83,6 +83,26 @@ class NodeContext:
             return fs + path
         return f"{fs}/user/{getpass.getuser()}/{path}"
 
+    def shard_files(self, pattern, allow_empty: bool = False) -> list[str]:
+        """This training node's share of the files matching ``pattern`` (sharding by file).
+
+        ``pattern`` (a glob, or a list of paths) is resolved with :meth:`absolute_path`;
+        the matching files are sorted by name and this node takes files ``worker_num,
+        worker_num + num_workers, ...``, so the training nodes (chief included) get
+        disjoint shards that together hold every file. See :func:`tfos.sharding.shard_files`.
+
+        Raises:
+            ConfigError: on ps and evaluator nodes (they train on no shard), when nothing
+                matches, or when there are fewer files than training nodes (unless ``allow_empty``).
+        """
+        from tfos.sharding import shard_files
+
+        if isinstance(pattern, str):
+            pattern = self.absolute_path(pattern)
+        else:
+            pattern = [self.absolute_path(p) for p in pattern]
+        return shard_files(pattern, self.num_workers, self.worker_num, allow_empty=allow_empty)
+
     def start_server(self):
         """Start (once) this node's ``tf.distribute.Server`` and return it."""
         if self._server is None:

@@ -233,6 +233,16 @@ class ReservationState:
                 if n.state not in ("unregistered", *TERMINAL_NODE_STATES) and now - n.last_seen > timeout_s
             ]
 
+    def declare_lost(self, timeout_s: float) -> list[NodeRecord]:
+        """Fail every node :meth:`lost_nodes` names (the driver's heartbeat check); returns them.
+
+        Never blocks beyond the state's lock; a node already declared is not declared again.
+        """
+        lost = self.lost_nodes(timeout_s)
+        for node in lost:
+            self.fail(node.slot, f"no heartbeat for {timeout_s:g} s (node process or executor died?)", lost=True)
+        return lost
+
     def snapshot(self) -> list[NodeRecord]:
         with self.cond:
             return [NodeRecord(**{k: getattr(n, k) for k in n.__dataclass_fields__}) for n in self.nodes]

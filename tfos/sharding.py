@@ -1,0 +1,82 @@
+"""Each training node's share of a set of input files (InputMode.TENSORFLOW).
+
+>>> def main_fun(args, ctx):
+...     files = ctx.shard_files("hdfs:///data/train/part-*")   # this node's files
+...     dataset = tf.data.TFRecordDataset(files)
+
+Sharding is by file: the matching files are sorted by name and node ``worker_num``
+of ``num_workers`` takes files ``worker_num, worker_num + num_workers, ...`` (the chief
+is ``worker_num`` 0 when it trains). Every file goes to exactly one node. Keep the
+files many and similar in size so the nodes get similar shares; under
+MultiWorkerMirroredStrategy every node must still run the same number of steps.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+
+from tfos.errors import ConfigError
+
+
+def list_files(pattern: str) -> list[str]:
+    """The files matching a glob ``pattern``, sorted by name.
+
+    Local paths (no scheme, or ``file://``) are listed with Python's ``glob``; other
+    schemes (``hdfs://``, ``gs://``...) with ``tf.io.gfile.glob``. A ``file://`` pattern
+    gives plain local paths back.
+    """
+    pattern = _without_file_scheme(pattern)
+    if "://" not in pattern:
+        return sorted(path for path in glob.glob(pattern) if os.path.isfile(path))
+    import tensorflow as tf
+
+    return sorted(tf.io.gfile.glob(pattern))
+
+
+def _without_file_scheme(path: str) -> str:
+    """``file:///a/b`` and ``file:/a/b`` -> ``/a/b``; other paths unchanged."""
+    if path.startswith("file:"):
+        path = path[len("file:"):]
+        return "/" + path.lstrip("/") if path.startswith("//") else path
+    return path
+
+
+def shard_files(files: str | Sequence[str], num_shards: int, index: int, allow_empty: bool = False) -> list[str]:
+    """Shard ``index`` of ``num_shards`` of ``files`` (a glob pattern or a list of paths).
+
+    The files are sorted by name, then shard ``i`` takes ``files[i::num_shards]``: the
+    shards are disjoint and together hold every file.
+
+    Args:
+        files: a glob pattern (see :func:`list_files`) or the paths themselves
+            (``file:`` URIs come back as plain local paths).
+        num_shards: how many shards (training nodes).
+        index: which shard, ``0 <= index < num_shards``.
+        allow_empty: accept fewer files than shards (some shards empty). Off by default:
+            a node without data under a synchronous strategy would block the others.
+
+    Raises:
+        ConfigError: a bad ``index``, no file matching, or fewer files than shards.
+    """
+    if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 1:
+        raise ConfigError(f"num_shards must be a positive int; received: num_shards={num_shards!r}")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < num_shards:
+        raise ConfigError(f"index must be in [0, {num_shards}); received: index={index!r} (ps and evaluator "
+                          "nodes have worker_num -1 and no shard)")
+    paths = list_files(files) if isinstance(files, str) else sorted(_without_file_scheme(f) for f in files)
+    if not paths:
+        raise ConfigError(f"no file matches {files!r}; check the path (relative paths resolve against "
+                          "the executor's working directory or fs.defaultFS) and the pattern")
+    if len(paths) < num_shards and not allow_empty:
+        raise ConfigError(
+            f"{len(paths)} file(s) cannot be sharded {num_shards} ways by file: shard {index} would get "
+            f"{len(paths[index::num_shards])}; write at least {num_shards} files (e.g. df.repartition"
+            f"({num_shards}) before save_as_tfrecords), shard by record instead (tf.data "
+            "AutoShardPolicy.DATA), or pass allow_empty=True"
+        )
+    return paths[index::num_shards]
+
+
+__all__ = ["list_files", "shard_files"]

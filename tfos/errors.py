@@ -114,3 +114,16 @@ class ClusterFailedError(TfosError):
     def root_cause(self) -> NodeFailure | None:
         return self.failures[0] if self.failures else None
 
+
+class ParallelRunError(ClusterFailedError):
+    """One or more instances of ``tfos.parallel_run`` failed; the others ran to the end.
+
+    Attributes:
+        failures: the failed instances (``job_name == "instance"``, ``task_index`` = the
+            instance index), lowest index first.
+        results: every instance's return value in index order; ``None`` for failed ones.
+    """
+
+    def __init__(self, failures: list[NodeFailure], results: list, context: str = ""):
+        super().__init__(failures, context)
+        self.results = list(results)

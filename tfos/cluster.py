@@ -270,13 +270,19 @@ class Cluster:
         feeder = self._require_feeder()
         return feeder.train(data, num_epochs, feed_timeout, qname)
 
-    def inference(self, data, feed_timeout: float = 600, qname: str = "input"):
+    def inference(self, data, feed_timeout: float = 600, qname: str = "input", output_schema=None):
         """An RDD with one result per record of ``data``, in the same order (InputMode.SPARK).
 
         Lazy, like any RDD: the records are fed when the result is computed. The nodes
         answer through ``DataFeed.batch_results``.
+
+        Args:
+            output_schema: for a DataFrame ``data``, the result columns (a DDL string such as
+                ``"prediction long"`` or a ``StructType``): returns a DataFrame of the input
+                rows with these columns added (each result a value for one column; a tuple
+                or dict for several) instead of an RDD.
         """
-        return self._require_feeder().inference(data, feed_timeout, qname)
+        return self._require_feeder().inference(data, feed_timeout, qname, output_schema)
 
     @property
     def feed_reports(self) -> list:

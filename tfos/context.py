@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from tfos.errors import FeedError
+from tfos.errors import FeedError, FeedTimeout
 
 _SCHEMES_PASSED_THROUGH = ("://",)
 
@@ -149,7 +149,7 @@ class NodeContext:
                         qname_out=qname_out, input_mapping=input_mapping, feed_timeout=feed_timeout,
                         node_name=f"{self.job_name}:{self.task_index}")
 
-    def dataset(self, output_signature, qname: str = "input", feed_timeout: float = 600.0,
+    def dataset(self, output_signature=None, qname: str = "input", feed_timeout: float = 600.0,
                 batch_size: int | None = None):
         """The Spark feed as a ``tf.data.Dataset`` of single records, one epoch per iteration.
 
@@ -162,7 +162,12 @@ class NodeContext:
         Args:
             output_signature: a ``tf.TensorSpec`` per field of a record: one spec for
                 scalar/array records, a tuple for tuple records, or a dict keyed by column
-                name for DataFrame rows.
+                name for DataFrame rows (a subset of the columns is fine). A binary column
+                may be declared as a numeric tensor (``TensorSpec([784], tf.uint8)`` for
+                raw image bytes): its bytes are reinterpreted, not parsed. ``None`` (DataFrames
+                only) infers ``{column: TensorSpec}`` from the schema, waiting for
+                ``cluster.train`` to send it: array columns get their length when every row
+                has the same one.
             qname: the queue ``cluster.train(..., qname=...)`` feeds.
             feed_timeout: seconds to wait for data before raising ``FeedTimeout``.
             batch_size: when given, the dataset yields batches of this size (the last of an
@@ -176,6 +181,8 @@ class NodeContext:
 
         server = self._require_feed()
         name = f"{self.job_name}:{self.task_index}"
+        if output_signature is None:
+            output_signature = self._inferred_signature(server, qname, feed_timeout)
         batched = tf.nest.map_structure(
             lambda spec: tf.TensorSpec((None, *spec.shape), spec.dtype, spec.name), output_signature
         )
@@ -196,6 +203,18 @@ class NodeContext:
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         return dataset.with_options(options)
+
+    def _inferred_signature(self, server, qname: str, feed_timeout: float):
+        from tfos.feed.records import signature_of
+
+        schema = server.wait_schema(qname, feed_timeout)
+        if schema is None:
+            raise FeedTimeout(
+                f"node {self.job_name}:{self.task_index} waited {feed_timeout:g} s for the schema of a "
+                f"DataFrame on queue {qname!r} to infer ctx.dataset's element spec; cluster.train(df) sends "
+                f"it (an RDD has none: pass output_signature)"
+            )
+        return signature_of(schema)
 
     def _require_feed(self):
         if self._feed is None:

@@ -107,7 +107,7 @@ def _mapped_columns(args, ctx):
     while not feed.should_stop():
         batch = feed.next_batch(7)
         for key, values in batch.items():
-            got[key].extend(values)
+            got[key].extend(values.tolist() if hasattr(values, "tolist") else values)
     with open(_os.path.join(args, f"{ctx.job_name}.json"), "w") as f:
         _json.dump(got, f)
 
@@ -125,6 +125,63 @@ def test_dataframe_columns_reach_the_tensors_named_by_input_mapping(spark, sc, t
     assert sorted(got) == ["features", "who", "y"]
     by_label = dict(zip(got["y"], zip(got["features"], got["who"], strict=True), strict=True))
     assert by_label == {i: (float(i) / 2, f"n{i}") for i in range(50)}
+
+
+def _dataset_of_dataframe(args, ctx):
+    """Epoch 1 through the spec inferred from the schema, epoch 2 through a declared one."""
+    import json as _json
+    import os as _os
+
+    import tensorflow as tf
+
+    inferred = ctx.dataset(batch_size=64)
+    spec = {k: [v.dtype.name, v.shape.as_list()] for k, v in inferred.element_spec.items()}
+    ids = [int(i) for batch in inferred for i in batch["id"].numpy()]
+    declared = ctx.dataset({"id": tf.TensorSpec((), tf.int64), "img": tf.TensorSpec((4,), tf.uint8),
+                            "arr": tf.TensorSpec((3,), tf.float32)})
+    pixels_ok = all(list(r["img"].numpy()) == [int(r["id"]) % 251, 1, 2, 3] and
+                    float(r["arr"][2]) == float(r["id"]) for r in declared)
+    with open(_os.path.join(args, f"{ctx.job_name}.json"), "w") as f:
+        _json.dump({"spec": spec, "ids": ids, "pixels_ok": pixels_ok}, f)
+
+
+def test_a_dataframe_feeds_ctx_dataset_with_a_spec_inferred_from_its_schema(spark, sc, tmp_path):
+    sizes = [0, 3000, 0, 3, 17]
+    rows = _skewed(sc, sizes).map(lambda r: (r[0], r[0] / 2, bytes([r[0] % 251, 1, 2, 3]),
+                                             [0.5, 1.0, float(r[0])], f"n{r[0]}", r[0] % 2 == 0))
+    df = spark.createDataFrame(rows, "id long, x double, img binary, arr array<float>, name string, flag boolean")
+    cluster = tfos.run(sc, _dataset_of_dataframe, str(tmp_path), num_executors=2, input_mode=SPARK)
+    report = cluster.train(df.cache(), num_epochs=2)
+    cluster.shutdown(timeout=120)
+    results = [json.loads((tmp_path / f"{name}.json").read_text()) for name in ("chief", "worker")]
+    assert results[0]["spec"] == {  # batches of the inferred per-record spec
+        "id": ["int64", [None]], "x": ["float64", [None]], "img": ["string", [None]], "arr": ["float32", [None, 3]],
+        "name": ["string", [None]], "flag": ["bool", [None]],
+    }
+    seen = results[0]["ids"] + results[1]["ids"]
+    assert len(seen) == len(set(seen)) == 2 * report.quota_per_node == sum(sizes) - report.dropped_per_epoch
+    assert set(seen) <= set(range(sum(sizes)))
+    assert all(r["pixels_ok"] for r in results)
+
+
+def _answer_from_columns(args, ctx):
+    feed = ctx.get_data_feed(train_mode=False, input_mapping={"id": "ids", "name": "names"})
+    while not feed.should_stop():
+        batch = feed.next_batch(250)
+        if len(batch["ids"]):
+            feed.batch_results([(int(i) * 10, f"{n}!") for i, n in zip(batch["ids"], batch["names"], strict=True)])
+
+
+def test_dataframe_inference_keeps_order_and_can_add_columns_to_the_rows(spark, sc):
+    df = spark.range(0, 20_000, numPartitions=5).selectExpr("id", "concat('r', id) as name", "id % 3 as k")
+    cluster = tfos.run(sc, _answer_from_columns, None, num_executors=2, input_mode=SPARK)
+    as_rdd = cluster.inference(df).collect()
+    as_df = cluster.inference(df, output_schema="times_ten long, shout string").collect()
+    with pytest.raises(tfos.FeedError, match="already exist"):
+        cluster.inference(df, output_schema="k long")
+    cluster.shutdown(timeout=120)
+    assert as_rdd == [(i * 10, f"r{i}!") for i in range(20_000)]
+    assert [tuple(r) for r in as_df] == [(i, f"r{i}", i % 3, i * 10, f"r{i}!") for i in range(20_000)]
 
 
 def _stop_early(args, ctx):

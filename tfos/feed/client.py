@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import queue
 import threading
 from dataclasses import dataclass
 
@@ -14,6 +15,8 @@ from tfos.feed import protocol as p
 
 #: records per chunk; big enough to amortise framing and pickling, small enough to bound memory
 CHUNK_RECORDS = 1000
+#: Arrow chunks cost less per record to make, so they can be larger (4 MB of MNIST rows)
+ARROW_CHUNK_RECORDS = 5000
 
 
 @dataclass(frozen=True)
@@ -57,10 +60,67 @@ def _expect_ack(channel: p.FeedChannel, target: FeedTarget, what: str) -> dict:
     return json.loads(frame[1]) if frame[1] else {}
 
 
+class RecordChunks:
+    """An RDD partition's records, cut into pickled chunks."""
+
+    def __init__(self, records, chunk_records: int = CHUNK_RECORDS):
+        self._iterator = iter(records)
+        self._chunk_records = chunk_records
+
+    def take(self, limit: int) -> tuple[int, bytes | memoryview, int]:
+        """(frame type, payload, records) of the next chunk of at most ``limit`` records; 0 records at the end."""
+        ftype, payload, count, _chunk = self.take_with_chunk(limit)
+        return ftype, payload, count
+
+    def take_with_chunk(self, limit: int):
+        chunk = list(itertools.islice(self._iterator, min(self._chunk_records, limit)))
+        return p.CHUNK, (p.encode_records(chunk) if chunk else b""), len(chunk), None
+
+    def skip_rest(self) -> int:
+        return sum(1 for _ in self._iterator)
+
+
+class ArrowChunks:
+    """A DataFrame partition's Arrow record batches (from ``mapInArrow``), re-cut into chunks."""
+
+    def __init__(self, batches, chunk_records: int = ARROW_CHUNK_RECORDS):
+        self._batches = iter(batches)
+        self._chunk_records = chunk_records
+        self._current = None
+        self._offset = 0
+
+    def take(self, limit: int) -> tuple[int, bytes | memoryview, int]:
+        ftype, payload, count, _chunk = self.take_with_chunk(limit)
+        return ftype, payload, count
+
+    def take_with_chunk(self, limit: int):
+        """Like ``take``, plus the record batch sent."""
+        while self._current is None or self._offset >= self._current.num_rows:
+            self._current = next(self._batches, None)
+            self._offset = 0
+            if self._current is None:
+                return p.ARROW, b"", 0, None
+        size = min(self._chunk_records, limit, self._current.num_rows - self._offset)
+        piece = self._current.slice(self._offset, size)
+        self._offset += size
+        return p.ARROW, p.encode_arrow(piece), size, piece
+
+    def skip_rest(self) -> int:
+        left = self._current.num_rows - self._offset if self._current is not None else 0
+        return left + sum(batch.num_rows for batch in self._batches)
+
+
+def _as_chunks(records, chunk_records: int) -> RecordChunks | ArrowChunks:
+    if isinstance(records, (RecordChunks, ArrowChunks)):
+        return records
+    return RecordChunks(records, chunk_records)
+
+
 def feed_segments(records, segments, targets: list[FeedTarget], secret: bytes, meta: dict,
                   feed_timeout: float, chunk_records: int = CHUNK_RECORDS) -> int:
-    """Stream ``records`` (one partition) to the nodes its ``segments`` name; returns the count."""
-    iterator = iter(records)
+    """Stream one partition (records, or its :class:`ArrowChunks`) to the nodes its ``segments``
+    name; returns the count."""
+    chunks = _as_chunks(records, chunk_records)
     position = 0
     for segment in segments:
         target = targets[segment.node]
@@ -75,11 +135,11 @@ def feed_segments(records, segments, targets: list[FeedTarget], secret: bytes, m
                 return position  # the node called terminate(): skip the rest at once
             try:
                 while position < segment.end:
-                    chunk = list(itertools.islice(iterator, min(chunk_records, segment.end - position)))
-                    if not chunk:
+                    ftype, payload, count = chunks.take(segment.end - position)
+                    if not count:
                         break
-                    channel.send(p.CHUNK, p.encode_records(chunk))
-                    position += len(chunk)
+                    channel.send(ftype, payload)
+                    position += count
                 # inside the try: with the socket's buffers full after the last chunk, CLOSE
                 # blocks like a chunk and must fail like one (not as a bare socket timeout)
                 channel.send(p.CLOSE, b"")
@@ -97,73 +157,104 @@ def feed_segments(records, segments, targets: list[FeedTarget], secret: bytes, m
             channel.close()
         if position < segment.end:
             break
-    leftover = sum(1 for _ in iterator)
-    return position + leftover
+    return position + chunks.skip_rest()
 
 
 def infer_partition(records, target: FeedTarget, secret: bytes, meta: dict, feed_timeout: float,
-                    chunk_records: int = CHUNK_RECORDS):
-    """Stream ``records`` to ``target`` for inference; yield one result per record, in order."""
+                    chunk_records: int = CHUNK_RECORDS, by_chunk: bool = False):
+    """Stream a partition (records, or its :class:`ArrowChunks`) to ``target`` for inference;
+    yield one result per record, in order, as the node answers.
+
+    A thread sends the chunks while this generator reads results, so neither side holds
+    more than a few chunks. With ``by_chunk``, yields ``(chunk_records_sent, results)`` per
+    chunk instead (the DataFrame path pairs results with their input rows).
+    """
+    chunks = _as_chunks(records, chunk_records)
     channel = _open(target, secret, dict(meta, kind="inference", feed_timeout=feed_timeout), feed_timeout)
     # the node gives up on missing results after feed_timeout and says why; wait a bit longer
     channel.sock.settimeout(feed_timeout + 5.0)
-    results: list = []
-    state = {"error": None, "closed": False}
-    done = threading.Event()
+    sent: queue.Queue = queue.Queue(maxsize=4)  # (count, chunk) in send order; None at the end
+    stop = threading.Event()
+    failure: list[str] = []
 
-    def read_results():
+    def send_all():
+        total = 0
         try:
-            first = True
-            while True:
-                frame = channel.recv()
-                if frame is None:
-                    state["error"] = f"node {target.name} closed the inference connection; did it fail?"
-                    return
-                ftype, payload = frame
-                if ftype == p.ACK:
-                    if first:
-                        first = False
-                        continue
-                    state["closed"] = True
-                    return
-                if ftype == p.RESULTS:
-                    results.extend(p.decode_records(payload))
-                elif ftype == p.ERROR:
-                    state["error"] = f"node {target.name}: {payload.decode(errors='replace')}"
-                    return
-                else:
-                    state["error"] = f"node {target.name} sent an unexpected {p.NAMES[ftype]} frame"
-                    return
-        except TimeoutError:
-            state["error"] = f"node {target.name} sent no inference results for {feed_timeout:g} s"
-        except (OSError, FeedError) as exc:
-            state["error"] = f"inference results from node {target.name} broke: {exc}"
+            while not stop.is_set():
+                ftype, payload, count, chunk = chunks.take_with_chunk(1 << 62)
+                if not count:
+                    break
+                _put_until(sent, (count, chunk), stop)
+                channel.send(ftype, payload)
+                total += count
+            channel.send(p.CLOSE, b"")
+        except (OSError, TimeoutError) as exc:
+            if not stop.is_set():
+                failure.append(f"feed to node {target.name} broke after {total} records: {exc}")
         finally:
-            done.set()
+            _put_until(sent, None, stop)
 
-    reader = threading.Thread(target=read_results, name="tfos-inference-results", daemon=True)
-    reader.start()
-    sent = 0
+    sender = threading.Thread(target=send_all, name="tfos-inference-send", daemon=True)
     try:
-        iterator = iter(records)
+        _expect_ack(channel, target, "an inference partition")
+        sender.start()
+        pending: list = []
         while True:
-            chunk = list(itertools.islice(iterator, chunk_records))
-            if not chunk:
+            item = sent.get()
+            if item is None:
                 break
-            channel.send(p.CHUNK, p.encode_records(chunk))
-            sent += len(chunk)
-        channel.send(p.CLOSE, b"")
-    except (OSError, TimeoutError) as exc:
-        if not state["error"]:
-            state["error"] = f"feed to node {target.name} broke after {sent} records: {exc}"
-    done.wait()
-    channel.close()
-    if state["error"]:
-        raise FeedError(state["error"])
-    if len(results) != sent:
-        raise FeedError(f"node {target.name} returned {len(results)} results for {sent} records; "
-                        f"main_fun must call batch_results() with one result per record")
-    yield from results
+            count, chunk = item
+            while len(pending) < count:
+                pending.extend(_next_results(channel, target, feed_timeout, failure))
+            results, pending = pending[:count], pending[count:]
+            if by_chunk:
+                yield chunk, results
+            else:
+                yield from results
+        if failure:
+            raise FeedError(failure[0])
+        frame = _next_frame(channel, target, feed_timeout)
+        if pending or frame[0] != p.ACK:
+            raise FeedError(f"node {target.name} returned more results than records fed; main_fun must "
+                            f"call batch_results() with one result per record")
+    finally:
+        stop.set()
+        channel.close()
+
+
+def _put_until(q: queue.Queue, item, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.2)
+            return
+        except queue.Full:
+            pass
+
+
+def _next_frame(channel: p.FeedChannel, target: FeedTarget, feed_timeout: float) -> tuple[int, bytes]:
+    try:
+        frame = channel.recv()
+    except TimeoutError:
+        raise FeedTimeout(f"node {target.name} sent no inference results for {feed_timeout:g} s") from None
+    except OSError as exc:
+        raise FeedError(f"inference results from node {target.name} broke: {exc}") from None
+    if frame is None:
+        raise FeedError(f"node {target.name} closed the inference connection; did it fail?")
+    if frame[0] == p.ERROR:
+        raise FeedError(f"node {target.name}: {frame[1].decode(errors='replace')}")
+    return frame
+
+
+def _next_results(channel: p.FeedChannel, target: FeedTarget, feed_timeout: float, failure: list) -> list:
+    ftype, payload = _next_frame(channel, target, feed_timeout)
+    if ftype == p.RESULTS:
+        return p.decode_records(payload)
+    if ftype == p.ACK:
+        if failure:
+            raise FeedError(failure[0])
+        raise FeedError(f"node {target.name} ended the partition with results missing; main_fun must call "
+                        f"batch_results() with one result per record")
+    raise FeedError(f"node {target.name} sent an unexpected {p.NAMES[ftype]} frame")
 
 
 class ControlChannel:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 
 from tfos.errors import FeedError
-from tfos.feed.client import ControlChannel, FeedTarget, feed_segments, infer_partition
+from tfos.feed.client import ArrowChunks, ControlChannel, FeedTarget, feed_segments, infer_partition
 from tfos.feed.plan import FeedPlan, plan_feed
+from tfos.feed.records import describe_schema
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +38,13 @@ class FeedReport:
         return text + (" (stopped early by a node)" if self.terminated else "")
 
 
-def as_rdd(data):
-    """(rdd, columns) for an RDD or a DataFrame (rows become tuples in column order)."""
-    if hasattr(data, "rdd") and hasattr(data, "columns"):
-        return data.rdd.map(tuple), list(data.columns)
-    if hasattr(data, "mapPartitionsWithIndex"):
-        return data, None
-    raise FeedError(f"cluster.train/inference take an RDD or a DataFrame; received: {type(data).__name__}")
+def is_dataframe(data) -> bool:
+    return hasattr(data, "mapInArrow") and hasattr(data, "schema")
+
+
+def _check_input(data) -> None:
+    if not (is_dataframe(data) or hasattr(data, "mapPartitionsWithIndex")):
+        raise FeedError(f"cluster.train/inference take an RDD or a DataFrame; received: {type(data).__name__}")
 
 
 class SparkFeeder:
@@ -56,7 +58,8 @@ class SparkFeeder:
         self._check_nodes = check_nodes  # raises the run's node failure, if one comes within a moment
         self._controls: dict[tuple[int, str], ControlChannel] = {}
         self.reports: list[FeedReport] = []
-        self._sizes: dict[int, list[int]] = {}  # rdd id -> partition sizes, for cached RDDs
+        # id -> (the cached RDD or DataFrame, its counts), so unchanged data is counted once
+        self._sizes: dict[int, tuple] = {}
 
     def _control(self, node: int, qname: str, feed_timeout: float) -> ControlChannel:
         key = (node, qname)
@@ -65,8 +68,9 @@ class SparkFeeder:
         return self._controls[key]
 
     def train(self, data, num_epochs: int, feed_timeout: float, qname: str) -> FeedReport:
-        rdd, columns = as_rdd(data)
-        sizes = self._partition_sizes(rdd, reusable=columns is None)
+        _check_input(data)
+        frame = is_dataframe(data)
+        sizes, lengths = self._partition_sizes(data)
         plan = plan_feed(sizes, len(self.targets))
         report = FeedReport(
             qname=qname, num_epochs=num_epochs, records_per_epoch=plan.total,
@@ -80,22 +84,21 @@ class SparkFeeder:
                 "node runs the same steps; %d record(s) per epoch are dropped (DataFeed sees them all)",
                 plan.total, len(self.targets), plan.quota, plan.dropped_per_epoch,
             )
+        info = {"quota": plan.quota}
+        if frame:
+            info.update(columns=list(data.columns), schema=describe_schema(data.schema, lengths))
         for epoch in range(num_epochs):
             for i in range(len(self.targets)):
-                self._control(i, qname, feed_timeout).epoch({
-                    "epoch": epoch, "quota": plan.quota, "expected": plan.expected[i], "columns": columns,
-                })
-            feeder = _feeder(plan, self.targets, self._secret, qname, epoch, feed_timeout)
-            fed = self._run_job(
-                f"tfos: feed epoch {epoch + 1}/{num_epochs}",
-                lambda feeder=feeder: rdd.mapPartitionsWithIndex(feeder).collect(),
-            )
+                self._control(i, qname, feed_timeout).epoch(dict(info, epoch=epoch, expected=plan.expected[i]))
+            args = (plan, self.targets, self._secret, qname, epoch, feed_timeout)
+            fed = self._run_job(f"tfos: feed epoch {epoch + 1}/{num_epochs}",
+                                functools.partial(_feed_job, data, frame, args))
             report.epochs_fed = epoch + 1
             counted = [n for n, _ in fed]
             if sum(counted) != plan.total and not any(t for _, t in fed):
                 raise FeedError(
                     f"epoch {epoch + 1} fed {sum(counted)} records but the count job saw {plan.total} "
-                    f"(per partition: {counted} vs {sizes}); the RDD is not deterministic: cache() it"
+                    f"(per partition: {counted} vs {sizes}); the data is not deterministic: cache() it"
                 )
             if any(t for _, t in fed):
                 self._check_nodes()  # a node that stopped taking data may have crashed
@@ -105,27 +108,54 @@ class SparkFeeder:
                 break
         return report
 
-    def _partition_sizes(self, rdd, reusable: bool) -> list[int]:
-        """Records per partition; counted once per cached or checkpointed RDD (a Spark job each
-        time otherwise: its data may change between calls)."""
-        stable = reusable and (rdd.is_cached or rdd.isCheckpointed())
-        if stable and rdd.id() in self._sizes:
-            return self._sizes[rdd.id()]
-        sizes = self._run_job("tfos: count partitions", lambda: rdd.mapPartitions(_count).collect())
+    def _partition_sizes(self, data) -> tuple[list[int], dict[str, int | None]]:
+        """Records per partition (and, for DataFrames, each array column's one length, if it has
+        one); counted once per cached or checkpointed RDD or DataFrame (a Spark job each time
+        otherwise: its data may change between calls)."""
+        frame = is_dataframe(data)
+        if frame:
+            level = data.storageLevel
+            stable = level.useMemory or level.useDisk
+        else:
+            stable = data.is_cached or data.isCheckpointed()
+        key = id(data)
+        if stable and key in self._sizes and self._sizes[key][0] is data:
+            return self._sizes[key][1]
+        if frame:
+            arrays = [f.name for f in data.schema.fields if type(f.dataType).__name__ == "ArrayType"]
+            rows = self._run_job("tfos: count partitions",
+                                 lambda: data.mapInArrow(_arrow_counter(arrays), _COUNT_SCHEMA).collect())
+            result = _merge_counts(rows, arrays)
+        else:
+            result = (self._run_job("tfos: count partitions", lambda: data.mapPartitions(_count).collect()), {})
         if stable:
-            self._sizes[rdd.id()] = sizes
-        return sizes
+            self._sizes[key] = (data, result)
+        return result
 
-    def inference(self, data, feed_timeout: float, qname: str):
-        rdd, _columns = as_rdd(data)
+    def inference(self, data, feed_timeout: float, qname: str, output_schema=None):
+        _check_input(data)
         targets, secret = self.targets, self._secret
+        if not is_dataframe(data):
+            if output_schema is not None:
+                raise FeedError("output_schema needs a DataFrame input (it adds columns to its rows)")
 
-        def infer(index, records):
-            target = _local_target(targets, index)
-            meta = {"qname": qname, "partition": index}
-            yield from infer_partition(records, target, secret, meta, feed_timeout)
+            def infer(index, records):
+                target = _local_target(targets, index)
+                meta = {"qname": qname, "partition": index}
+                yield from infer_partition(records, target, secret, meta, feed_timeout)
 
-        return rdd.mapPartitionsWithIndex(infer, preservesPartitioning=True)
+            return data.mapPartitionsWithIndex(infer, preservesPartitioning=True)
+        if output_schema is None:
+            blobs = data.mapInArrow(_arrow_inference(targets, secret, qname, feed_timeout, None), "results binary")
+            return blobs.rdd.flatMap(_unpickle_results)
+        out_fields = _as_struct(output_schema)
+        clash = [f.name for f in out_fields.fields if f.name in data.columns]
+        if clash:
+            raise FeedError(f"output_schema columns {clash} already exist in the DataFrame; rename them")
+        from pyspark.sql.types import StructType
+
+        schema = StructType(list(data.schema.fields) + list(out_fields.fields))
+        return data.mapInArrow(_arrow_inference(targets, secret, qname, feed_timeout, out_fields), schema)
 
     def end(self, feed_timeout: float = 60.0) -> None:
         """Tell every fed queue the feed is over (``should_stop()`` turns true after the data)."""
@@ -134,6 +164,9 @@ class SparkFeeder:
             for qname in qnames:
                 try:
                     self._control(i, qname, feed_timeout).end()
+                except (ConnectionResetError, BrokenPipeError, ConnectionRefusedError) as exc:
+                    # its main_fun returned and closed the feed: nothing left to end
+                    log.debug("feed of node %s already closed: %s", self.targets[i].name, exc)
                 except (FeedError, OSError) as exc:
                     log.warning("could not end the feed of node %s: %s", self.targets[i].name, exc)
 
@@ -146,8 +179,139 @@ class SparkFeeder:
         self._controls.clear()
 
 
+def _feed_job(data, frame: bool, args: tuple) -> list[tuple[int, bool]]:
+    """One epoch: every partition streamed to its nodes; (records fed, cut short) per partition."""
+    if frame:
+        return [(row[0], row[1]) for row in data.mapInArrow(_arrow_feeder(*args), "fed long, cut boolean").collect()]
+    return data.mapPartitionsWithIndex(_feeder(*args)).collect()
+
+
 def _count(records):
     yield sum(1 for _ in records)
+
+
+_COUNT_SCHEMA = "partition int, n long, shortest array<long>, longest array<long>"
+
+
+def _arrow_counter(arrays: list[str]):
+    def count(batches):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        from pyspark import TaskContext
+
+        n = 0
+        shortest = [None] * len(arrays)
+        longest = [None] * len(arrays)
+        for batch in batches:
+            n += batch.num_rows
+            for i, name in enumerate(arrays):
+                lengths = pc.min_max(pc.list_value_length(batch.column(name)))
+                low, high = lengths["min"].as_py(), lengths["max"].as_py()
+                if low is not None:
+                    shortest[i] = low if shortest[i] is None else min(shortest[i], low)
+                    longest[i] = high if longest[i] is None else max(longest[i], high)
+        yield pa.RecordBatch.from_pydict({
+            "partition": [TaskContext.get().partitionId()], "n": [n],
+            "shortest": [shortest], "longest": [longest],
+        }, schema=pa.schema([("partition", pa.int32()), ("n", pa.int64()),
+                             ("shortest", pa.list_(pa.int64())), ("longest", pa.list_(pa.int64()))]))
+
+    return count
+
+
+def _merge_counts(rows, arrays: list[str]) -> tuple[list[int], dict[str, int | None]]:
+    sizes = [0] * (max((r[0] for r in rows), default=-1) + 1)
+    low: dict[str, int] = {}
+    high: dict[str, int] = {}
+    for row in rows:
+        sizes[row[0]] = row[1]
+        for name, lo, hi in zip(arrays, row[2], row[3], strict=True):
+            if lo is not None:
+                low[name] = min(low.get(name, lo), lo)
+                high[name] = max(high.get(name, hi), hi)
+    lengths = {name: (low[name] if name in low and low[name] == high[name] else None) for name in arrays}
+    return sizes, lengths
+
+
+def _arrow_feeder(plan: FeedPlan, targets, secret: bytes, qname: str, epoch: int, feed_timeout: float):
+    def feed(batches):
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        index = TaskContext.get().partitionId()
+        meta = {"qname": qname, "partition": index, "epoch": epoch}
+        segments = plan.segments[index] if index < len(plan.segments) else ()
+        count = feed_segments(ArrowChunks(batches), segments, targets, secret, meta, feed_timeout)
+        expected = plan.partition_sizes[index] if index < len(plan.partition_sizes) else 0
+        yield pa.RecordBatch.from_pydict({"fed": [count], "cut": [count < expected]},
+                                         schema=pa.schema([("fed", pa.int64()), ("cut", pa.bool_())]))
+
+    return feed
+
+
+def _arrow_inference(targets, secret: bytes, qname: str, feed_timeout: float, out_fields):
+    """A mapInArrow function: a partition's batches to the local node, results back per chunk
+    (pickled, or as ``out_fields`` columns appended to the input rows)."""
+
+    def infer(batches):
+        import pickle
+
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        index = TaskContext.get().partitionId()
+        target = _local_target(targets, index)
+        meta = {"qname": qname, "partition": index}
+        pairs = infer_partition(ArrowChunks(batches), target, secret, meta, feed_timeout, by_chunk=True)
+        for chunk, results in pairs:
+            if out_fields is None:
+                yield pa.RecordBatch.from_pydict({"results": [pickle.dumps(results, protocol=5)]},
+                                                 schema=pa.schema([("results", pa.binary())]))
+            else:
+                yield _with_results(chunk, results, out_fields)
+
+    return infer
+
+
+def _unpickle_results(row):
+    import pickle
+
+    return pickle.loads(row[0])
+
+
+def _as_struct(output_schema):
+    from pyspark.sql.types import StructType, _parse_datatype_string
+
+    schema = output_schema if isinstance(output_schema, StructType) else _parse_datatype_string(output_schema)
+    if not isinstance(schema, StructType):
+        raise FeedError(f"output_schema must name columns, like 'prediction double'; received: {output_schema!r}")
+    return schema
+
+
+def _with_results(chunk, results: list, out_fields):
+    """``chunk``'s columns plus ``out_fields`` filled from one result per row."""
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    names = [f.name for f in out_fields.fields]
+    if len(names) == 1:
+        columns = [results]
+    else:
+        columns = [[(r[name] if isinstance(r, dict) else r[i]) for r in results] for i, name in enumerate(names)]
+    arrays = list(chunk.columns)
+    for out, values in zip(out_fields.fields, columns, strict=True):
+        try:
+            arrays.append(pa.array([_plain(v) for v in values], type=to_arrow_type(out.dataType)))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
+            raise FeedError(f"inference results do not fit output column {out.name} "
+                            f"{out.dataType.simpleString()}: {exc}") from None
+    return pa.RecordBatch.from_arrays(arrays, names=list(chunk.schema.names) + names)
+
+
+def _plain(value):
+    """NumPy scalars and arrays as Python values Arrow takes for any declared type."""
+    tolist = getattr(value, "tolist", None)
+    return tolist() if tolist is not None else value
 
 
 def _feeder(plan: FeedPlan, targets, secret: bytes, qname: str, epoch: int, feed_timeout: float):

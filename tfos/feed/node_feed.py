@@ -18,6 +18,7 @@ import time
 
 from tfos.errors import AuthenticationError, FeedError, FeedTimeout
 from tfos.feed import protocol as p
+from tfos.feed.records import head, mapped_arrow_columns, rows_of
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ class FeedServer:
         self._lock = threading.Lock()
         self.terminated = threading.Event()
         self.stats = collections.Counter()
+        #: per qname, the fed DataFrame's columns as ``[{"name", "dtype", "shape"}]`` (records.py)
+        self.schemas: dict[str, list] = {}
+        self._schema_ready: dict[str, threading.Event] = collections.defaultdict(threading.Event)
         self._closing = False
         threading.Thread(target=self._accept_loop, name="tfos-feed-accept", daemon=True).start()
 
@@ -53,6 +57,12 @@ class FeedServer:
             if qname not in self._queues:
                 self._queues[qname] = queue.Queue(maxsize=self._buffer_chunks)
             return self._queues[qname]
+
+    def wait_schema(self, qname: str, timeout_s: float) -> list | None:
+        """The schema of the DataFrame fed on ``qname``, once ``cluster.train`` sent it."""
+        with self._lock:
+            ready = self._schema_ready[qname]
+        return self.schemas[qname] if ready.wait(timeout_s) else None
 
     def close(self) -> None:
         self._closing = True
@@ -99,9 +109,10 @@ class FeedServer:
             raise FeedError("feed connection did not start with OPEN")
         meta = json.loads(frame[1])
         kind = meta.get("kind")
-        q = self.queue(meta.get("qname", "input"))
+        qname = meta.get("qname", "input")
+        q = self.queue(qname)
         if kind == "control":
-            self._control(channel, q)
+            self._control(channel, q, qname)
             return
         if self.terminated.is_set():
             channel.send_json(p.ACK, {"terminated": True})
@@ -114,10 +125,10 @@ class FeedServer:
             if frame is None:
                 raise FeedError(f"feeding task for partition {meta.get('partition')} hung up mid-stream")
             ftype, payload = frame
-            if ftype == p.CHUNK:
+            if ftype in (p.CHUNK, p.ARROW):
                 if self.terminated.is_set():
                     continue  # drain, so the feeding task finishes promptly
-                records = p.decode_records(payload)
+                records = p.decode_records(payload) if ftype == p.CHUNK else p.decode_arrow(payload)
                 received += len(records)
                 self.stats["records"] += len(records)
                 self.stats["chunks"] += 1
@@ -157,7 +168,7 @@ class FeedServer:
                 pass
         return False
 
-    def _control(self, channel: p.FeedChannel, q: queue.Queue) -> None:
+    def _control(self, channel: p.FeedChannel, q: queue.Queue, qname: str) -> None:
         """The driver's orders: epoch plans and the end of the feed, in queue order."""
         channel.send_json(p.ACK, {})
         while True:
@@ -167,6 +178,10 @@ class FeedServer:
             ftype, payload = frame
             info = json.loads(payload) if payload else {}
             if ftype == p.OPEN and info.get("epoch") is not None:
+                if info.get("schema"):
+                    self.schemas[qname] = info["schema"]
+                    with self._lock:
+                        self._schema_ready[qname].set()
                 q.put((_EPOCH, info, None))
             elif ftype == p.END:
                 q.put((_END, info, None))
@@ -240,10 +255,13 @@ class DataFeed:
     def next_batch(self, batch_size: int):
         """Up to ``batch_size`` records; fewer at the end of an inference partition or of the feed.
 
+        Records are what the RDD held; DataFrame rows come as tuples in column order, or, with
+        ``input_mapping``, as ``{tensor_name: column values}`` (NumPy arrays for numeric columns).
         Blocks for data at most ``feed_timeout`` seconds (then ``FeedTimeout``).
         """
-        out: list = []
-        while len(out) < batch_size and not self.done_feeding:
+        pieces: list = []
+        taken = 0
+        while taken < batch_size and not self.done_feeding:
             if not self._pending:
                 item = self._get()
                 kind, payload, source = item
@@ -252,7 +270,7 @@ class DataFeed:
                     continue
                 if kind == _PARTITION_END:
                     source.end()
-                    if out:
+                    if taken:
                         break
                     continue
                 if kind == _EPOCH:
@@ -263,18 +281,19 @@ class DataFeed:
                     self.done_feeding = True
                     break
             records, start, source = self._pending[0]
-            take = records[start:start + batch_size - len(out)]
-            out.extend(take)
+            size = min(len(records) - start, batch_size - taken)
+            pieces.append(records[start:start + size] if isinstance(records, list) else records.slice(start, size))
+            taken += size
             if source is not None:
-                self._handed.append((source, len(take)))
-            if start + len(take) >= len(records):
+                self._handed.append((source, size))
+            if start + size >= len(records):
                 self._pending.popleft()
             else:
-                self._pending[0][1] = start + len(take)
-        self.records += len(out)
+                self._pending[0][1] = start + size
+        self.records += taken
         if self.input_mapping:
-            return self._map_columns(out)
-        return out
+            return self._map_columns(pieces)
+        return rows_of(pieces)
 
     def should_stop(self) -> bool:
         """True once the driver ended the feed (``shutdown``) or ``terminate`` was called."""
@@ -318,7 +337,12 @@ class DataFeed:
                         f"({self._server.stats['chunks']} chunks); is cluster.train()/inference() running?"
                     ) from None
 
-    def _map_columns(self, rows: list):
+    def _map_columns(self, pieces: list) -> dict:
+        if not pieces:
+            return {name: [] for name in self.input_mapping.values()}
+        if all(not isinstance(piece, list) for piece in pieces):
+            return mapped_arrow_columns(pieces, self.input_mapping)
+        rows = rows_of(pieces)
         columns = self._columns or []
         out = {name: [] for name in self.input_mapping.values()}
         index = {c: i for i, c in enumerate(columns)}
@@ -362,7 +386,7 @@ def epoch_chunks(server: FeedServer, qname: str, feed_timeout: float, node_name:
         feed.records += len(records)  # the evidence a FeedTimeout reports
         room = quota - yielded
         if room > 0:
-            part = records if len(records) <= room else records[:room]
+            part = records if len(records) <= room else head(records, room)
             yielded += len(part)
             yield part, columns
         server.stats["dropped"] += max(0, len(records) - max(room, 0))

@@ -27,10 +27,10 @@ _HEAD = struct.Struct(">BI")
 #: largest frame accepted (a chunk of records), bytes
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 
-# frame types
-OPEN, CHUNK, CLOSE, ACK, RESULTS, ERROR, END = range(1, 8)
+# frame types; CHUNK carries pickled records (RDDs), ARROW one Arrow record batch (DataFrames)
+OPEN, CHUNK, CLOSE, ACK, RESULTS, ERROR, END, ARROW = range(1, 9)
 NAMES = {OPEN: "OPEN", CHUNK: "CHUNK", CLOSE: "CLOSE", ACK: "ACK", RESULTS: "RESULTS", ERROR: "ERROR",
-         END: "END"}
+         END: "END", ARROW: "ARROW"}
 
 
 class FeedChannel:
@@ -134,6 +134,23 @@ def encode_records(records: list) -> bytes:
 def decode_records(payload: bytes) -> list:
     # only ever called on a payload whose mac was checked (FeedChannel.recv)
     return pickle.loads(payload)
+
+
+def encode_arrow(batch) -> memoryview:
+    """One record batch as an Arrow IPC stream (schema + batch): self-describing, no pickle."""
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return memoryview(sink.getvalue())
+
+
+def decode_arrow(payload: bytes):
+    # only ever called on a payload whose mac was checked (FeedChannel.recv); zero-copy
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(pa.py_buffer(payload)).read_next_batch()
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes | None:

@@ -7,6 +7,7 @@ raise :class:`ReservationError` at once with the server's words.
 
 from __future__ import annotations
 
+import re
 import time
 
 import grpc
@@ -15,7 +16,9 @@ from tfos.deadline import Deadline
 from tfos.errors import AuthenticationError, ReservationError, ReservationTimeout
 from tfos.reservation import auth
 from tfos.reservation import messages as m
+from tfos.tls import ClientTLS, TLSError
 
+_TLS_FAILURE = re.compile(r"handshake failed|verification check failed|CERTIFICATE_VERIFY_FAILED", re.IGNORECASE)
 # RESOURCE_EXHAUSTED is not here: an oversized request fails the same way every time
 _TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
@@ -28,21 +31,25 @@ class ReservationClient:
         secret: the run's secret (signs every request; never sent).
         run_id: the run this node belongs to.
         slot: this node's slot (the Spark partition index of its node task).
+        tls: check the server's certificate with these CA certificates (the server serves TLS).
     """
 
-    def __init__(self, address: str, secret: auth.Secret, run_id: str, slot: int):
+    def __init__(self, address: str, secret: auth.Secret, run_id: str, slot: int, tls: ClientTLS | None = None):
         self.address = address
         self.run_id = run_id
         self.slot = slot
         self._secret = secret
-        self._channel = grpc.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_receive_message_length", m.MAX_REPLY_BYTES),
-                ("grpc.max_send_message_length", m.MAX_REQUEST_BYTES),
-                ("grpc.enable_retries", 0),
-            ],
-        )
+        self._tls = tls
+        options = [
+            ("grpc.max_receive_message_length", m.MAX_REPLY_BYTES),
+            ("grpc.max_send_message_length", m.MAX_REQUEST_BYTES),
+            ("grpc.enable_retries", 0),
+        ]
+        if tls is None:
+            self._channel = grpc.insecure_channel(address, options=options)
+        else:
+            self._channel = grpc.secure_channel(address, tls.channel_credentials(),
+                                                options=options + tls.channel_options())
         self._calls = {
             name: self._channel.unary_unary(
                 m.method_path(name),
@@ -120,6 +127,15 @@ class ReservationClient:
                 code = err.code()
                 if code == grpc.StatusCode.UNAUTHENTICATED:
                     raise AuthenticationError(f"{method} refused by {self.address}: {err.details()}") from None
+                if self._tls is not None and code == grpc.StatusCode.UNAVAILABLE and _TLS_FAILURE.search(
+                        err.details() or ""):
+                    # a certificate that does not verify will not verify on a retry either
+                    raise TLSError(
+                        f"TLS handshake with the reservation server at {self.address} failed: {err.details()}; "
+                        f"is the CA (spark.tfos.tls.caFile / TLSConfig.ca_file) the one that signed the driver's "
+                        f"certificate, and does the certificate name {self.address.rsplit(':', 1)[0]} "
+                        f"(or TLSConfig.server_name)?"
+                    ) from None
                 if code not in _TRANSIENT or deadline.expired():
                     if code in _TRANSIENT:
                         raise ReservationTimeout(deadline.message(

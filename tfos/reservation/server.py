@@ -1,13 +1,15 @@
 """The reservation server: a small gRPC service on the driver.
 
 Each request is checked before it is parsed: size (gRPC's receive limit),
-signature (HMAC of the body with the run's secret), then protobuf parsing.
+signature (HMAC of the body with the run's secret, fresh timestamp, unseen nonce),
+then protobuf parsing. With a :class:`~tfos.tls.TLSConfig` the channel is TLS.
 Anything wrong gets an error status; the server never crashes on input and
 never unpickles anything.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 from concurrent import futures
 
@@ -15,9 +17,11 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from tfos.errors import ReservationError
+from tfos.ports import PortRange
 from tfos.reservation import auth
 from tfos.reservation import messages as m
 from tfos.reservation.state import ProtocolError, ReservationState
+from tfos.tls import TLSConfig
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +36,17 @@ class ReservationServer:
         port: the port to bind; 0 picks a free one.
         bind_host: the address to bind, when it differs from ``host`` (NAT, containers).
         max_workers: handler threads; long polls hold one each, so at least nodes + a few.
+        tls: serve TLS with this certificate (for ``host``) instead of plaintext.
+        port_range: bind the first free port of this range (when ``port`` is 0).
+
+    Raises:
+        ReservationError: the port is taken or the address is not on this host.
+        ConfigError: every port of ``port_range`` is taken.
     """
 
     def __init__(self, state: ReservationState, secret: auth.Secret, host: str, port: int = 0,
-                 max_workers: int | None = None, bind_host: str | None = None):
+                 max_workers: int | None = None, bind_host: str | None = None,
+                 tls: TLSConfig | None = None, port_range: PortRange | None = None):
         self.state = state
         self._verifier = auth.Verifier(secret)
         self.host = host
@@ -57,14 +68,33 @@ class ReservationServer:
             for name, (req_type, _reply) in m.METHODS.items()
         }
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(m.SERVICE, handlers),))
+        self.tls = tls
         bind = bind_host or host
-        bound = self._server.add_insecure_port(f"{_bracket(bind)}:{port}")
-        if not bound:
-            raise ReservationError(
-                f"could not bind the reservation server to {bind}:{port}; is the port in use, or the "
-                f"address not on this host (set spark.driver.bindAddress or TFOS_SERVER_HOST)?"
-            )
-        self.port = bound
+        credentials = tls.server_credentials() if tls else None
+
+        def add_port(number: int) -> int:
+            address = f"{_bracket(bind)}:{number}"
+            try:
+                if credentials is not None:
+                    bound = self._server.add_secure_port(address, credentials)
+                else:
+                    bound = self._server.add_insecure_port(address)
+            except RuntimeError:  # newer grpcio raises where older ones returned 0
+                bound = 0
+            if not bound:
+                raise OSError(errno.EADDRINUSE, f"cannot bind {address}")
+            return bound
+
+        if port_range is not None and not port:
+            self.port = port_range.first_free(add_port, bind)
+        else:
+            try:
+                self.port = add_port(port)
+            except OSError:
+                raise ReservationError(
+                    f"could not bind the reservation server to {bind}:{port}; is the port in use, or the "
+                    f"address not on this host (set spark.driver.bindAddress or TFOS_SERVER_HOST)?"
+                ) from None
         self._started = False
 
     @property
@@ -74,7 +104,7 @@ class ReservationServer:
     def start(self) -> None:
         self._server.start()
         self._started = True
-        log.info("reservation server listening on %s", self.address)
+        log.info("reservation server listening on %s (%s)", self.address, "TLS" if self.tls else "plaintext")
 
     def stop(self, grace_s: float = 0.5) -> None:
         """Stop serving; blocks until the port is closed (at most ``grace_s`` + a little)."""

@@ -1,0 +1,262 @@
+"""TLS on the reservation channel and port ranges, with real servers, clients and sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from tests.unit.certs import _with_openssl, self_signed
+from tests.unit.reservation_wire import RUN_ID, SECRET, SwappableState, assert_no_secret
+from tfos.errors import ConfigError, ReservationTimeout
+from tfos.ports import PortRange, listen, pick, port_range_from_conf
+from tfos.reservation.client import ReservationClient
+from tfos.reservation.server import ReservationServer
+from tfos.reservation.state import ReservationState
+from tfos.roles import plan_roles
+from tfos.tls import TLSConfig, TLSError, tls_from_conf
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp("certs"))
+    return {
+        "server": self_signed(directory, "127.0.0.1", "server"),
+        "other": self_signed(directory, "127.0.0.1", "other"),
+        "named": self_signed(directory, "driver.tfos.test", "named"),
+        "dir": directory,
+    }
+
+
+def serve(tls: TLSConfig | None, num_nodes: int = 2, **kw) -> ReservationServer:
+    state = SwappableState()
+    state.install(ReservationState(RUN_ID, plan_roles(num_nodes, 0)))
+    server = ReservationServer(state, SECRET, "127.0.0.1", tls=tls, **kw)
+    server.start()
+    return server
+
+
+def register(server: ReservationServer, tls, slot: int = 0, timeout_s: float = 10):
+    with ReservationClient(server.address, SECRET, RUN_ID, slot, tls=tls) as c:
+        return c.register(executor_id=f"exec-{slot}", host="127.0.0.1", port=5000 + slot, pid=1,
+                          timeout_s=timeout_s)
+
+
+# ------------------------------------------------------------------ TLS
+
+
+def test_tls_server_serves_a_client_that_trusts_its_certificate(certs):
+    cert, key = certs["server"]
+    config = TLSConfig(cert, key)
+    server = serve(config)
+    try:
+        assert (register(server, config.client(), 0).registered, register(server, config.client(), 1).run_state) == (
+            1, "ready")
+    finally:
+        server.stop(0.1)
+
+
+def test_client_with_the_wrong_ca_is_refused_at_once_with_a_clear_error(certs):
+    cert, key = certs["server"]
+    server = serve(TLSConfig(cert, key))
+    wrong = TLSConfig(*certs["other"]).client()
+    try:
+        started = time.monotonic()
+        with pytest.raises(TLSError) as info:
+            register(server, wrong, timeout_s=20)
+        assert time.monotonic() - started < 5  # not retried until the deadline
+        message = str(info.value)
+        assert message.startswith(f"TLS handshake with the reservation server at {server.address} failed: ")
+        assert "CERTIFICATE_VERIFY_FAILED" in message
+        assert message.endswith(
+            "; is the CA (spark.tfos.tls.caFile / TLSConfig.ca_file) the one that signed the driver's certificate, "
+            "and does the certificate name 127.0.0.1 (or TLSConfig.server_name)?"
+        )
+        assert server.state.current.snapshot()[0].state == "unregistered"
+    finally:
+        server.stop(0.1)
+
+
+def test_certificate_for_another_name_needs_server_name(certs):
+    cert, key = certs["named"]
+    server = serve(TLSConfig(cert, key))
+    try:
+        with pytest.raises(TLSError, match="Hostname Verification Check failed"):
+            register(server, TLSConfig(cert, key).client())
+        named = TLSConfig(cert, key, server_name="driver.tfos.test")
+        assert register(server, named.client()).registered == 1
+    finally:
+        server.stop(0.1)
+
+
+def test_plaintext_client_gets_no_answer_from_a_tls_server(certs):
+    server = serve(TLSConfig(*certs["server"]))
+    try:
+        with pytest.raises(ReservationTimeout, match="is the driver's reservation server at .* reachable"):
+            register(server, None, timeout_s=1)
+    finally:
+        server.stop(0.1)
+
+
+def test_openssl_made_certificate_works_too(certs, tmp_path):
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command")
+    cert, key = str(tmp_path / "o.crt"), str(tmp_path / "o.key")
+    _with_openssl("127.0.0.1", cert, key)
+    config = TLSConfig(cert, key)
+    server = serve(config)
+    try:
+        assert register(server, config.client()).registered == 1
+    finally:
+        server.stop(0.1)
+
+
+def test_tls_config_refuses_missing_and_non_pem_files(certs, tmp_path):
+    cert, key = certs["server"]
+    missing = str(tmp_path / "missing.pem")
+    with pytest.raises(ConfigError) as info:
+        TLSConfig(cert, missing)
+    assert str(info.value) == f"cannot read TLS key_file {missing!r}: No such file or directory"
+    with pytest.raises(ConfigError) as info:
+        TLSConfig(key, key)
+    assert str(info.value) == f"TLSConfig.cert_file={key!r} is not a PEM certificate (no '-----BEGIN CERTIFICATE-----' line)"
+    with pytest.raises(ConfigError) as info:
+        TLSConfig(cert, cert)
+    assert str(info.value) == f"TLSConfig.key_file={cert!r} is not a PEM private key (no 'PRIVATE KEY-----' line)"
+
+
+def test_tls_material_never_shows_the_key_in_repr(certs):
+    cert, key = certs["server"]
+    config = TLSConfig(cert, key)
+    with open(key) as f:
+        key_text = f.read()
+    body = key_text.splitlines()[1]
+    for text in (repr(config), repr(config.client()), str(config.client())):
+        assert body not in text
+    assert repr(config.client()).startswith("ClientTLS(") and "bytes of CA certificates" in repr(config.client())
+
+
+def test_tls_from_spark_conf(certs):
+    cert, key = certs["server"]
+    assert tls_from_conf({}.get) is None
+    conf = {"spark.tfos.tls.certFile": cert, "spark.tfos.tls.keyFile": key,
+            "spark.tfos.tls.serverName": "driver.tfos.test"}
+    assert tls_from_conf(conf.get) == TLSConfig(cert, key, None, "driver.tfos.test")
+    with pytest.raises(ConfigError) as info:
+        tls_from_conf({"spark.tfos.tls.certFile": cert}.get)
+    assert str(info.value) == (
+        f"spark.tfos.tls.certFile and spark.tfos.tls.keyFile go together; received: "
+        f"spark.tfos.tls.certFile={cert!r}, spark.tfos.tls.keyFile=None"
+    )
+
+
+# ------------------------------------------------------------------ port ranges
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("40000-40100", PortRange(40000, 40100)),
+    (" 40000 - 40100 ", PortRange(40000, 40100)),
+    ("40000", PortRange(40000, 40000)),
+    ("1-65535", PortRange(1, 65535)),
+])
+def test_port_range_parses(text, expected):
+    assert PortRange.parse(text) == expected
+    assert str(PortRange.parse(text)) == str(expected)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("40100-40000", "port_range must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535; received: 40100-40000"),
+    ("0-10", "port_range must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535; received: 0-10"),
+    ("65000-70000", "port_range must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535; received: 65000-70000"),
+    ("40000:40100", "port_range must be a string 'FIRST-LAST' such as '40000-40100' (set it with "
+                    "tfos.run(port_range=...) or spark.tfos.portRange); received: '40000:40100'"),
+    ("", "port_range must be a string 'FIRST-LAST' such as '40000-40100' (set it with "
+         "tfos.run(port_range=...) or spark.tfos.portRange); received: ''"),
+    (40000, "port_range must be a string 'FIRST-LAST' such as '40000-40100' (set it with "
+            "tfos.run(port_range=...) or spark.tfos.portRange); received: 40000"),
+])
+def test_bad_port_range_is_a_config_error_with_the_value(text, message):
+    with pytest.raises(ConfigError) as info:
+        PortRange.parse(text)
+    assert str(info.value) == message
+
+
+def test_port_range_from_spark_conf():
+    assert port_range_from_conf({}.get) is None
+    assert port_range_from_conf({"spark.tfos.portRange": "41000-41010"}.get) == PortRange(41000, 41010)
+
+
+def test_candidates_start_at_the_offset_and_wrap():
+    assert PortRange(100, 104).candidates(3) == [103, 104, 100, 101, 102]
+    assert PortRange(100, 104).candidates(8) == [103, 104, 100, 101, 102]
+
+
+def free_block(size: int) -> PortRange:
+    """A range of ``size`` ports that were free a moment ago (tests bind inside it)."""
+    for _ in range(50):
+        first = pick("127.0.0.1")
+        if first + size - 1 > 65535:
+            continue
+        try:
+            socks = [listen("127.0.0.1", PortRange(p, p)) for p in range(first, first + size)]
+        except ConfigError:
+            continue
+        for s in socks:
+            s.close()
+        return PortRange(first, first + size - 1)
+    pytest.skip("no free block of ports")
+
+
+def test_listen_skips_ports_in_use_and_stays_in_the_range():
+    block = free_block(4)
+    with socket.create_server(("127.0.0.1", block.first)):
+        with listen("127.0.0.1", block) as sock:
+            assert sock.getsockname()[1] == block.first + 1
+        with listen("127.0.0.1", block, offset=3) as sock:
+            assert sock.getsockname()[1] == block.last
+        assert pick("127.0.0.1", block, exclude=[block.first + 1]) == block.first + 2
+
+
+def test_exhausted_range_is_a_config_error_naming_the_range():
+    block = free_block(2)
+    with socket.create_server(("127.0.0.1", block.first)), socket.create_server(("127.0.0.1", block.last)):
+        with pytest.raises(ConfigError) as info:
+            listen("127.0.0.1", block)
+    assert str(info.value) == (
+        f"no free port in port_range {block} on 127.0.0.1: 2 tried (last error: Address already in use); widen the "
+        f"range (tfos.run(port_range=...) or spark.tfos.portRange): it needs 1 port on the driver and 3 per node on "
+        f"each executor host"
+    )
+
+
+def test_reservation_server_binds_in_the_range_and_says_when_it_is_full(certs):
+    block = free_block(2)
+    first = serve(None, port_range=block)
+    second = serve(TLSConfig(*certs["server"]), port_range=block)
+    try:
+        assert sorted([first.port, second.port]) == [block.first, block.last]
+        assert register(first, None).registered == 1
+        with pytest.raises(ConfigError, match=f"no free port in port_range {block} on 127.0.0.1: 2 tried"):
+            serve(None, port_range=block)
+    finally:
+        first.stop(0.1)
+        second.stop(0.1)
+
+
+def test_errors_and_logs_over_tls_never_show_the_secret(certs, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    server = serve(TLSConfig(*certs["server"]))
+    try:
+        with pytest.raises(TLSError) as info:
+            register(server, TLSConfig(*certs["other"]).client())
+        assert_no_secret(str(info.value))
+        assert_no_secret(caplog.text)
+    finally:
+        server.stop(0.1)

@@ -1,0 +1,126 @@
+"""Port ranges for firewalled clusters: every port tfos listens on, from one setting.
+
+``tfos.run(..., port_range="40000-40100")`` or ``spark.tfos.portRange=40000-40100``
+applies to the reservation server (driver), and on each executor to the TF server's
+port, the feed endpoint and TensorBoard. Connections tfos opens (node -> driver,
+feeder -> node) leave from ephemeral ports as usual.
+
+A node takes its ports from an offset that depends on its slot, so the nodes that
+share a host (several executors per machine) try different ports first instead of
+racing for the same one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from tfos.errors import ConfigError
+
+#: Spark conf key read when ``tfos.run`` gets no ``port_range=``
+CONF_KEY = "spark.tfos.portRange"
+#: ports one node listens on (TF server, feed, TensorBoard)
+PORTS_PER_NODE = 3
+
+_RANGE = re.compile(r"\s*(\d{1,5})\s*(?:-\s*(\d{1,5})\s*)?")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PortRange:
+    """Inclusive range of TCP ports, ``first``-``last``."""
+
+    first: int
+    last: int
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.first <= self.last <= 65535):
+            raise ConfigError(
+                f"port_range must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535; received: {self}"
+            )
+
+    @classmethod
+    def parse(cls, text: object) -> PortRange:
+        """``"40000-40100"`` or ``"40000"`` (one port); raises :class:`ConfigError` otherwise."""
+        if isinstance(text, PortRange):
+            return text
+        match = _RANGE.fullmatch(text) if isinstance(text, str) else None
+        if match is None:
+            raise ConfigError(
+                f"port_range must be a string 'FIRST-LAST' such as '40000-40100' (set it with "
+                f"tfos.run(port_range=...) or {CONF_KEY}); received: {text!r}"
+            )
+        first = int(match.group(1))
+        return cls(first, int(match.group(2)) if match.group(2) else first)
+
+    def __len__(self) -> int:
+        return self.last - self.first + 1
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last}"
+
+    def candidates(self, offset: int = 0) -> list[int]:
+        """Every port of the range, starting at ``first + offset`` (mod size) and wrapping."""
+        size = len(self)
+        start = offset % size
+        return [self.first + (start + i) % size for i in range(size)]
+
+    def first_free(self, use: Callable[[int], T], host: str, offset: int = 0, exclude: Iterable[int] = ()) -> T:
+        """``use(port)`` for each candidate port until one does not raise ``OSError`` (in use).
+
+        Returns what ``use`` returned. Raises :class:`ConfigError` naming the range when
+        every port failed.
+        """
+        skip = set(exclude)
+        tried = 0
+        last_error: OSError | None = None
+        for port in self.candidates(offset):
+            if port in skip:
+                continue
+            tried += 1
+            try:
+                return use(port)
+            except OSError as exc:
+                last_error = exc
+        if last_error is None:
+            reason = "all taken by this node"
+        else:
+            reason = f"last error: {os.strerror(last_error.errno) if last_error.errno else last_error}"
+        raise ConfigError(
+            f"no free port in port_range {self} on {host}: {tried} tried ({reason}); widen the range "
+            f"(tfos.run(port_range=...) or {CONF_KEY}): it needs 1 port on the driver and "
+            f"{PORTS_PER_NODE} per node on each executor host"
+        )
+
+
+def listen(host: str, port_range: PortRange | None = None, offset: int = 0, exclude: Iterable[int] = (),
+           backlog: int = 64) -> socket.socket:
+    """A listening TCP socket on ``host``: any free port, or the first free one in ``port_range``."""
+    if port_range is None:
+        return socket.create_server((host, 0), family=_family(host), backlog=backlog)
+    return port_range.first_free(
+        lambda port: socket.create_server((host, port), family=_family(host), backlog=backlog),
+        host, offset, exclude,
+    )
+
+
+def pick(host: str, port_range: PortRange | None = None, offset: int = 0, exclude: Iterable[int] = ()) -> int:
+    """A port that was free on ``host`` a moment ago, in ``port_range`` when given (the caller
+    binds it soon after; another process may take it meanwhile)."""
+    with listen(host, port_range, offset, exclude, backlog=1) as sock:
+        return sock.getsockname()[1]
+
+
+
+def port_range_from_conf(get) -> PortRange | None:
+    """The range in ``spark.tfos.portRange`` (``get(key, default)``), or ``None`` when unset."""
+    text = get(CONF_KEY, None)
+    return PortRange.parse(text) if text else None
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET

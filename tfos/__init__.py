@@ -15,18 +15,20 @@ from tfos.errors import (
     FeedError,
     FeedTimeout,
     NodeFailure,
+    ParallelRunError,
     ReservationError,
     ReservationTimeout,
     SparkPreconditionError,
     TfosError,
 )
 from tfos.input_mode import InputMode
+from tfos.parallel import parallel_run
 from tfos.version import __version__
 
 TFNodeContext = NodeContext  # TensorFlowOnSpark's name
 
 __all__ = [
     "AuthenticationError", "Cluster", "ClusterFailedError", "ClusterTimeout", "ConfigError", "DataError", "FeedError", "FeedTimeout",
-    "InputMode", "NodeContext", "NodeFailure", "NodeInfo", "ReservationError", "ReservationTimeout",
-    "SparkPreconditionError", "TFNodeContext", "TfosError", "__version__", "run",
+    "InputMode", "NodeContext", "NodeFailure", "NodeInfo", "ParallelRunError", "ReservationError", "ReservationTimeout",
+    "SparkPreconditionError", "TFNodeContext", "TfosError", "__version__", "parallel_run", "run",
 ]

@@ -1,7 +1,7 @@
 """Keras ``model.fit`` under MultiWorkerMirroredStrategy on Spark executors (InputMode.TENSORFLOW).
 
 Each Spark executor runs one TF node; the nodes read their own TFRecord files (sharded by
-file with ``ctx.num_workers`` and ``ctx.worker_num``), train one model together with
+file with ``ctx.shard_files``), train one model together with
 synchronous all-reduce, evaluate it on the test files, and the chief exports it::
 
     python examples/mnist/keras_mwms.py
@@ -37,17 +37,17 @@ def main_fun(args, ctx):
     print(f"[{ctx.job_name}:{ctx.task_index}] {ctx.num_workers} training nodes, "
           f"{strategy.num_replicas_in_sync} replicas in sync", flush=True)
 
-    # Shard by file: node i reads train files i, i+n, ... (auto-sharding is off in
-    # common.records). The dataset is batched with the GLOBAL batch size: MWMS splits
-    # each batch among the replicas, so one step consumes batch_size records in all.
-    train_files = common.split_files(args.data_dir, "train")
-    my_files = common.shard_files(train_files, ctx.num_workers, ctx.worker_num)
-    total_train = sum(count for _, count in train_files)
+    # Shard by file: ctx.shard_files gives this node the sorted matching files worker_num,
+    # worker_num + num_workers, ... (the chief is 0); auto-sharding is off in common.records.
+    # The dataset is batched with the GLOBAL batch size: MWMS splits each batch among the
+    # replicas, so one step consumes batch_size records in all.
+    my_files = ctx.shard_files(os.path.join(args.data_dir, "train", "part-*.tfrecord"))
+    total_train = sum(count for _, count in common.split_files(args.data_dir, "train"))
     # Every node must run the same number of steps, or the all-reduce of the node
     # that has more waits forever: repeat() makes the input endless and the step
     # count comes from the total, not from this node's share.
     steps_per_epoch = total_train // args.batch_size
-    train = (common.records([path for path, _ in my_files])
+    train = (common.records(my_files)
              .shuffle(2048, seed=ctx.worker_num).repeat().batch(args.batch_size)
              .prefetch(tf.data.AUTOTUNE))
     # Every node evaluates the whole (small) test set: same step count everywhere and

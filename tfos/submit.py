@@ -471,10 +471,12 @@ def build_command(
                  "--pack-env: the driver runs in the application master's container")
     else:
         archive, pack = None, ()
-        executor_python = config.python or (python if kind != "yarn" and kind != "k8s" else None)
+        # on machines like this one, this Python; an exported PYSPARK_PYTHON is the user's choice
+        same_machines = kind not in ("yarn", "k8s") and "PYSPARK_PYTHON" not in environ
+        executor_python = config.python or (python if same_machines else None)
         if executor_python:
             need("spark.pyspark.python", executor_python, "--python", soft=config.python is None)
-    if not cluster_mode:
+    if not cluster_mode and "PYSPARK_DRIVER_PYTHON" not in environ:
         need("spark.pyspark.driver.python", python, "the driver runs this Python", soft=True)
 
     # environment of the nodes (and of the driver where it matters)

@@ -206,6 +206,12 @@ COMMANDS = [
       *confs("spark.tfos.clusterSize=2", "spark.task.cpus=1", "spark.dynamicAllocation.enabled=false",
              "spark.stage.maxConsecutiveAttempts=1", f"spark.pyspark.driver.python={PY}"), "train.py"],
      {}),
+    ("exported_pyspark_pythons_are_kept", "--master spark://m:7077 --cluster-size 2 train.py",
+     {"PYSPARK_PYTHON": "/env/py", "PYSPARK_DRIVER_PYTHON": "/env/py"},
+     ["--master", "spark://m:7077", "--deploy-mode", "client",
+      *confs("spark.tfos.clusterSize=2", "spark.cores.max=2", "spark.executor.cores=1",
+             "spark.task.cpus=1"), *TFOS_NEEDS, "train.py"],
+     {}),
     ("agreeing_options_are_not_repeated",
      "--master yarn --cluster-size 3 --num-executors 3 --conf spark.dynamicAllocation.enabled=False "
      "--conf spark.task.cpus=1 train.py", {},

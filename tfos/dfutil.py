@@ -236,7 +236,8 @@ def load_tfrecords(spark, input_dir: str, binary_features=(), schema=None,
     ``_tfos_schema.json`` that :func:`save_as_tfrecords` wrote, no data is read here;
     otherwise one Spark job reads the first ``sample_records`` records of every file to
     infer it. Inference: int64 lists become ``long``, float lists ``float``, bytes lists
-    ``string`` (UTF-8), or ``binary`` for the features named in ``binary_features``; a
+    ``string`` (UTF-8), or ``binary`` for the features named in ``binary_features`` and
+    those with a sampled value that is not UTF-8 text; a
     feature with at most one value in every sampled record is a scalar, otherwise an
     array; columns are sorted by name. A record whose features do not fit the inferred
     schema fails the read with the fix (pass ``schema``). A missing feature is a null.

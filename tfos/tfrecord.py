@@ -205,13 +205,18 @@ class ExampleDecoder:
                 raise DataError(f"feature {name!r} of a record{where} is a {actual}, but the schema "
                                 f"says {f.describe()}; pass a schema that matches the files")
             values = getattr(feature, kind).value
-            if array:
-                out.append(convert(values))
-            elif len(values) == 1:
-                out.append(convert(values[0]))
-            elif not values:
-                out.append(None)
-            else:
+            try:
+                if array:
+                    out.append(convert(values))
+                elif len(values) == 1:
+                    out.append(convert(values[0]))
+                elif not values:
+                    out.append(None)
+            except UnicodeDecodeError as exc:
+                raise DataError(f"feature {name!r} of a record{where} is not UTF-8 text ({exc.reason} at byte "
+                                f"{exc.start}); read it as binary (binary_features=[{name!r}], or "
+                                "BinaryType in the schema)") from None
+            if len(values) > 1 and not array:
                 raise DataError(
                     f"feature {name!r} of a record{where} has {len(values)} values, but the schema says "
                     f"a single {f.describe()}; pass a schema with an array type for {name!r}"
@@ -246,13 +251,15 @@ class FeatureStats:
     kind: str | None = None  # None: only seen as a feature with no kind set
     max_len: int = 0
     records: int = 0
+    #: bytes features: every sampled value is valid UTF-8 text
+    utf8: bool = True
 
     def merge(self, other: FeatureStats, name: str) -> FeatureStats:
         if self.kind and other.kind and self.kind != other.kind:
             raise DataError(f"feature {name!r} is a {self.kind} in some records and a {other.kind} in "
                             "others; pass schema=... to say which to read")
         return FeatureStats(self.kind or other.kind, max(self.max_len, other.max_len),
-                            self.records + other.records)
+                            self.records + other.records, self.utf8 and other.utf8)
 
 
 def feature_stats(records: Iterable[bytes]) -> dict[str, FeatureStats]:
@@ -261,9 +268,19 @@ def feature_stats(records: Iterable[bytes]) -> dict[str, FeatureStats]:
     for data in records:
         for name, feature in Example.FromString(data).features.feature.items():
             kind = feature.WhichOneof("kind")
-            seen = FeatureStats(kind, len(getattr(feature, kind).value) if kind else 0, 1)
+            values = getattr(feature, kind).value if kind else ()
+            seen = FeatureStats(kind, len(values), 1, kind != BYTES or _all_utf8(values))
             stats[name] = stats[name].merge(seen, name) if name in stats else seen
     return stats
+
+
+def _all_utf8(values) -> bool:
+    try:
+        for v in values:
+            v.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def merge_stats(a: dict[str, FeatureStats], b: dict[str, FeatureStats]) -> dict[str, FeatureStats]:
@@ -277,7 +294,7 @@ def infer_fields(stats: dict[str, FeatureStats], binary_features: Iterable[str] 
     """Fields from feature stats, sorted by name.
 
     int64 lists become ints, float lists floats, bytes lists strings (UTF-8) unless the
-    feature is in ``binary_features``. A feature with at most one value in every sampled
+    feature is in ``binary_features`` or a sampled value is not UTF-8 text. A feature with at most one value in every sampled
     record is a scalar; otherwise an array. A feature that never had a kind set (only
     empty features of unknown kind) is read as an array of strings/bytes.
     """
@@ -286,7 +303,8 @@ def infer_fields(stats: dict[str, FeatureStats], binary_features: Iterable[str] 
     for name in sorted(stats):
         s = stats[name]
         kind = s.kind or BYTES
-        py = {INT64: PY_INT, FLOAT: PY_FLOAT, BYTES: PY_BYTES if name in binary else PY_STR}[kind]
+        text = name not in binary and s.utf8
+        py = {INT64: PY_INT, FLOAT: PY_FLOAT, BYTES: PY_STR if text else PY_BYTES}[kind]
         fields.append(Field(name, py, array=s.max_len > 1 or s.kind is None))
     return fields
 

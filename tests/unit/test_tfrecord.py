@@ -110,6 +110,16 @@ def test_schema_inference_scalars_arrays_binary_and_name_order():
     ]
 
 
+def test_bytes_that_are_not_utf8_text_are_inferred_binary_and_refused_as_text():
+    enc = ExampleEncoder([Field("t", "bytes"), Field("raw", "bytes")])
+    records = [enc.encode((b"text", b"\x00ok")), enc.encode((b"more", b"\xff\xfe"))]
+    assert infer_fields(feature_stats(records)) == [Field("raw", "bytes"), Field("t", "str")]
+    with pytest.raises(DataError) as err:
+        ExampleDecoder([Field("raw", "str")]).decode(records[1], " (record 1 of f)")
+    assert str(err.value) == ("feature 'raw' of a record (record 1 of f) is not UTF-8 text (invalid start byte at "
+                              "byte 0); read it as binary (binary_features=['raw'], or BinaryType in the schema)")
+
+
 def test_a_feature_of_two_kinds_cannot_be_inferred():
     records = [ExampleEncoder([Field("x", "int")]).encode((1,)), ExampleEncoder([Field("x", "str")]).encode(("a",))]
     with pytest.raises(DataError, match="^feature 'x' is a int64_list in some records and a bytes_list in others"):

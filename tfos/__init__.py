@@ -23,6 +23,7 @@ from tfos.errors import (
 )
 from tfos.input_mode import InputMode
 from tfos.parallel import parallel_run
+from tfos.tls import TLSConfig, TLSError
 from tfos.version import __version__
 
 TFNodeContext = NodeContext  # TensorFlowOnSpark's name
@@ -30,5 +31,5 @@ TFNodeContext = NodeContext  # TensorFlowOnSpark's name
 __all__ = [
     "AuthenticationError", "Cluster", "ClusterFailedError", "ClusterTimeout", "ConfigError", "DataError", "FeedError", "FeedTimeout",
     "InputMode", "NodeContext", "NodeFailure", "NodeInfo", "ParallelRunError", "ReservationError", "ReservationTimeout",
-    "SparkPreconditionError", "TFNodeContext", "TfosError", "__version__", "parallel_run", "run",
+    "SparkPreconditionError", "TFNodeContext", "TLSConfig", "TLSError", "TfosError", "__version__", "parallel_run", "run",
 ]

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tfos.config import DEFAULT_SHUTDOWN_TIMEOUT_S, RunConfig
+from tfos.config import DEFAULT_SHUTDOWN_TIMEOUT_S, RunConfig, spark_conf_options
 from tfos.deadline import Deadline
 from tfos.errors import (
     ClusterFailedError,
@@ -100,6 +100,7 @@ def run(
         )
     facts = read_facts(sc)
     submitted = defaults_from_conf(sc.getConf())  # spark.tfos.* keys set by `tfos submit`
+    submitted.update(spark_conf_options(sc.getConf().get))  # spark.tfos.tls.*, spark.tfos.portRange
     if num_executors is None:
         num_executors = submitted.get("num_executors", facts.configured_executors)
         if num_executors is None:
@@ -116,6 +117,19 @@ def run(
     check_preconditions(facts, config.num_executors)
     wait_for_executors(sc, config.num_executors, min(config.executor_wait_timeout, config.reservation_timeout))
     check_slots_per_executor(sc, facts, config.num_executors)
+    if config.max_restarts:
+        from tfos.restart import RestartingCluster
+
+        def start_attempt(attempt: int) -> Cluster:
+            if attempt:
+                wait_for_executors(sc, config.num_executors, config.executor_wait_timeout)
+            cluster = Cluster(sc, config, facts, main_fun, tf_args, attempt=attempt)
+            cluster.start()
+            return cluster
+
+        restarting = RestartingCluster(start_attempt, config.max_restarts)
+        restarting.start()
+        return restarting
     cluster = Cluster(sc, config, facts, main_fun, tf_args)
     cluster.start()
     return cluster
@@ -124,7 +138,7 @@ def run(
 class Cluster:
     """A running TF cluster on Spark executors. Made by :func:`run`."""
 
-    def __init__(self, sc, config: RunConfig, facts: SparkFacts, main_fun, tf_args):
+    def __init__(self, sc, config: RunConfig, facts: SparkFacts, main_fun, tf_args, attempt: int = 0):
         import cloudpickle
 
         self.sc = sc
@@ -135,7 +149,8 @@ class Cluster:
         self._secret = Secret(new_secret())
         self.state = ReservationState(self.run_id, config.roles(), config.tensorboard, config.log_dir or "")
         self.server = ReservationServer(self.state, self._secret, facts.server_host,
-                                        port=facts.server_port, bind_host=facts.server_bind_host)
+                                        port=facts.server_port, bind_host=facts.server_bind_host,
+                                        tls=config.tls, port_range=config.port_range)
         self._launch = NodeLaunch(
             run_id=self.run_id, server_address=self.server.address, secret=self._secret,
             input_mode=int(config.input_mode),
@@ -144,6 +159,9 @@ class Cluster:
             heartbeat_interval_s=config.heartbeat_interval_s, heartbeat_timeout_s=config.heartbeat_timeout_s,
             stop_grace_s=config.stop_grace_s, keep_omp_num_threads=facts.omp_num_threads_set,
             env=dict(config.env),
+            tls=config.tls.client() if config.tls else None,
+            port_range=str(config.port_range or ""),
+            attempt=attempt,
             payload=cloudpickle.dumps((main_fun, tf_args, describe_source(main_fun))),
         )
         self._job_thread: threading.Thread | None = None

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 
 from tfos.errors import ConfigError
 from tfos.input_mode import InputMode
+from tfos.ports import PortRange, port_range_from_conf
 from tfos.roles import Role, plan_roles
+from tfos.tls import TLSConfig, tls_from_conf
 
 KERAS_CHOICES = ("auto", "keras3", "tf_keras")
 MASTER_NODES = ("chief", "master", None)
@@ -44,12 +46,20 @@ class RunConfig:
     stop_grace_s: float = 3.0
     #: extra environment for the TF processes
     env: dict[str, str] = field(default_factory=dict)
+    #: times a failed run is started again (all nodes; ``ctx.attempt`` counts up); see tfos/restart.py
+    max_restarts: int = 0
+    #: TLS for the reservation channel (see docs/security.md); default: spark.tfos.tls.* when set
+    tls: TLSConfig | None = None
+    #: ports tfos listens on (reservation server, TF servers, feed, TensorBoard), e.g.
+    #: "40000-40100"; default: spark.tfos.portRange when set, else any free port
+    port_range: PortRange | str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.input_mode, int) and not isinstance(self.input_mode, (InputMode, bool)):
             object.__setattr__(self, "input_mode", _input_mode(self.input_mode))
         _check_int("num_executors", self.num_executors, minimum=1)
         _check_int("num_ps", self.num_ps, minimum=0)
+        _check_int("max_restarts", self.max_restarts, minimum=0)
         if not isinstance(self.input_mode, InputMode):
             raise ConfigError(
                 f"input_mode must be tfos.InputMode.TENSORFLOW or tfos.InputMode.SPARK; "
@@ -88,11 +98,29 @@ class RunConfig:
                 "eval_node=True needs input_mode=tfos.InputMode.TENSORFLOW: an evaluator reads its "
                 "own data and gets no Spark feed"
             )
+        if self.tls is not None and not isinstance(self.tls, TLSConfig):
+            raise ConfigError(f"tls must be a tfos.TLSConfig or None; received: tls={self.tls!r}")
+        if self.port_range is not None:
+            object.__setattr__(self, "port_range", PortRange.parse(self.port_range))
         self.roles()  # raises ConfigError when the counts leave no trainer
 
     def roles(self) -> list[Role]:
         """The role of each node slot (see :func:`tfos.roles.plan_roles`)."""
         return plan_roles(self.num_executors, self.num_ps, self.master_node, self.eval_node)
+
+
+def spark_conf_options(get) -> dict:
+    """``RunConfig`` options set in the Spark conf (``get(key, default)``): ``tls`` from
+    ``spark.tfos.tls.*``, ``port_range`` from ``spark.tfos.portRange``. Arguments given to
+    ``tfos.run`` win over these."""
+    options: dict = {}
+    tls = tls_from_conf(get)
+    if tls is not None:
+        options["tls"] = tls
+    port_range = port_range_from_conf(get)
+    if port_range is not None:
+        options["port_range"] = port_range
+    return options
 
 
 def _input_mode(value: int) -> InputMode:

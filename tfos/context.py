@@ -30,6 +30,8 @@ class NodeContext:
         working_dir: the executor's working directory (where ``--files`` land).
         log_dir: the run's log/TensorBoard directory (``tensorboard_dir`` is the same).
         attempt: 0 for the first run of ``main_fun`` (restarts count up).
+        gpus: the GPU addresses Spark assigned to this node's task (``CUDA_VISIBLE_DEVICES``
+            holds them, mapped through the executor's own); empty without GPU scheduling.
     """
 
     job_name: str
@@ -44,6 +46,7 @@ class NodeContext:
     attempt: int = 0
     run_id: str = ""
     host: str = ""
+    gpus: list[str] = field(default_factory=list)
     _server: Any = field(default=None, repr=False)
     _events: Any = field(default=None, repr=False)
     _feed: Any = field(default=None, repr=False)

@@ -15,9 +15,11 @@ def no_leftovers():
 
 @pytest.fixture(scope="module")
 def spark(request):
-    """One Spark application per test module: ``SPARK_EXECUTORS`` executors (default 2)."""
+    """One Spark application per test module: ``SPARK_EXECUTORS`` executors (default 2),
+    with the module's ``SPARK_CONF`` dict added to the conf."""
     executors = getattr(request.module, "SPARK_EXECUTORS", 2)
-    session = start_spark(executors, f"tfos-test-{request.module.__name__.rsplit('.', 1)[-1]}")
+    session = start_spark(executors, f"tfos-test-{request.module.__name__.rsplit('.', 1)[-1]}",
+                          getattr(request.module, "SPARK_CONF", None))
     yield session
     session.stop()
 

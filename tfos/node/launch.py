@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from tfos.reservation.auth import Secret
+from tfos.tls import ClientTLS
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,12 @@ class NodeLaunch:
     #: keep pyspark's OMP_NUM_THREADS in the TF process (only when the user set it)
     keep_omp_num_threads: bool
     env: dict[str, str] = field(default_factory=dict)
+    #: the CA certificates that check the driver's certificate, when the reservation channel is TLS
+    tls: ClientTLS | None = None
+    #: "FIRST-LAST": the ports this node may listen on (TF server, feed, TensorBoard); "" = any
+    port_range: str = ""
+    #: 0 for the first start of the run, one more per restart (``ctx.attempt``)
+    attempt: int = 0
     #: cloudpickled (main_fun, args, source): unpickled only in the TF process
     payload: bytes = field(default=b"", repr=False)
 
@@ -34,4 +41,7 @@ class NodeLaunch:
         data = asdict(self)
         data.pop("payload")
         data["secret"] = self.secret.value.hex()
+        data["tls"] = None if self.tls is None else {
+            "root_certificates": self.tls.root_certificates.decode("ascii"), "server_name": self.tls.server_name,
+        }
         return data

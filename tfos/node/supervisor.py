@@ -24,12 +24,15 @@ from dataclasses import dataclass
 
 from tfos.errors import ReservationError
 from tfos.input_mode import InputMode
-from tfos.net import free_port, join_host_port
+from tfos.net import join_host_port
 from tfos.node import frames
+from tfos.node.gpus import cuda_visible_devices
 from tfos.node.process import OutputTail, PidWatch, describe_exit, terminate
+from tfos.ports import PORTS_PER_NODE, PortRange, listen, pick
 from tfos.reservation.auth import Secret
 from tfos.reservation.client import ReservationClient
 from tfos.roles import Role, cluster_spec, tf_config, training_rank
+from tfos.tls import ClientTLS
 
 log = logging.getLogger("tfos.node")
 
@@ -50,8 +53,11 @@ class Supervisor:
         self.status_out = status_out
         self.slot = header["slot"]
         self.tag = f"[slot:{self.slot}]"
-        self.client = ReservationClient(header["server_address"], Secret(bytes.fromhex(header["secret"])),
-                                        header["run_id"], self.slot)
+        tls = header.get("tls")
+        self.client = ReservationClient(
+            header["server_address"], Secret(bytes.fromhex(header["secret"])), header["run_id"], self.slot,
+            tls=ClientTLS(tls["root_certificates"].encode("ascii"), tls["server_name"]) if tls else None,
+        )
         self.child: subprocess.Popen | None = None
         self.tensorboard: subprocess.Popen | None = None
         self.tail: OutputTail | None = None
@@ -72,11 +78,14 @@ class Supervisor:
     def run(self) -> _Outcome:
         self._start_watchdog()
         host = self.h["host"]
-        port = free_port(host)
-        tb_port = free_port(host) if self.h["tensorboard"] else 0
+        # in a port range, each slot starts at its own offset: nodes sharing a host try different ports
+        ports = PortRange.parse(self.h["port_range"]) if self.h.get("port_range") else None
+        offset = self.slot * PORTS_PER_NODE
+        port = pick(host, ports, offset)
+        tb_port = pick(host, ports, offset + 1, exclude=[port]) if self.h["tensorboard"] else 0
         if self.h["input_mode"] == InputMode.SPARK:
             # bound here, inherited by the TF process: the port is never free for a moment
-            self.feed_listener = socket.create_server((host, 0), family=_family(host), backlog=64)
+            self.feed_listener = listen(host, ports, offset + 2, exclude=[port, tb_port])
             self.feed_port = self.feed_listener.getsockname()[1]
         self._start_child()
         reply = self.client.register(
@@ -104,6 +113,9 @@ class Supervisor:
         for name in _SPARK_SECRETS:
             env.pop(name, None)  # Spark's own secrets are not the user's business
         env.update(self.h["env"])
+        devices = cuda_visible_devices(self.h.get("gpus") or [], env.get("CUDA_VISIBLE_DEVICES"))
+        if devices is not None:
+            env["CUDA_VISIBLE_DEVICES"] = devices  # the GPUs Spark gave this task, and no others
         env["PYTHONUNBUFFERED"] = "1"
         read_fd, write_fd = os.pipe()
         fds = [write_fd]
@@ -125,6 +137,8 @@ class Supervisor:
                          name="tfos-child-events", daemon=True).start()
         child_header = {k: self.h[k] for k in ("run_id", "slot", "executor_id", "host", "working_dir",
                                                "default_fs", "keras", "input_mode")}
+        child_header["gpus"] = self.h.get("gpus") or []
+        child_header["attempt"] = self.h.get("attempt", 0)
         try:
             frames.write_json(self.child.stdin, child_header)
             frames.write_frame(self.child.stdin, self.payload)
@@ -295,10 +309,6 @@ class Supervisor:
         self._signal_task({"event": "result", "outcome": outcome.event, "message": outcome.message,
                            "exit_code": outcome.exit_code, "role": str(self.role or self.tag)})
         self.client.close()
-
-
-def _family(host: str) -> int:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _tensorboard_slot(roles: list[Role]) -> int:

@@ -11,6 +11,7 @@ import sys
 
 from tfos.input_mode import InputMode
 from tfos.node import frames
+from tfos.node.gpus import task_gpus
 from tfos.node.launch import NodeLaunch
 
 
@@ -30,7 +31,7 @@ def run_node_task(launch: NodeLaunch, slot: int, task_address: str | None, task_
     header = launch.header()
     header.update(
         slot=slot, executor_id=me.executor_id, host=me.host, working_dir=me.working_dir,
-        jvm_pid=me.jvm_pid, task_attempt=task_attempt,
+        jvm_pid=me.jvm_pid, task_attempt=task_attempt, gpus=task_gpus(),
         # TENSORFLOW mode: the node lives and dies with this task
         task_pid=os.getpid() if launch.input_mode != InputMode.SPARK else None,
     )
@@ -73,7 +74,7 @@ def _report_lost_supervisor(launch: NodeLaunch, slot: int, message: str, code: i
     from tfos.reservation.client import ReservationClient
 
     try:
-        with ReservationClient(launch.server_address, launch.secret, launch.run_id, slot) as client:
+        with ReservationClient(launch.server_address, launch.secret, launch.run_id, slot, tls=launch.tls) as client:
             client.report("failed", exit_code=code, message=message, timeout_s=5.0)
     except ReservationError:
         pass  # the driver will still see the Spark task fail

@@ -122,7 +122,7 @@ def _context(header: dict, cluster: dict, events):
         worker_num=cluster["worker_num"], executor_id=header["executor_id"],
         default_fs=header["default_fs"], working_dir=header["working_dir"],
         log_dir=cluster["log_dir"], run_id=header["run_id"], host=header["host"],
-        _events=events,
+        gpus=list(header.get("gpus", [])), attempt=header.get("attempt", 0), _events=events,
     )
 
 

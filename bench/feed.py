@@ -13,7 +13,7 @@ that RDD and cached too.
   (the median of both is the reference).
 * tfos: ``cluster.train(rdd or DataFrame, num_epochs=--epochs)`` on 2 executors; the TF
   processes consume with ``ctx.get_data_feed().next_batch(1000)`` (one cluster) or by
-  iterating ``ctx.dataset(sig).batch(1000)`` once per fed epoch (another cluster). A feed
+  iterating ``ctx.dataset(sig, batch_size=1000)`` once per fed epoch (another cluster). A feed
   is timed from just before ``train()`` to the moment the last node has taken its last
   record (every node logs a timestamp per batch); ``train()`` alone is reported too, and
   the time of its Spark jobs (the partition count, one job per epoch).
@@ -144,7 +144,7 @@ def consume(args, ctx):
         dict_sig = {"image": tf.TensorSpec((), tf.string), "label": tf.TensorSpec((), tf.int64)}
         open(_os.path.join(args["dir"], f"{name}.ready"), "w").close()
         for kind in args["passes"]:  # one dataset iteration per train() call
-            dataset = ctx.dataset(dict_sig if kind == "df" else tuple_sig).batch(args["batch"])
+            dataset = ctx.dataset(dict_sig if kind == "df" else tuple_sig, batch_size=args["batch"])
             for batch in dataset:
                 labels = batch["label"] if kind == "df" else batch[1]
                 count += int(labels.shape[0])

@@ -4,8 +4,10 @@ The driver reads the test digits with Spark (an RDD with ``--format rdd``, a Dat
 ``--format df``), starts one TF node per executor, and calls ``cluster.inference(data)``:
 a lazy RDD with one result per input record, in input order. Each node loads the model
 once, then answers batches from ``ctx.get_data_feed(train_mode=False)`` with
-``batch_results``. The driver zips the predictions with the input rows into a DataFrame
-``(id, label, prediction)``, writes it as CSV and prints the accuracy::
+``batch_results``. With an RDD, the driver zips the predictions with the input records; with
+a DataFrame, ``cluster.inference(df, output_schema="prediction long")`` returns the input
+rows with the prediction added as a column. Either way the result ``(id, label,
+prediction)`` is written as CSV and the accuracy printed::
 
     python examples/mnist/spark_mode.py          # trains and exports the model first
     python examples/mnist/spark_inference.py [--format df]
@@ -32,16 +34,19 @@ def main_fun(args, ctx):
 
     # plain Keras: inference needs no strategy, every node answers its own records
     model = tf.keras.models.load_model(args.model, compile=False)
-    feed = ctx.get_data_feed(train_mode=False)
+    if args.format == "df":  # DataFrame rows: columns by name, through input_mapping
+        feed = ctx.get_data_feed(train_mode=False, input_mapping={"image": "image"})
+    else:
+        feed = ctx.get_data_feed(train_mode=False)
     predicted = 0
     while not feed.should_stop():  # true once cluster.shutdown() ended the feed
-        batch = feed.next_batch(args.batch_size)  # fewer at the end of a partition, [] at the end
-        if not batch:
+        batch = feed.next_batch(args.batch_size)  # fewer at the end of a partition, empty at the end
+        images = batch["image"] if args.format == "df" else [record[0] for record in batch]  # field 0: image
+        if not len(images):
             continue
-        images = np.asarray([record[0] for record in batch], dtype=np.float32)  # field 0: image
-        logits = model.predict_on_batch(images)
+        logits = model.predict_on_batch(np.asarray(images, dtype=np.float32))
         feed.batch_results([int(p) for p in np.argmax(logits, axis=1)])  # one per record, in order
-        predicted += len(batch)
+        predicted += len(images)
     print(f"[{ctx.job_name}:{ctx.task_index}] predicted {predicted} records", flush=True)
 
 
@@ -93,12 +98,16 @@ def main(argv: list[str] | None = None) -> int:
         cluster = tfos.run(spark.sparkContext, main_fun, args, num_executors=args.cluster_size,
                            input_mode=tfos.InputMode.SPARK)
         try:
-            # lazy: one prediction per input record, same partitions and order as the input
-            predictions = cluster.inference(rows)
-            records = rows if args.format == "rdd" else rows.rdd.map(tuple)  # the records fed
-            # zip pairs each input record with its prediction (same partitions, same counts)
-            table = records.zip(predictions).map(lambda pair: (pair[0][2], pair[0][1], pair[1]))
-            result = spark.createDataFrame(table, "id long, label long, prediction long").cache()
+            if args.format == "rdd":
+                # lazy: one prediction per input record, same partitions and order as the input
+                predictions = cluster.inference(rows)
+                # zip pairs each input record with its prediction (same partitions, same counts)
+                table = rows.zip(predictions).map(lambda pair: (pair[0][2], pair[0][1], pair[1]))
+                result = spark.createDataFrame(table, "id long, label long, prediction long").cache()
+            else:
+                # the input rows with a prediction column added (streamed as Arrow batches)
+                predicted = cluster.inference(rows, output_schema="prediction long")
+                result = predicted.select("id", "label", "prediction").cache()
             total = result.count()  # runs the inference, once: the result is cached
         finally:
             cluster.shutdown()  # ends the feed: the nodes' loops see should_stop()

@@ -122,10 +122,7 @@ class SparkFeeder:
         if stable and key in self._sizes and self._sizes[key][0] is data:
             return self._sizes[key][1]
         if frame:
-            arrays = [f.name for f in data.schema.fields if type(f.dataType).__name__ == "ArrayType"]
-            rows = self._run_job("tfos: count partitions",
-                                 lambda: data.mapInArrow(_arrow_counter(arrays), _COUNT_SCHEMA).collect())
-            result = _merge_counts(rows, arrays)
+            result = self._run_job("tfos: count partitions", lambda: _count_dataframe(data))
         else:
             result = (self._run_job("tfos: count partitions", lambda: data.mapPartitions(_count).collect()), {})
         if stable:
@@ -190,47 +187,28 @@ def _count(records):
     yield sum(1 for _ in records)
 
 
-_COUNT_SCHEMA = "partition int, n long, shortest array<long>, longest array<long>"
+def _count_dataframe(df) -> tuple[list[int], dict[str, int | None]]:
+    """Rows per partition, and each array column's one length (``None`` when rows differ):
+    one aggregation that runs in the JVM, no Python worker involved."""
+    from pyspark.sql import functions as F
 
-
-def _arrow_counter(arrays: list[str]):
-    def count(batches):
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        from pyspark import TaskContext
-
-        n = 0
-        shortest = [None] * len(arrays)
-        longest = [None] * len(arrays)
-        for batch in batches:
-            n += batch.num_rows
-            for i, name in enumerate(arrays):
-                lengths = pc.min_max(pc.list_value_length(batch.column(name)))
-                low, high = lengths["min"].as_py(), lengths["max"].as_py()
-                if low is not None:
-                    shortest[i] = low if shortest[i] is None else min(shortest[i], low)
-                    longest[i] = high if longest[i] is None else max(longest[i], high)
-        yield pa.RecordBatch.from_pydict({
-            "partition": [TaskContext.get().partitionId()], "n": [n],
-            "shortest": [shortest], "longest": [longest],
-        }, schema=pa.schema([("partition", pa.int32()), ("n", pa.int64()),
-                             ("shortest", pa.list_(pa.int64())), ("longest", pa.list_(pa.int64()))]))
-
-    return count
-
-
-def _merge_counts(rows, arrays: list[str]) -> tuple[list[int], dict[str, int | None]]:
-    sizes = [0] * (max((r[0] for r in rows), default=-1) + 1)
-    low: dict[str, int] = {}
-    high: dict[str, int] = {}
+    arrays = [f.name for f in df.schema.fields if type(f.dataType).__name__ == "ArrayType"]
+    lengths = []
+    for i, name in enumerate(arrays):
+        size = F.size(F.col(f"`{name}`"))
+        size = F.when(size >= 0, size)  # size(null) is -1: nulls do not count
+        lengths += [F.min(size).alias(f"lo{i}"), F.max(size).alias(f"hi{i}")]
+    rows = (df.select(F.spark_partition_id().alias("partition"), *[F.col(f"`{n}`") for n in arrays])
+            .groupBy("partition").agg(F.count(F.lit(1)).alias("n"), *lengths).collect())
+    sizes = [0] * df.rdd.getNumPartitions()
     for row in rows:
-        sizes[row[0]] = row[1]
-        for name, lo, hi in zip(arrays, row[2], row[3], strict=True):
-            if lo is not None:
-                low[name] = min(low.get(name, lo), lo)
-                high[name] = max(high.get(name, hi), hi)
-    lengths = {name: (low[name] if name in low and low[name] == high[name] else None) for name in arrays}
-    return sizes, lengths
+        sizes[row["partition"]] = row["n"]
+    out: dict[str, int | None] = {}
+    for i, name in enumerate(arrays):
+        lows = [r[f"lo{i}"] for r in rows if r[f"lo{i}"] is not None]
+        highs = [r[f"hi{i}"] for r in rows if r[f"hi{i}"] is not None]
+        out[name] = lows[0] if lows and min(lows) == max(highs) else None
+    return sizes, out
 
 
 def _arrow_feeder(plan: FeedPlan, targets, secret: bytes, qname: str, epoch: int, feed_timeout: float):

@@ -260,3 +260,51 @@ def test_errors_and_logs_over_tls_never_show_the_secret(certs, caplog):
         assert_no_secret(caplog.text)
     finally:
         server.stop(0.1)
+
+
+# ------------------------------------------------------------------ run options
+
+
+def test_run_config_takes_tls_and_a_port_range(certs):
+    from tfos.config import RunConfig
+
+    config = RunConfig(num_executors=2, tls=TLSConfig(*certs["server"]), port_range="41000-41010")
+    assert config.port_range == PortRange(41000, 41010)
+    with pytest.raises(ConfigError) as info:
+        RunConfig(num_executors=2, tls=certs["server"])
+    assert str(info.value) == f"tls must be a tfos.TLSConfig or None; received: tls={certs['server']!r}"
+    with pytest.raises(ConfigError, match="port_range must be a string 'FIRST-LAST'"):
+        RunConfig(num_executors=2, port_range="41000..41010")
+
+
+def test_spark_conf_sets_tls_and_the_port_range(certs):
+    from tfos.config import spark_conf_options
+
+    cert, key = certs["server"]
+    conf = {"spark.tfos.tls.certFile": cert, "spark.tfos.tls.keyFile": key, "spark.tfos.portRange": "41000-41010"}
+    assert spark_conf_options(conf.get) == {"tls": TLSConfig(cert, key), "port_range": PortRange(41000, 41010)}
+    assert spark_conf_options({}.get) == {}
+
+
+def test_node_launch_ships_the_ca_but_not_the_key(certs):
+    import json
+    import pickle
+
+    from tfos.node.launch import NodeLaunch
+
+    cert, key = certs["server"]
+    launch = NodeLaunch(
+        run_id=RUN_ID, server_address="127.0.0.1:1", secret=SECRET, input_mode=0, tensorboard=False, log_dir="",
+        keras="auto", default_fs="file://", reservation_timeout=60.0, heartbeat_interval_s=1.0,
+        heartbeat_timeout_s=10.0, stop_grace_s=3.0, keep_omp_num_threads=False,
+        tls=TLSConfig(cert, key).client(), port_range="41000-41010",
+    )
+    with open(key, "rb") as f:
+        key_body = f.read().splitlines()[1]
+    shipped = pickle.dumps(launch)
+    header = json.dumps(launch.header())
+    assert key_body not in shipped and key_body.decode() not in header
+    with open(cert) as f:
+        assert json.loads(header)["tls"] == {"root_certificates": f.read(), "server_name": None}
+    assert json.loads(header)["port_range"] == "41000-41010"
+    assert_no_secret(repr(launch))

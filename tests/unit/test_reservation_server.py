@@ -179,7 +179,7 @@ def test_client_of_a_closed_port_times_out_naming_the_address():
 # ------------------------------------------------------------------ the secret stays hidden
 
 
-def test_secret_never_shows_in_repr_or_str():
+def test_secret_never_shows_in_repr_or_str(server):
     launch = NodeLaunch(
         run_id=RUN_ID, server_address="127.0.0.1:1", secret=SECRET, input_mode=0,
         tensorboard=False, log_dir="", keras="auto", default_fs="file://", reservation_timeout=60.0,
@@ -187,6 +187,10 @@ def test_secret_never_shows_in_repr_or_str():
     )
     for text in (repr(SECRET), str(SECRET), repr(launch), str(launch), f"{launch}", f"{SECRET!r}"):
         assert_no_secret(text)
+    with client(server, 0) as c:
+        holders = [c, server, server._verifier]
+        for obj in holders:  # what a debugger, a traceback with locals or a careless log would print
+            assert_no_secret(repr(obj) + repr(vars(obj) if hasattr(obj, "__dict__") else ""))
     assert repr(SECRET) == str(SECRET) == "Secret(***)"
     assert "secret=Secret(***)" in repr(launch)
     assert pickle.loads(pickle.dumps(SECRET)).value == SECRET.value

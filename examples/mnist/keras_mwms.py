@@ -8,11 +8,17 @@ synchronous all-reduce, evaluate it on the test files, and the chief exports it:
 
 prints, after the cluster shut down, ``final accuracy: 0.9xx``. The data (scikit-learn's
 8x8 digits, no download) is made on first use by data_setup.py.
+
+Restart from checkpoint: with ``--max-restarts 1``, a failed node makes tfos stop the
+cluster and start it again (``ctx.attempt`` 1); the chief checkpoints the weights and the
+epoch after every epoch, and every node resumes from that checkpoint. Try it with
+``--kill-worker-after-epoch 3``, which SIGKILLs the worker's TF process on attempt 0.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 
@@ -62,18 +68,27 @@ def main_fun(args, ctx):
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
+    # after a restart (ctx.attempt > 0) every node resumes from the chief's last checkpoint,
+    # so all of them run the same remaining epochs
+    checkpoint = common.epoch_checkpoint(model, os.path.join(args.export_dir, "checkpoint"), ctx.is_chief)
+    initial_epoch = checkpoint.restore()
+    if ctx.attempt:
+        print(f"[{ctx.job_name}:{ctx.task_index}] attempt {ctx.attempt}: resuming at epoch {initial_epoch + 1}",
+              flush=True)
 
     # Only the chief keeps what it writes; the others write to throw-away dirs (MWMS
     # wants every node to run the same save/summary code).
     scratch = tempfile.mkdtemp(prefix="tfos-keras-mwms-")
-    callbacks = []
+    callbacks = [checkpoint]
+    if args.kill_worker_after_epoch and ctx.attempt == 0 and ctx.job_name == "worker":
+        callbacks.append(common.kill_after_epoch(args.kill_worker_after_epoch))
     if args.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=ctx.log_dir if ctx.is_chief else scratch))
 
     start = time.time()
     # shuffle=False: the dataset shuffles itself (Keras 3 warns that it ignores shuffle=True)
-    history = model.fit(train, epochs=args.epochs, steps_per_epoch=steps_per_epoch, shuffle=False,
-                        callbacks=callbacks, verbose=2 if ctx.is_chief else 0)
+    history = model.fit(train, epochs=args.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                        shuffle=False, callbacks=callbacks, verbose=2 if ctx.is_chief else 0)
     train_s = time.time() - start
     with warnings.catch_warnings():
         # the test set's length is unknown to Keras, so Keras 3 warns when it ends; it should
@@ -86,6 +101,7 @@ def main_fun(args, ctx):
     if ctx.is_chief:
         common.write_json(os.path.join(export_dir, "results.json"), {
             "accuracy": float(accuracy), "loss": float(loss), "epochs": args.epochs,
+            "attempt": ctx.attempt, "initial_epoch": initial_epoch,
             "steps_per_epoch": steps_per_epoch, "training_nodes": ctx.num_workers,
             "train_seconds": round(train_s, 2), "keras": common.keras_flavour(),
             "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
@@ -98,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning-rate", type=float, default=0.005, help="(default: %(default)s)")
     parser.add_argument("--tensorboard", action="store_true",
                         help="run TensorBoard on the chief's executor and log to it")
+    parser.add_argument("--max-restarts", type=int, default=0,
+                        help="restart the whole cluster from the last checkpoint this many times (default: 0)")
+    parser.add_argument("--kill-worker-after-epoch", type=int, default=0,
+                        help="demo: SIGKILL the worker's TF process after this epoch on the first attempt")
     parser.add_argument("--keras", choices=("keras3", "tf_keras"), default="keras3",
                         help="what tf.keras is on the nodes: Keras 3 (with tfos's MWMS fix) or "
                              "tf-keras 2.x (default: %(default)s)")
@@ -107,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     results_path = os.path.join(args.export_dir, "results.json")
     if os.path.exists(results_path):
         os.remove(results_path)  # never report a previous run's accuracy
+    shutil.rmtree(os.path.join(args.export_dir, "checkpoint"), ignore_errors=True)  # nor resume a previous run
 
     spark = common.spark_session("tfos-keras-mwms", args.cluster_size, args.master)
     start = time.monotonic()
@@ -115,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             spark.sparkContext, main_fun, args, num_executors=args.cluster_size,
             tensorboard=args.tensorboard, input_mode=tfos.InputMode.TENSORFLOW,
             log_dir=os.path.join(args.export_dir, "tensorboard") if args.tensorboard else None,
-            master_node="chief", keras=args.keras,
+            master_node="chief", keras=args.keras, max_restarts=args.max_restarts,
         )
         if args.tensorboard:
             print(f"TensorBoard: {cluster.tensorboard_url()}", flush=True)
@@ -125,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
 
     results = common.read_results(args.export_dir)
     common.print_history(results["history"])
+    if results["attempt"]:
+        print(f"restarted {results['attempt']} time(s); the last attempt resumed at epoch {results['initial_epoch'] + 1}")
     print(f"trained on {results['training_nodes']} nodes in {time.monotonic() - start:.1f} s "
           f"(fit {results['train_seconds']:.1f} s, {results['keras']}); "
           f"model in {os.path.join(args.export_dir, 'model.keras')}")

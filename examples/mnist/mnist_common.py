@@ -269,3 +269,55 @@ def describe_feed(report) -> str:
     lines.append(f"  ctx.dataset yields {report.quota_per_node} per node per epoch; "
                  f"{report.dropped_per_epoch} record(s) per epoch dropped to keep the nodes in step")
     return "\n".join(lines)
+
+
+def epoch_checkpoint(model, directory: str, is_chief: bool):
+    """A Keras callback: the chief saves the weights and the epoch after every epoch; every node
+    restores them at start. Made to pair with ``tfos.run(..., max_restarts=N)``.
+
+    One writer (the chief), atomic renames (a reader never sees half a checkpoint), and every
+    node reads the same files, so after a restart all nodes resume at the same epoch and run
+    the same steps (MWMS needs that). The optimizer's state is not saved: it restarts fresh.
+    Keras 3's ``BackupAndRestore`` is not used because every node would write the same files;
+    with ``keras="tf_keras"``, tf-keras's ``BackupAndRestore`` handles MWMS and works too.
+    ``restore()`` on the callback loads the checkpoint and returns the epoch to resume at.
+    """
+    import tensorflow as tf
+
+    class EpochCheckpoint(tf.keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.weights = os.path.join(directory, "last.weights.h5")
+            self.meta = os.path.join(directory, "last.json")
+
+        def restore(self) -> int:
+            if not os.path.exists(self.meta):
+                return 0
+            model.load_weights(self.weights)
+            with open(self.meta) as f:
+                return int(json.load(f)["epoch"])
+
+        def on_epoch_end(self, epoch, logs=None):
+            if not is_chief:
+                return
+            os.makedirs(directory, exist_ok=True)
+            model.save_weights(self.weights + ".tmp.weights.h5")
+            os.replace(self.weights + ".tmp.weights.h5", self.weights)
+            write_json(self.meta, {"epoch": epoch + 1})  # atomic too
+
+    return EpochCheckpoint()
+
+
+def kill_after_epoch(epoch: int):
+    """A Keras callback that SIGKILLs this process after ``epoch`` (to demonstrate restarts)."""
+    import signal
+
+    import tensorflow as tf
+
+    class _Kill(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, done, logs=None):
+            if done + 1 == epoch:
+                print(f"killing this TF process (pid {os.getpid()}) after epoch {epoch}, as asked", flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return _Kill()

@@ -131,6 +131,15 @@ class NodeContext:
     def release_port(self) -> None:
         """No-op: tfos picks ports just before TF binds them, so there is nothing to release."""
 
+    @property
+    def mgr(self) -> NodeContext:
+        """TensorFlowOnSpark's ``ctx.mgr``, for ``tfos.compat.TFNode.DataFeed(ctx.mgr, ...)``.
+
+        tfos has no per-executor manager process: the feed hangs off the context, so this
+        is the context itself.
+        """
+        return self
+
     def serve(self) -> None:
         """Serve this node's TF server until tfos stops the node (ps, and PS-strategy workers).
 
@@ -206,6 +215,23 @@ class NodeContext:
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         return dataset.with_options(options)
+
+    def report_progress(self, **fields) -> None:
+        """Tell the driver how training goes (``epoch=2, epochs=5, step=40, metrics={...}``).
+
+        Best effort and cheap: the record is queued for the driver's log, its live display
+        and ``cluster.progress``; it never blocks or fails training.
+        """
+        from tfos.progress import progress_record
+
+        if self._events is not None:
+            self._events("progress", record=progress_record(**fields))
+
+    def progress_callback(self, every_s: float = 1.0):
+        """A ``tf.keras`` callback reporting epoch/step/metrics to the driver (``report_progress``)."""
+        from tfos.progress import keras_callback
+
+        return keras_callback(self.report_progress, every_s)
 
     def _inferred_signature(self, server, qname: str, feed_timeout: float):
         from tfos.feed.records import signature_of

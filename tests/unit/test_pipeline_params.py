@@ -1,0 +1,206 @@
+"""tfos.pipeline and tfos.predict without Spark or TensorFlow: params -> args, persisted
+state, and the driver's checks of column <-> tensor mappings."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+from pyspark.sql import types as T
+
+from tfos.errors import ConfigError
+from tfos.pipeline import TFEstimator, TFModel, function_reference, merge_args
+from tfos.predict import ModelInfo, TensorInfo, plan, spark_type
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def module_level_train_fn(args, ctx):
+    """Importable by name: saved as a reference."""
+
+
+# ------------------------------------------------------------------ args
+
+
+@pytest.mark.parametrize("tf_args", [
+    {"lr": 0.1, "epochs": 99},
+    argparse.Namespace(lr=0.1, epochs=99),
+])
+def test_params_are_merged_into_tf_args_and_win(tf_args):
+    args = merge_args(tf_args, {"epochs": 3, "batch_size": 64})
+    assert args == argparse.Namespace(lr=0.1, epochs=3, batch_size=64)
+    assert (tf_args["epochs"] if isinstance(tf_args, dict) else tf_args.epochs) == 99  # not changed
+
+
+def test_no_tf_args_gives_the_params_alone():
+    assert merge_args(None, {"epochs": 2}) == argparse.Namespace(epochs=2)
+
+
+def test_argv_style_tf_args_are_refused_with_what_was_received():
+    with pytest.raises(ConfigError) as err:
+        merge_args(["--epochs", "3"], {})
+    assert str(err.value) == ("tf_args must be a dict, an argparse.Namespace or None; received: "
+                              "list ['--epochs', '3']")
+
+
+def test_estimator_args_carry_every_param_under_its_tensorflowonspark_name():
+    estimator = (TFEstimator(module_level_train_fn, {"lr": 0.5, "epochs": 7})
+                 .setInputMapping({"features": "x"}).setOutputMapping({"output_0": "pred"})
+                 .setClusterSize(3).setNumPS(1).setEpochs(4).setBatchSize(32).setModelDir("/m")
+                 .setExportDir("/e").setSignatureDefKey("sig").setTagSet("serve,gpu").setTensorboard(True)
+                 .setInputMode(0).setGraceSecs(5).setReaders(2).setSteps(10).setProtocol("grpc")
+                 .setDriverPSNodes(False).setMasterNode("chief").setTFRecordDir("/t").setFeedTimeout(60))
+    args = vars(estimator.merged_args())
+    assert args == {
+        "lr": 0.5, "epochs": 4, "input_mapping": {"features": "x"}, "output_mapping": {"output_0": "pred"},
+        "cluster_size": 3, "num_ps": 1, "batch_size": 32, "model_dir": "/m", "export_dir": "/e",
+        "signature_def_key": "sig", "tag_set": "serve,gpu", "tensorboard": True, "input_mode": 0,
+        "grace_secs": 5, "readers": 2, "steps": 10, "protocol": "grpc", "driver_ps_nodes": False,
+        "master_node": "chief", "tfrecord_dir": "/t", "feed_timeout": 60.0,
+    }
+
+
+def test_defaults_are_tensorflowonsparks():
+    args = TFEstimator(module_level_train_fn).merged_args()
+    assert (args.cluster_size, args.num_ps, args.input_mode, args.epochs, args.batch_size, args.steps,
+            args.readers, args.protocol, args.tensorboard, args.grace_secs, args.master_node,
+            args.signature_def_key, args.tag_set) == (
+        None, 0, 1, 1, 100, 1000, 1, "grpc", False, 30, "chief", "serving_default", "serve")
+
+
+def test_a_mapping_param_must_be_a_dict_of_strings():
+    with pytest.raises(TypeError, match="expected a dict of str to str; received: \\['x'\\]"):
+        TFModel().setInputMapping(["x"])
+
+
+def test_fitted_model_gets_the_estimators_params():
+    estimator = TFEstimator(module_level_train_fn, {"a": 1}).setExportDir("/e").setBatchSize(7) \
+        .setInputMapping({"c": "t"}).setOutputMapping({"o": "p"}).setTagSet("serve")
+    model = estimator._copyValues(TFModel(estimator.tf_args))
+    assert (model.getExportDir(), model.getBatchSize(), model.getInputMapping(), model.getOutputMapping(),
+            model.getTagSet(), model.tf_args) == ("/e", 7, {"c": "t"}, {"o": "p"}, "serve", {"a": 1})
+
+
+def test_transform_without_a_model_path_says_what_to_set():
+    with pytest.raises(ConfigError, match=r"TFModel has no model to load: setExportDir\("):
+        TFModel().model_path()
+
+
+# ----------------------------------------------------------- persisted state
+
+
+def test_only_json_values_of_tf_args_are_persisted_and_the_rest_is_listed():
+    state = TFModel(argparse.Namespace(lr=0.1, shape=[2, 3], fn=print, data=object()))._persisted_state()
+    assert state == {"tfosTfArgs": {"lr": 0.1, "shape": [2, 3]}, "tfosTfArgsKind": "namespace",
+                     "tfosTfArgsNotSaved": ["data", "fn"]}
+    restored = TFModel()
+    restored._restore_state(state)
+    assert restored.tf_args == argparse.Namespace(lr=0.1, shape=[2, 3])
+
+
+def local_function_holder():
+    def inner(args, ctx):
+        pass
+    return inner
+
+
+@pytest.mark.parametrize("fn,expected", [
+    (module_level_train_fn, f"{__name__}:module_level_train_fn"),
+    (local_function_holder(), None),           # a closure: not importable by name
+    (lambda args, ctx: None, None),
+    (None, None),
+])
+def test_train_fn_is_saved_as_an_import_reference_when_it_is_one(fn, expected):
+    assert function_reference(fn) == expected
+
+
+def test_a_loaded_estimator_gets_its_train_fn_back_by_import():
+    state = TFEstimator(module_level_train_fn, {"x": 1})._persisted_state()
+    loaded = TFEstimator()
+    loaded._restore_state(state)
+    assert loaded.train_fn is module_level_train_fn and loaded.export_fn is None and loaded.tf_args == {"x": 1}
+
+
+# ------------------------------------------------------------ mappings
+
+
+def _info(**outputs) -> ModelInfo:
+    return ModelInfo(
+        path="/models/m", kind="saved_model", tags=("serve",), signature="serving_default",
+        inputs={"x": TensorInfo("x", "float32", (None, 4)), "k": TensorInfo("k", "int64", (None,))},
+        outputs=outputs or {"output_0": TensorInfo("output_0", "float32", (None, 1)),
+                            "label": TensorInfo("label", "int64", (None,))},
+        version=1,
+    )
+
+
+SCHEMA = T.StructType([
+    T.StructField("features", T.ArrayType(T.FloatType())), T.StructField("key", T.LongType()),
+    T.StructField("name", T.StringType()), T.StructField("m", T.MapType(T.StringType(), T.LongType())),
+])
+WHERE = "signature 'serving_default' of SavedModel /models/m (tags serve)"
+
+
+def test_a_good_mapping_plans_inputs_outputs_and_the_result_schema():
+    p = plan(SCHEMA, _info(), {"features": "x", "key": "k"}, {"output_0": "score", "label": "cls"})
+    assert [(c, t.name) for c, t in p.inputs] == [("features", "x"), ("key", "k")]
+    assert [(t.name, c) for t, c in p.outputs] == [("output_0", "score"), ("label", "cls")]
+    assert p.schema.fieldNames() == ["features", "key", "name", "m", "score", "cls"]
+    assert p.schema["score"].dataType == T.ArrayType(T.FloatType())
+    assert p.schema["cls"].dataType == T.LongType()
+
+
+@pytest.mark.parametrize("inputs,outputs,message", [
+    ({"nope": "x", "key": "k"}, {"label": "cls"},
+     "input_mapping names column 'nope', which the DataFrame does not have; its columns: "
+     "['features', 'key', 'name', 'm']"),
+    ({"features": "images", "key": "k"}, {"label": "cls"},
+     f"input_mapping maps column 'features' to 'images', which the {WHERE} does not take; its inputs: "
+     "x (float32 [None, 4]), k (int64 [None])"),
+    ({"features": "x", "key": "k"}, {"logits": "cls"},
+     f"output_mapping names output 'logits', which the {WHERE} does not give; its outputs: "
+     "output_0 (float32 [None, 1]), label (int64 [None])"),
+    ({"features": "x"}, {"label": "cls"},
+     f"the {WHERE} also needs k (int64 [None]); add them to input_mapping ({{column: input}})"),
+    ({"features": "x", "key": "k"}, {"label": "key"},
+     "output_mapping writes output 'label' to column 'key', which already exists; choose a new column name"),
+    ({"key": "x", "features": "k"}, {"label": "cls"},
+     "column 'key' (bigint) holds one number per row, which cannot feed input x (float32 [None, 4]); "
+     "map it to another input or convert the column"),
+    ({"features": "x", "name": "k"}, {"label": "cls"},
+     "column 'name' (string) holds strings, which cannot feed input k (int64 [None]); "
+     "map it to another input or convert the column"),
+    ({"features": "x", "m": "k"}, {"label": "cls"},
+     "column 'm' (map<string,bigint>) holds map<string,bigint> values, which cannot feed input k (int64 [None]); "
+     "map it to another input or convert the column"),
+    ({}, {"label": "cls"},
+     f"input_mapping is empty; map DataFrame columns to the model's inputs with setInputMapping({{column: input}}); "
+     f"the {WHERE} takes x (float32 [None, 4]), k (int64 [None])"),
+])
+def test_bad_mappings_name_what_is_wrong_and_what_there_is(inputs, outputs, message):
+    with pytest.raises(ConfigError) as err:
+        plan(SCHEMA, _info(), inputs, outputs)
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("tensor,expected", [
+    (TensorInfo("a", "float32", (None,)), T.FloatType()),
+    (TensorInfo("a", "float64", (None, 3)), T.ArrayType(T.DoubleType())),
+    (TensorInfo("a", "int32", (None, 2, 2)), T.ArrayType(T.IntegerType())),
+    (TensorInfo("a", "string", (None,)), T.StringType()),
+    (TensorInfo("a", "uint8", (None, None)), T.ArrayType(T.ShortType())),
+])
+def test_result_column_types_follow_the_outputs_dtype_and_rank(tensor, expected):
+    assert spark_type(tensor) == expected
+
+
+@pytest.mark.parametrize("tensor,message", [
+    (TensorInfo("a", "float32", None), "output a (float32 ?) has no batch dimension it declares (unknown rank); "
+     "only outputs with one row per input row can become a column"),
+    (TensorInfo("a", "complex64", (None,)), "output a (complex64 [None]): a complex64 tensor has no Spark column "
+     "type; cast it in the model's serving function"),
+])
+def test_outputs_spark_cannot_hold_are_refused(tensor, message):
+    with pytest.raises(ConfigError) as err:
+        spark_type(tensor)
+    assert str(err.value) == message

@@ -1,0 +1,589 @@
+"""Spark ML pipeline stages: :class:`TFEstimator` trains on a tfos cluster fed from a
+DataFrame, :class:`TFModel` runs the exported model on the executors.
+
+Parameter names, setters and getters are TensorFlowOnSpark's (``setInputMapping``,
+``setClusterSize``, ``setEpochs``, ``setExportDir``...), so a pipeline written for it
+ports by changing imports::
+
+    from tfos.pipeline import TFEstimator
+
+    estimator = (TFEstimator(train_fn, {"learning_rate": 0.01})
+                 .setInputMapping({"features": "x", "label": "y"})
+                 .setOutputMapping({"output_0": "prediction"})
+                 .setClusterSize(2).setEpochs(5).setBatchSize(64)
+                 .setExportDir("/models/m1"))
+    model = estimator.fit(train_df)          # train_fn(args, ctx) on a tfos cluster
+    scored = model.transform(test_df)        # test_df's rows + a prediction column
+
+``train_fn(args, ctx)`` receives ``args``: ``tf_args`` with every param merged in under
+its TensorFlowOnSpark name (``args.epochs``, ``args.batch_size``, ``args.export_dir``,
+``args.input_mapping``...); it reads the fed rows with ``ctx.dataset()`` or
+``ctx.get_data_feed(input_mapping=args.input_mapping)`` and exports the model (the
+chief, to ``args.export_dir``) for :class:`TFModel`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+
+from pyspark.ml.param.shared import Param, Params, TypeConverters
+from pyspark.ml.pipeline import Estimator, Model
+from pyspark.ml.util import (
+    DefaultParamsReadable,
+    DefaultParamsReader,
+    DefaultParamsWritable,
+    DefaultParamsWriter,
+)
+
+from tfos.errors import ConfigError, TfosError
+from tfos.input_mode import InputMode
+
+log = logging.getLogger(__name__)
+
+#: params in ``args`` only: tfos itself does nothing with them (see docs/pipeline.md)
+PASSED_TO_TRAIN_FN_ONLY = ("readers", "steps")
+
+
+def _to_mapping(value) -> dict:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise TypeError(f"expected a dict of str to str; received: {value!r}")
+    return dict(value)
+
+
+def _to_optional_string(value) -> str | None:
+    return None if value is None else TypeConverters.toString(value)
+
+
+def _to_optional_int(value) -> int | None:
+    return None if value is None else TypeConverters.toInt(value)
+
+
+def _param(name: str, doc: str, converter) -> Param:
+    return Param(Params._dummy(), name, doc, typeConverter=converter)
+
+
+# ------------------------------------------------------------ TensorFlowOnSpark's params
+
+
+class HasBatchSize(Params):
+    batch_size = _param("batch_size", "records per batch (model calls in transform)", TypeConverters.toInt)
+
+    def setBatchSize(self, value: int):  # noqa: N802 - TensorFlowOnSpark's names, here and below
+        return self._set(batch_size=value)
+
+    def getBatchSize(self) -> int:  # noqa: N802
+        return self.getOrDefault(self.batch_size)
+
+
+class HasClusterSize(Params):
+    cluster_size = _param("cluster_size", "number of TF nodes (executors); None: spark.executor.instances",
+                          _to_optional_int)
+
+    def setClusterSize(self, value: int):  # noqa: N802
+        return self._set(cluster_size=value)
+
+    def getClusterSize(self) -> int | None:  # noqa: N802
+        return self.getOrDefault(self.cluster_size)
+
+
+class HasEpochs(Params):
+    epochs = _param("epochs", "number of epochs to feed", TypeConverters.toInt)
+
+    def setEpochs(self, value: int):  # noqa: N802
+        return self._set(epochs=value)
+
+    def getEpochs(self) -> int:  # noqa: N802
+        return self.getOrDefault(self.epochs)
+
+
+class HasGraceSecs(Params):
+    grace_secs = _param("grace_secs", "seconds the evaluator may take to finish after training",
+                        TypeConverters.toInt)
+
+    def setGraceSecs(self, value: int):  # noqa: N802
+        return self._set(grace_secs=value)
+
+    def getGraceSecs(self) -> int:  # noqa: N802
+        return self.getOrDefault(self.grace_secs)
+
+
+class HasInputMapping(Params):
+    input_mapping = _param("input_mapping", "DataFrame column -> input tensor", _to_mapping)
+
+    def setInputMapping(self, value: dict):  # noqa: N802
+        return self._set(input_mapping=value)
+
+    def getInputMapping(self) -> dict:  # noqa: N802
+        return self.getOrDefault(self.input_mapping)
+
+
+class HasInputMode(Params):
+    input_mode = _param("input_mode", "how the nodes get data (0=TENSORFLOW, 1=SPARK)", TypeConverters.toInt)
+
+    def setInputMode(self, value: int):  # noqa: N802
+        return self._set(input_mode=value)
+
+    def getInputMode(self) -> int:  # noqa: N802
+        return self.getOrDefault(self.input_mode)
+
+
+class HasMasterNode(Params):
+    master_node = _param("master_node", "job name of the coordinating node ('chief')", _to_optional_string)
+
+    def setMasterNode(self, value: str):  # noqa: N802
+        return self._set(master_node=value)
+
+    def getMasterNode(self) -> str | None:  # noqa: N802
+        return self.getOrDefault(self.master_node)
+
+
+class HasModelDir(Params):
+    model_dir = _param("model_dir", "checkpoint directory for train_fn; the model transform loads "
+                       "when export_dir is unset", _to_optional_string)
+
+    def setModelDir(self, value: str):  # noqa: N802
+        return self._set(model_dir=value)
+
+    def getModelDir(self) -> str | None:  # noqa: N802
+        return self.getOrDefault(self.model_dir)
+
+
+class HasNumPS(Params):
+    num_ps = _param("num_ps", "number of parameter server nodes", TypeConverters.toInt)
+    driver_ps_nodes = _param("driver_ps_nodes", "run the ps nodes on the driver (not supported)",
+                             TypeConverters.toBoolean)
+
+    def setNumPS(self, value: int):  # noqa: N802
+        return self._set(num_ps=value)
+
+    def getNumPS(self) -> int:  # noqa: N802
+        return self.getOrDefault(self.num_ps)
+
+    def setDriverPSNodes(self, value: bool):  # noqa: N802
+        return self._set(driver_ps_nodes=value)
+
+    def getDriverPSNodes(self) -> bool:  # noqa: N802
+        return self.getOrDefault(self.driver_ps_nodes)
+
+
+class HasOutputMapping(Params):
+    output_mapping = _param("output_mapping", "output tensor -> DataFrame column", _to_mapping)
+
+    def setOutputMapping(self, value: dict):  # noqa: N802
+        return self._set(output_mapping=value)
+
+    def getOutputMapping(self) -> dict:  # noqa: N802
+        return self.getOrDefault(self.output_mapping)
+
+
+class HasProtocol(Params):
+    protocol = _param("protocol", "TF's network protocol (only 'grpc')", TypeConverters.toString)
+
+    def setProtocol(self, value: str):  # noqa: N802
+        return self._set(protocol=value)
+
+    def getProtocol(self) -> str:  # noqa: N802
+        return self.getOrDefault(self.protocol)
+
+
+class HasReaders(Params):
+    readers = _param("readers", "reader threads (passed to train_fn only)", TypeConverters.toInt)
+
+    def setReaders(self, value: int):  # noqa: N802
+        return self._set(readers=value)
+
+    def getReaders(self) -> int:  # noqa: N802
+        return self.getOrDefault(self.readers)
+
+
+class HasSteps(Params):
+    steps = _param("steps", "maximum training steps (passed to train_fn only)", TypeConverters.toInt)
+
+    def setSteps(self, value: int):  # noqa: N802
+        return self._set(steps=value)
+
+    def getSteps(self) -> int:  # noqa: N802
+        return self.getOrDefault(self.steps)
+
+
+class HasTensorboard(Params):
+    tensorboard = _param("tensorboard", "start TensorBoard on the chief's executor", TypeConverters.toBoolean)
+
+    def setTensorboard(self, value: bool):  # noqa: N802
+        return self._set(tensorboard=value)
+
+    def getTensorboard(self) -> bool:  # noqa: N802
+        return self.getOrDefault(self.tensorboard)
+
+
+class HasTFRecordDir(Params):
+    tfrecord_dir = _param("tfrecord_dir", "where fit writes the DataFrame as TFRecords for "
+                          "InputMode.TENSORFLOW", _to_optional_string)
+
+    def setTFRecordDir(self, value: str):  # noqa: N802
+        return self._set(tfrecord_dir=value)
+
+    def getTFRecordDir(self) -> str | None:  # noqa: N802
+        return self.getOrDefault(self.tfrecord_dir)
+
+
+class HasExportDir(Params):
+    export_dir = _param("export_dir", "the SavedModel directory (or .keras file) train_fn exports and "
+                        "transform loads", _to_optional_string)
+
+    def setExportDir(self, value: str):  # noqa: N802
+        return self._set(export_dir=value)
+
+    def getExportDir(self) -> str | None:  # noqa: N802
+        return self.getOrDefault(self.export_dir)
+
+
+class HasSignatureDefKey(Params):
+    signature_def_key = _param("signature_def_key", "the SavedModel signature transform calls",
+                               _to_optional_string)
+
+    def setSignatureDefKey(self, value: str):  # noqa: N802
+        return self._set(signature_def_key=value)
+
+    def getSignatureDefKey(self) -> str | None:  # noqa: N802
+        return self.getOrDefault(self.signature_def_key)
+
+
+class HasTagSet(Params):
+    tag_set = _param("tag_set", "comma-separated tags of the SavedModel meta graph", _to_optional_string)
+
+    def setTagSet(self, value: str):  # noqa: N802
+        return self._set(tag_set=value)
+
+    def getTagSet(self) -> str | None:  # noqa: N802
+        return self.getOrDefault(self.tag_set)
+
+
+class HasFeedTimeout(Params):
+    feed_timeout = _param("feed_timeout", "seconds a node or feeding task waits for the other side (tfos)",
+                          TypeConverters.toFloat)
+
+    def setFeedTimeout(self, value: float):  # noqa: N802
+        return self._set(feed_timeout=value)
+
+    def getFeedTimeout(self) -> float:  # noqa: N802
+        return self.getOrDefault(self.feed_timeout)
+
+
+_MODEL_DEFAULTS = dict(input_mapping={}, output_mapping={}, batch_size=100, model_dir=None, export_dir=None,
+                       signature_def_key="serving_default", tag_set="serve")
+_ESTIMATOR_DEFAULTS = dict(
+    _MODEL_DEFAULTS, cluster_size=None, num_ps=0, driver_ps_nodes=False, input_mode=int(InputMode.SPARK),
+    master_node="chief", protocol="grpc", tensorboard=False, tfrecord_dir=None, epochs=1, readers=1,
+    steps=1000, grace_secs=30, feed_timeout=600.0,
+)
+
+
+# ----------------------------------------------------------------------- args
+
+
+def merge_args(tf_args, params: dict) -> argparse.Namespace:
+    """``tf_args`` with ``params`` merged in (params win), as the ``args`` of ``train_fn``.
+
+    Args:
+        tf_args: a dict, an ``argparse.Namespace`` (or any object with ``__dict__``), or None.
+        params: param name -> value.
+
+    Returns:
+        A new Namespace; ``tf_args`` is not changed.
+
+    Raises:
+        ConfigError: ``tf_args`` of another kind (a list of argv strings, say).
+    """
+    return argparse.Namespace(**{**_args_dict(tf_args), **params})
+
+
+def _args_dict(tf_args) -> dict:
+    if tf_args is None:
+        return {}
+    if isinstance(tf_args, dict):
+        return dict(tf_args)
+    if hasattr(tf_args, "__dict__") and not isinstance(tf_args, type):
+        return dict(vars(tf_args))
+    raise ConfigError(f"tf_args must be a dict, an argparse.Namespace or None; received: "
+                      f"{type(tf_args).__name__} {tf_args!r}")
+
+
+class _TFParams(Params):
+    """What both stages share: ``tf_args`` and the args merge."""
+
+    tf_args = None
+
+    def merged_args(self) -> argparse.Namespace:
+        """``tf_args`` with every param (set or default) merged in under its name."""
+        return merge_args(self.tf_args, {p.name: self.getOrDefault(p) for p in self.params if self.isDefined(p)})
+
+    def _persisted_state(self) -> dict:
+        return _persisted_args(self.tf_args)
+
+    def _restore_state(self, metadata: dict) -> None:
+        self.tf_args = _restored_args(metadata)
+
+
+# ------------------------------------------------------------------ persistence
+
+
+def _persisted_args(tf_args) -> dict:
+    values = _args_dict(tf_args)
+    kept, dropped = {}, []
+    for key, value in values.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            dropped.append(key)
+        else:
+            kept[key] = value
+    if dropped:
+        log.warning("tf_args %s are not JSON values and are not saved; set them again after load", dropped)
+    kind = "namespace" if isinstance(tf_args, argparse.Namespace) else "dict" if tf_args is not None else "none"
+    return {"tfosTfArgs": kept, "tfosTfArgsKind": kind, "tfosTfArgsNotSaved": sorted(dropped)}
+
+
+def _restored_args(metadata: dict):
+    kind = metadata.get("tfosTfArgsKind", "none")
+    values = metadata.get("tfosTfArgs") or {}
+    if metadata.get("tfosTfArgsNotSaved"):
+        log.warning("tf_args %s were not saved (not JSON values); set them again", metadata["tfosTfArgsNotSaved"])
+    if kind == "namespace":
+        return argparse.Namespace(**values)
+    return values if kind == "dict" else None
+
+
+def function_reference(fn) -> str | None:
+    """``"module:qualname"`` when ``fn`` can be imported back by that name, else None."""
+    if fn is None:
+        return None
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if not module or module == "__main__" or "<" in qualname:
+        return None
+    try:
+        return f"{module}:{qualname}" if _resolve(f"{module}:{qualname}") is fn else None
+    except (ImportError, AttributeError):
+        return None
+
+
+def _resolve(reference: str):
+    module, qualname = reference.split(":", 1)
+    target = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target
+
+
+class _Writer(DefaultParamsWriter):
+    def saveImpl(self, path: str) -> None:  # noqa: N802 - Spark's name
+        DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession,
+                                         extraMetadata=self.instance._persisted_state())
+
+
+class _Reader(DefaultParamsReader):
+    def load(self, path: str):
+        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
+        expected = f"{self.cls.__module__}.{self.cls.__name__}"
+        if metadata["class"] != expected:
+            raise ConfigError(f"{path} holds a saved {metadata['class']}, not a {expected}; load it with that class")
+        instance = self.cls()
+        instance._resetUid(metadata["uid"])
+        DefaultParamsReader.getAndSetParams(instance, metadata)
+        instance._restore_state(metadata)
+        return instance
+
+
+class _Persistence(DefaultParamsWritable, DefaultParamsReadable):
+    def write(self):
+        return _Writer(self)
+
+    @classmethod
+    def read(cls):
+        return _Reader(cls)
+
+
+# ---------------------------------------------------------------------- stages
+
+
+class TFModel(Model, _TFParams, _Persistence, HasInputMapping, HasOutputMapping, HasBatchSize, HasModelDir,
+              HasExportDir, HasSignatureDefKey, HasTagSet):
+    """Runs an exported model over a DataFrame on the executors, without a TF cluster.
+
+    ``transform(df)`` returns ``df`` with one column per ``output_mapping`` entry; it is
+    lazy. The model (``export_dir``, else ``model_dir``: a SavedModel directory or a
+    ``.keras`` file every executor can read) is loaded once per executor Python worker
+    and cached; ``batch_size`` rows go through it per call. See
+    :func:`tfos.predict.predict_dataframe`, which does the work.
+
+    ``save``/``load`` keep every param and the JSON values of ``tf_args``; the model
+    files stay where ``export_dir`` points.
+    """
+
+    def __init__(self, tf_args=None):
+        super().__init__()
+        self.tf_args = tf_args
+        self._setDefault(**_MODEL_DEFAULTS)
+
+    def model_path(self) -> str:
+        """``export_dir``, else ``model_dir``.
+
+        Raises:
+            ConfigError: when neither is set.
+        """
+        path = self.getExportDir() or self.getModelDir()
+        if not path:
+            raise ConfigError("TFModel has no model to load: setExportDir(<SavedModel dir or .keras file>) "
+                              "(or setModelDir)")
+        return path
+
+    def _transform(self, dataset):
+        from tfos.predict import predict_dataframe
+
+        return predict_dataframe(
+            dataset, self.model_path(), self.getInputMapping(), self.getOutputMapping(),
+            batch_size=self.getBatchSize(), signature_def_key=self.getSignatureDefKey(), tag_set=self.getTagSet(),
+        )
+
+
+class TFEstimator(Estimator, _TFParams, _Persistence, HasInputMapping, HasOutputMapping, HasClusterSize,
+                  HasNumPS, HasInputMode, HasMasterNode, HasProtocol, HasGraceSecs, HasTensorboard,
+                  HasModelDir, HasExportDir, HasTFRecordDir, HasBatchSize, HasEpochs, HasReaders, HasSteps,
+                  HasSignatureDefKey, HasTagSet, HasFeedTimeout):
+    """Trains ``train_fn(args, ctx)`` on a tfos cluster fed from a DataFrame.
+
+    ``fit(df)`` blocks: it starts ``cluster_size`` TF nodes (``tfos.run``), feeds the
+    ``input_mapping`` columns of ``df`` (sorted by name; every column when the mapping
+    is empty) for ``epochs`` epochs (``cluster.train``), waits for ``train_fn`` to return
+    on every node (``cluster.shutdown``), runs ``export_fn(args)`` on one executor when
+    given, and returns a :class:`TFModel` with this estimator's params and ``tf_args``.
+
+    With ``input_mode=InputMode.TENSORFLOW`` nothing is fed: ``df`` (its input columns)
+    is written as TFRecords to ``tfrecord_dir`` (unless it came from
+    ``tfos.dfutil.load_tfrecords``, whose directory is used) and ``args.tfrecord_dir``
+    tells ``train_fn`` where to read.
+
+    ``save``/``load`` keep every param, the JSON values of ``tf_args``, and ``train_fn``
+    and ``export_fn`` as import references when they are importable module-level
+    functions (not ones defined in ``__main__``; set those again with ``setTrainFn``).
+
+    Raises (from ``fit``):
+        ConfigError: no ``train_fn``, an input column ``df`` lacks, a protocol other than
+            grpc, ``driver_ps_nodes``, or a Spark setting under which no cluster can form.
+        ClusterFailedError: a node failed (its traceback).
+        FeedError: feeding failed.
+    """
+
+    def __init__(self, train_fn=None, tf_args=None, export_fn=None):
+        super().__init__()
+        self.train_fn = train_fn
+        self.export_fn = export_fn
+        self.tf_args = tf_args
+        self._setDefault(**_ESTIMATOR_DEFAULTS)
+
+    def setTrainFn(self, train_fn):  # noqa: N802 - in the style of the params' setters
+        """Set ``train_fn`` (after ``load``, when it could not be saved as an import reference)."""
+        self.train_fn = train_fn
+        return self
+
+    def setExportFn(self, export_fn):  # noqa: N802
+        self.export_fn = export_fn
+        return self
+
+    def input_columns(self, schema) -> list[str]:
+        """The columns ``fit`` feeds: ``input_mapping``'s, sorted by name (all when it is empty).
+
+        Raises:
+            ConfigError: for a column the schema lacks.
+        """
+        names = [f.name for f in schema.fields]
+        mapping = self.getInputMapping()
+        if not mapping:
+            return names
+        missing = [c for c in mapping if c not in names]
+        if missing:
+            raise ConfigError(f"input_mapping names column(s) {missing}, which the DataFrame does not have; "
+                              f"its columns: {names}")
+        return sorted(mapping)
+
+    def _fit(self, dataset):
+        from tfos.cluster import run
+
+        if self.train_fn is None:
+            raise ConfigError("TFEstimator has no train_fn: TFEstimator(train_fn, tf_args), or setTrainFn(fn) "
+                              "on a loaded estimator")
+        args = self.merged_args()
+        if args.protocol != "grpc":
+            raise ConfigError(f"protocol must be 'grpc' (TF's only wire in tfos); received: {args.protocol!r}")
+        mode = InputMode(args.input_mode)
+        columns = self.input_columns(dataset.schema)
+        data = dataset.select(*columns)
+        if mode == InputMode.TENSORFLOW:
+            args.tfrecord_dir = self._tfrecords_for(dataset, data, args.tfrecord_dir)
+        log.info("TFEstimator: training on %s with args %s", columns, args)
+        cluster = run(dataset.sparkSession.sparkContext, self.train_fn, args, num_executors=args.cluster_size,
+                      num_ps=args.num_ps, tensorboard=args.tensorboard, input_mode=mode,
+                      master_node=args.master_node, driver_ps_nodes=args.driver_ps_nodes)
+        try:
+            if mode == InputMode.SPARK:
+                cluster.train(data, num_epochs=args.epochs, feed_timeout=args.feed_timeout)
+        except BaseException:
+            _shutdown_quietly(cluster)
+            raise
+        cluster.shutdown(grace_secs=args.grace_secs)
+        if self.export_fn is not None:
+            self._export(dataset.sparkSession.sparkContext, args)
+        return self._copyValues(TFModel(self.tf_args))
+
+    @staticmethod
+    def _tfrecords_for(dataset, data, tfrecord_dir: str | None) -> str:
+        from tfos.dfutil import is_loaded_df, loadedDF, save_as_tfrecords
+
+        if is_loaded_df(dataset):
+            return loadedDF[dataset]
+        if not tfrecord_dir:
+            raise ConfigError("input_mode=InputMode.TENSORFLOW needs setTFRecordDir(dir): fit writes the "
+                              "DataFrame there as TFRecords for train_fn to read (args.tfrecord_dir)")
+        return save_as_tfrecords(data, tfrecord_dir, overwrite=True).output_dir
+
+    def _export(self, sc, args) -> None:
+        if not args.export_dir:
+            raise ConfigError("export_fn needs setExportDir(dir): the directory it exports to")
+        export_fn = self.export_fn
+
+        def export(_partition):
+            export_fn(args)
+            return iter(())
+
+        sc.parallelize([0], 1).mapPartitions(export).collect()
+
+    def _persisted_state(self) -> dict:
+        state = super()._persisted_state()
+        for key, fn in (("tfosTrainFn", self.train_fn), ("tfosExportFn", self.export_fn)):
+            state[key] = function_reference(fn)
+            if fn is not None and state[key] is None:
+                log.warning("%s %r is not an importable module-level function and is not saved; "
+                            "set it again after load (setTrainFn/setExportFn)", key[4:], fn)
+        return state
+
+    def _restore_state(self, metadata: dict) -> None:
+        super()._restore_state(metadata)
+        for key, attr in (("tfosTrainFn", "train_fn"), ("tfosExportFn", "export_fn")):
+            reference = metadata.get(key)
+            if reference:
+                try:
+                    setattr(self, attr, _resolve(reference))
+                except (ImportError, AttributeError) as exc:
+                    log.warning("cannot import %s %s saved with the estimator (%s); set it with set%s",
+                                attr, reference, exc, "TrainFn" if attr == "train_fn" else "ExportFn")
+
+
+def _shutdown_quietly(cluster) -> None:
+    """Stop a cluster whose feed failed; the feed's error is the one to raise."""
+    try:
+        cluster.shutdown(timeout=60)
+    except TfosError as exc:
+        log.info("shutdown after a failed fit: %s", exc)

@@ -150,13 +150,16 @@ REQUESTS = st.one_of(
 
 
 def legit_request(method: str, slot: int):
-    """A request a healthy node ``slot`` would send."""
-    return {
+    """A request a healthy node ``slot`` would send (run id and slot only for a method not listed)."""
+    special = {
         "Register": lambda: reg(slot),
         "AwaitCluster": lambda: m.AwaitClusterRequest(run_id=RUN_ID, slot=slot, wait_ms=0),
         "Heartbeat": lambda: m.HeartbeatRequest(run_id=RUN_ID, slot=slot, state="running"),
         "Report": lambda: m.ReportRequest(run_id=RUN_ID, slot=slot, event="running"),
-    }[method]()
+    }
+    if method in special:
+        return special[method]()
+    return m.message_type(m.METHODS[method][0])(run_id=RUN_ID, slot=slot)
 
 
 LEGIT = st.builds(lambda method, slot: (method, legit_request(method, slot)), METHODS, st.integers(0, NUM_NODES - 1))

@@ -371,3 +371,13 @@ def test_disable_auto_shard_and_gpu_probe():
     options = compat.disable_auto_shard(tf.data.Options())
     assert options.experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.OFF
     assert compat.is_gpu_available() == bool(tf.config.list_physical_devices("GPU"))
+
+
+def test_util_single_node_env_leaves_tfos_s_gpu_choice(monkeypatch):
+    from tfos.compat import util
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
+    assert util.single_node_env() is None
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+    assert util.get_ip_address() == "127.0.0.1"

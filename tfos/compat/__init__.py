@@ -17,10 +17,11 @@ import lines and nothing else changes::
 ``dfutil``         :mod:`tfos.dfutil` (``saveAsTFRecords``, ``loadTFRecords``, ``isLoadedDF``)
 ``pipeline``       :mod:`tfos.pipeline` (``TFEstimator``, ``TFModel``), imported on first use
 ``TFParallel``     ``run`` -> :func:`tfos.parallel_run`
+``util``           ``single_node_env`` (a no-op: tfos set the process up), ``get_ip_address``
 =================  ==============================================================
 
 Each submodule is imported when it is named, so ``import tfos.compat`` loads none of
 them (nor TensorFlow, nor ``pyspark.ml``). docs/porting.md maps every name.
 """
 
-__all__ = ["TFCluster", "TFNode", "TFParallel", "compat", "dfutil", "pipeline"]
+__all__ = ["TFCluster", "TFNode", "TFParallel", "compat", "dfutil", "pipeline", "util"]

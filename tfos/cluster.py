@@ -40,6 +40,8 @@ from tfos.submit_conf import defaults_from_conf
 from tfos.user_code import describe_source
 
 log = logging.getLogger(__name__)
+#: the nodes' output lines and progress, tagged ``[chief:0]``
+node_log = logging.getLogger("tfos.nodes")
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,8 @@ class Cluster:
         self._closed = False
         self._feeder = None
         self._monitor_stop = threading.Event()
+        self._display = None  # live progress lines, when the driver runs in a terminal
+        self._display_lock = threading.Lock()
         self.started_at = 0.0
 
     # ------------------------------------------------------------------ start
@@ -178,6 +182,7 @@ class Cluster:
         """Start the server, the node job and the monitor; block until the cluster is up."""
         self.started_at = time.monotonic()
         self.state.add_listener(self._on_failure)
+        self.state.add_observer(self._on_output)
         self.server.start()
         self._job_thread = _spark_thread(self._run_node_job, name=f"tfos-nodes-{self.run_id}")
         self._job_thread.start()
@@ -263,6 +268,27 @@ class Cluster:
             self.sc.cancelJobGroup(self.job_group)
         except Exception as exc:  # noqa: BLE001 - the SparkContext may be stopping
             log.debug("cancelJobGroup failed: %s", exc)
+
+    def _on_output(self, node: str, lines: list[str], dropped: int, records: list[dict]) -> None:
+        """Node output and progress, tagged with the node's role, into the driver's log."""
+        from tfos.progress import TerminalDisplay, describe
+
+        for line in lines:
+            node_log.info("[%s] %s", node, line)
+        if dropped:
+            node_log.warning("[%s] %d output line(s) did not reach the driver (see the executor's log)", node, dropped)
+        for record in records:
+            node_log.info("[%s] %s", node, describe(record))
+            with self._display_lock:
+                if self._display is None and TerminalDisplay.wanted():
+                    self._display = TerminalDisplay()
+            if self._display is not None:
+                self._display.update(node, record)
+
+    @property
+    def progress(self) -> dict[str, list[dict]]:
+        """Progress records each node reported (``ctx.report_progress``, ``ctx.progress_callback()``)."""
+        return {str(n.role): list(n.progress) for n in self.state.snapshot()}
 
     def _raise_if_failed(self, context: str) -> None:
         if self.state.failures:
@@ -450,6 +476,8 @@ class Cluster:
         if self._feeder is not None:
             self._feeder.close()
         self.server.stop()
+        if self._display is not None:
+            self._display.close()
 
     # ------------------------------------------------------------------ views
 

@@ -109,8 +109,10 @@ def _mwms_fit(args, ctx):
         keras.utils.set_random_seed(1)
         model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
         model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
-    history = model.fit(x, y, batch_size=32, epochs=3, verbose=0)
+    history = model.fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=[ctx.progress_callback()])
     model.evaluate(x, y, batch_size=32, verbose=0)
+    ctx.report_progress(stage="evaluated")
+    print(f"fit done on {ctx.job_name}", flush=True)
     out = args["out"]
     _np.save(_os.path.join(out, f"{ctx.job_name}-{ctx.task_index}.npy"),
              _np.concatenate([w.ravel() for w in model.get_weights()]))
@@ -121,9 +123,17 @@ def _mwms_fit(args, ctx):
 
 
 @pytest.mark.parametrize("api,keras_choice,package", [("keras3", "auto", "keras"), ("tf.keras", "tf_keras", "tf_keras")])
-def test_mwms_fit_across_two_executors_ends_with_identical_weights(sc, tmp_path, api, keras_choice, package):
+def test_mwms_fit_across_two_executors_ends_with_identical_weights(sc, tmp_path, api, keras_choice, package, caplog):
+    caplog.set_level(logging.INFO, logger="tfos.nodes")
     cluster = tfos.run(sc, _mwms_fit, {"api": api, "out": str(tmp_path)}, num_executors=2, keras=keras_choice)
     cluster.shutdown(timeout=150)
+    # the nodes' output and progress reached the driver, tagged with their roles
+    node_lines = [r.getMessage() for r in caplog.records if r.name == "tfos.nodes"]
+    assert "[chief:0] fit done on chief" in node_lines and "[worker:0] fit done on worker" in node_lines
+    for name, records in cluster.progress.items():
+        assert [r["epoch"] for r in records if r.get("epoch_end")] == [1, 2, 3], name
+        assert all("loss" in r["metrics"] for r in records if r.get("epoch_end")), name
+        assert records[-1]["stage"] == "evaluated", name
     chief, worker = np.load(tmp_path / "chief-0.npy"), np.load(tmp_path / "worker-0.npy")
     np.testing.assert_allclose(chief, worker, rtol=1e-6, atol=1e-6)
     report = json.loads((tmp_path / "chief-0.json").read_text())

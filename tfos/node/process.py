@@ -29,6 +29,12 @@ _TF_NOISE = re.compile(
 )
 
 
+def is_tf_noise(line: str) -> bool:
+    """TensorFlow's start-up chatter (absl INFO/WARNING lines; errors such as a failed
+    CUDA probe stay: on a GPU machine they are the news)."""
+    return bool(_TF_NOISE.match(line))
+
+
 def die_with_parent(expected_ppid: int | None = None, sig: int = signal.SIGKILL) -> bool:
     """Ask the kernel to send ``sig`` to this process when its parent dies (Linux).
 
@@ -87,8 +93,9 @@ class OutputTail:
     so the full output is still where Spark users look for it.
     """
 
-    def __init__(self, stream, tag: str, sink=None, max_lines: int = 200):
+    def __init__(self, stream, tag: str, sink=None, max_lines: int = 200, on_line=None):
         self._lines: collections.deque[str] = collections.deque(maxlen=max_lines)
+        self._on_line = on_line  # also hands each line on (to the driver, best effort)
         self._stream = stream
         self.tag = tag
         self._sink = sink if sink is not None else sys.stderr
@@ -101,6 +108,8 @@ class OutputTail:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             with self._lock:
                 self._lines.append(line)
+            if self._on_line is not None:
+                self._on_line(line)
             try:
                 self._sink.write(f"{self.tag} {line}\n")
                 self._sink.flush()
@@ -116,7 +125,7 @@ class OutputTail:
         with self._lock:
             lines = list(self._lines)
         if drop_noise:
-            lines = [line for line in lines if not _TF_NOISE.match(line)]
+            lines = [line for line in lines if not is_tf_noise(line)]
         return "\n".join(lines[-max_lines:])
 
 

@@ -27,6 +27,7 @@ from tfos.input_mode import InputMode
 from tfos.net import join_host_port
 from tfos.node import frames
 from tfos.node.gpus import cuda_visible_devices
+from tfos.node.observe import Observer
 from tfos.node.process import OutputTail, PidWatch, describe_exit, terminate
 from tfos.ports import PORTS_PER_NODE, PortRange, listen, pick
 from tfos.reservation.auth import Secret
@@ -58,6 +59,7 @@ class Supervisor:
             header["server_address"], Secret(bytes.fromhex(header["secret"])), header["run_id"], self.slot,
             tls=ClientTLS(tls["root_certificates"].encode("ascii"), tls["server_name"]) if tls else None,
         )
+        self.observer = Observer(self.client)  # output lines and progress for the driver
         self.child: subprocess.Popen | None = None
         self.tensorboard: subprocess.Popen | None = None
         self.tail: OutputTail | None = None
@@ -97,6 +99,7 @@ class Supervisor:
         )
         if reply.run_state not in ("reserving", "ready"):
             return self._abort(f"the run is {reply.run_state}; this node task is not needed")
+        self.observer.start()
         cluster = self.client.await_cluster(self.h["reservation_timeout"])
         if not cluster.ready:
             return self._abort(f"the run is {cluster.run_state} before the cluster formed")
@@ -132,7 +135,7 @@ class Supervisor:
         os.close(write_fd)
         if self.feed_listener is not None:
             self.feed_listener.close()  # the TF process owns it now
-        self.tail = OutputTail(self.child.stdout, self.tag)
+        self.tail = OutputTail(self.child.stdout, self.tag, on_line=self.observer.line)
         threading.Thread(target=self._read_child_events, args=(os.fdopen(read_fd, "rb"),),
                          name="tfos-child-events", daemon=True).start()
         child_header = {k: self.h[k] for k in ("run_id", "slot", "executor_id", "host", "working_dir",
@@ -193,6 +196,7 @@ class Supervisor:
         if self.tail:
             self.tail.join(2.0)
         self._events_done.wait(2.0)
+        self.observer.close(1.0)  # the last lines reach the driver before the node's end does
         if self.stop_reason:
             return _Outcome("stopped", self.stop_reason, code)
         if code == 0:
@@ -218,6 +222,8 @@ class Supervisor:
                     self.state = kind
                     self._report(kind)
                     self._signal_task({"event": "running"})
+                elif kind == "progress":
+                    self.observer.progress(event.get("record") or {})
                 elif kind == "failed":
                     self.traceback = event.get("traceback", "")
                     self.child_message = event.get("message", "")

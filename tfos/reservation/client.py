@@ -113,6 +113,12 @@ class ReservationClient:
         )
         return self.call("Report", req, Deadline(timeout_s, "the reservation server to answer Report"))
 
+    def observe(self, lines: list[str], dropped_lines: int = 0, progress: list[str] = (), timeout_s: float = 2.0):
+        """Best effort within ``timeout_s`` (the caller drops what does not get through)."""
+        req = m.ObserveRequest(run_id=self.run_id, slot=self.slot, lines=lines, dropped_lines=dropped_lines,
+                               progress=list(progress))
+        return self.call("Observe", req, Deadline(timeout_s, "the reservation server to answer Observe"))
+
     def call(self, method: str, request, deadline: Deadline):
         """Sign and send ``request``; retry transport errors until ``deadline``."""
         body = request.SerializeToString()

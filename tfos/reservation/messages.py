@@ -19,6 +19,10 @@ MAX_REQUEST_BYTES = 256 * 1024
 MAX_REPLY_BYTES = 8 * 1024 * 1024
 #: longest text field (traceback, output tail) a client sends
 MAX_TEXT_CHARS = 32 * 1024
+#: Observe: most lines per call, longest line, longest progress record (JSON)
+MAX_OBSERVE_LINES = 500
+MAX_LINE_CHARS = 2048
+MAX_PROGRESS_CHARS = 4096
 
 _T = descriptor_pb2.FieldDescriptorProto
 _STRING, _INT32, _INT64, _BOOL, _MSG, _DOUBLE = (
@@ -55,6 +59,12 @@ _SCHEMA: dict[str, list[tuple]] = {
         ("output_tail", _STRING), ("tensorboard_port", _INT32),
     ],
     "ReportReply": [("run_state", _STRING), ("stop", _BOOL)],
+    # observe: best-effort news for the driver's eyes: output lines and progress records (JSON objects)
+    "ObserveRequest": [
+        ("run_id", _STRING), ("slot", _INT32), ("lines", _STRING, True), ("dropped_lines", _INT64),
+        ("progress", _STRING, True),
+    ],
+    "ObserveReply": [("run_state", _STRING)],
 }
 
 #: method name -> (request type, reply type)
@@ -63,6 +73,7 @@ METHODS = {
     "AwaitCluster": ("AwaitClusterRequest", "ClusterReply"),
     "Heartbeat": ("HeartbeatRequest", "HeartbeatReply"),
     "Report": ("ReportRequest", "ReportReply"),
+    "Observe": ("ObserveRequest", "ObserveReply"),
 }
 
 #: events a node may report, in the order a healthy node reports them
@@ -104,6 +115,8 @@ HeartbeatRequest = _TYPES["HeartbeatRequest"]
 HeartbeatReply = _TYPES["HeartbeatReply"]
 ReportRequest = _TYPES["ReportRequest"]
 ReportReply = _TYPES["ReportReply"]
+ObserveRequest = _TYPES["ObserveRequest"]
+ObserveReply = _TYPES["ObserveReply"]
 
 
 def message_type(name: str) -> type:

@@ -138,6 +138,7 @@ _STATE_METHOD = {
     "AwaitCluster": "await_cluster",
     "Heartbeat": "heartbeat",
     "Report": "report",
+    "Observe": "observe",
 }
 
 

@@ -7,6 +7,7 @@ are thread-safe; waits use the condition with a deadline.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 RESERVING, READY, STOPPING, FAILED, FINISHED = "reserving", "ready", "stopping", "failed", "finished"
 TERMINAL_NODE_STATES = ("done", "failed", "stopped", "lost")
 MAX_HOST_CHARS = 255
+#: progress records kept per node
+MAX_PROGRESS_RECORDS = 1000
 MAX_ID_CHARS = 128
 
 
@@ -46,6 +49,8 @@ class NodeRecord:
     last_seen: float = 0.0
     stop_requested: bool = False
     events: list[str] = field(default_factory=list)
+    #: progress records the node reported (the last ``MAX_PROGRESS_RECORDS``)
+    progress: list[dict] = field(default_factory=list)
 
     def to_message(self):
         return m.Node(
@@ -76,6 +81,7 @@ class ReservationState:
         self.run_state = RESERVING
         self.failures: list[NodeFailure] = []
         self._listeners: list = []
+        self._observers: list = []
 
     # ----------------------------------------------------------------- node calls
 
@@ -190,7 +196,45 @@ class ReservationState:
             self.cond.notify_all()
             return m.ReportReply(run_state=self.run_state, stop=node.stop_requested or self.run_state in (FAILED, FINISHED))
 
+    def observe(self, req):
+        """Output lines and progress records: for the driver's log and ``cluster.progress``."""
+        node = self._node(req.run_id, req.slot)
+        if len(req.lines) > m.MAX_OBSERVE_LINES:
+            raise ProtocolError("INVALID_ARGUMENT", f"at most {m.MAX_OBSERVE_LINES} lines per call; "
+                                                    f"received: {len(req.lines)}")
+        if req.dropped_lines < 0:
+            raise ProtocolError("INVALID_ARGUMENT", f"dropped_lines must be >= 0; received: {req.dropped_lines}")
+        records = []
+        for text in req.progress:
+            try:
+                record = json.loads(text) if len(text) <= m.MAX_PROGRESS_CHARS else None
+            except ValueError:
+                record = None
+            if not isinstance(record, dict):
+                raise ProtocolError("INVALID_ARGUMENT", f"a progress record must be a JSON object of at most "
+                                                        f"{m.MAX_PROGRESS_CHARS} characters; received: {text[:80]!r}")
+            records.append(record)
+        lines = [line[:m.MAX_LINE_CHARS] for line in req.lines]
+        with self.cond:
+            if node.state == "unregistered":
+                raise ProtocolError("FAILED_PRECONDITION", f"slot {node.slot} sent output before it registered")
+            node.last_seen = self._clock()
+            node.progress.extend(records)
+            del node.progress[:-MAX_PROGRESS_RECORDS]
+            observers = list(self._observers)
+            run_state = self.run_state
+        for observer in observers:
+            try:
+                observer(str(node.role), lines, req.dropped_lines, records)
+            except Exception:  # noqa: BLE001 - watching must never break the node's calls
+                log.exception("an output observer failed")
+        return m.ObserveReply(run_state=run_state)
+
     # ---------------------------------------------------------------- driver side
+
+    def add_observer(self, callback) -> None:
+        """``callback(node_name, lines, dropped_lines, progress_records)`` for every Observe call."""
+        self._observers.append(callback)
 
     def add_listener(self, callback) -> None:
         """``callback(failure)`` is called (outside the lock) for the first failure of the run."""

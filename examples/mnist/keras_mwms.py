@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         spark.stop()
 
     results = common.read_results(args.export_dir)
-    common.print_history(results["history"])
+    common.print_history(results["history"], first_epoch=results["initial_epoch"] + 1)
     if results["attempt"]:
         print(f"restarted {results['attempt']} time(s); the last attempt resumed at epoch {results['initial_epoch'] + 1}")
     print(f"trained on {results['training_nodes']} nodes in {time.monotonic() - start:.1f} s "

@@ -121,9 +121,9 @@ def read_results(export_dir: str, name: str = "results.json") -> dict:
         return json.load(f)
 
 
-def print_history(history: dict) -> None:
+def print_history(history: dict, first_epoch: int = 1) -> None:
     """One line per epoch from a Keras-style history: ``{"loss": [...], "accuracy": [...]}``."""
-    for epoch, (loss, accuracy) in enumerate(zip(history["loss"], history["accuracy"], strict=True), 1):
+    for epoch, (loss, accuracy) in enumerate(zip(history["loss"], history["accuracy"], strict=True), first_epoch):
         print(f"epoch {epoch:>2}: train loss {loss:.4f}, train accuracy {accuracy:.4f}")
 
 

@@ -249,7 +249,7 @@ def load_tfrecords(spark, input_dir: str, binary_features=(), schema=None,
     (none, GZIP or ZLIB) is detected per file.
 
     Args:
-        spark: the ``SparkSession``.
+        spark: the ``SparkSession`` (or the ``SparkContext``, as TensorFlowOnSpark took).
         input_dir: a directory, a file, or a glob pattern (``/data/part-*``).
         binary_features: bytes features to keep as ``binary`` (inference only).
         schema: a ``StructType`` (or DDL string) to read: its columns are the features to
@@ -260,6 +260,10 @@ def load_tfrecords(spark, input_dir: str, binary_features=(), schema=None,
         DataError: no records to infer a schema from, a schema type an Example cannot
             hold, or (when the DataFrame is computed) a record that does not fit.
     """
+    if not hasattr(spark, "read"):  # a SparkContext, as TensorFlowOnSpark's loadTFRecords took
+        from pyspark.sql import SparkSession
+
+        spark = SparkSession.getActiveSession() or SparkSession(spark)
     sc = spark.sparkContext
     files = sc.binaryFiles(input_dir, minPartitions=max(sc.defaultParallelism, 2))  # lazy: read if used
     if schema is None:

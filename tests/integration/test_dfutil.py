@@ -114,7 +114,7 @@ def test_load_infers_the_schema_of_files_written_by_plain_tensorflow(spark, tmp_
                 }))
                 writer.write(example.SerializeToString())
 
-    df = dfutil.loadTFRecords(spark, str(tmp_path), binary_features=["raw"])
+    df = dfutil.loadTFRecords(spark.sparkContext, str(tmp_path), binary_features=["raw"])  # TFoS took sc
     assert df.schema == T.StructType([
         T.StructField("label", T.LongType()), T.StructField("name", T.StringType()),
         T.StructField("pixels", T.ArrayType(T.FloatType())), T.StructField("raw", T.BinaryType()),

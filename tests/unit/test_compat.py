@@ -342,23 +342,32 @@ def keras_model():
 
 
 def test_export_saved_model_writes_a_servable_model_only_on_the_chief(keras_model, tmp_path, monkeypatch):
+    import tempfile
+
     import numpy as np
     import tensorflow as tf
 
     from tfos.compat import compat
 
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setenv("TMPDIR", str(scratch))
-    monkeypatch.setattr("tempfile.tempdir", None)
+    written = []
+    real_save = compat._save
 
+    def save(model, target):
+        real_save(model, target)
+        written.append((target, sorted(os.listdir(target))))
+
+    monkeypatch.setattr(compat, "_save", save)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     assert compat.export_saved_model(keras_model, str(tmp_path / "worker"), is_chief=False) is None
     assert not (tmp_path / "worker").exists()
-    assert list(scratch.iterdir()) == []  # the non-chief's copy is removed
+    (target, files), = written
+    assert os.path.basename(target).startswith("tfos-worker-model-") and "saved_model.pb" in files
+    assert not os.path.exists(target)  # the non-chief wrote a full copy, then removed it
 
     assert compat.export_saved_model(keras_model, str(tmp_path / "chief"), True) == str(tmp_path / "chief")
     x = np.ones((4, 3), np.float32)
-    served = tf.saved_model.load(str(tmp_path / "chief")).serve(tf.constant(x)).numpy()
+    loaded = tf.saved_model.load(str(tmp_path / "chief"))  # kept: its variables die with it
+    served = loaded.serve(tf.constant(x)).numpy()
     np.testing.assert_allclose(served, keras_model.predict(x, verbose=0), rtol=1e-5)
     assert compat.keras_flavour(keras_model) == "keras3"
 

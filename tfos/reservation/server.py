@@ -51,8 +51,10 @@ class ReservationServer:
         self._verifier = auth.Verifier(secret)
         self.host = host
         workers = max_workers or max(16, 2 * len(state.nodes) + 8)
+        # kept, to shut down with the server: grpc's stop() leaves the pool's threads alive
+        self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tfos-reservation")
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tfos-reservation"),
+            self._pool,
             options=[
                 ("grpc.max_receive_message_length", m.MAX_REQUEST_BYTES),
                 ("grpc.max_send_message_length", m.MAX_REPLY_BYTES),
@@ -111,6 +113,7 @@ class ReservationServer:
         if self._started:
             self._server.stop(grace_s).wait(grace_s + 5)
             self._started = False
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _handler(self, method: str, call, request_type):
         path = m.method_path(method)

@@ -73,7 +73,11 @@ def worker_temp_dirs() -> set[str]:
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("script, mode", [("mnist_tf.py", "tensorflow"), ("mnist_spark.py", "spark")])
+@pytest.mark.parametrize("script, mode", [
+    ("mnist_tf.py", "tensorflow"),
+    # ~50 s more; the SPARK-mode DataFeed path is covered by test_feed and tests/unit/test_compat
+    pytest.param("mnist_spark.py", "spark", marks=pytest.mark.slow),
+])
 def test_tensorflowonspark_style_script_trains_and_exports_a_model(script, mode, digits, tmp_path):
     csv, images, labels = digits
     export_dir = tmp_path / "export"

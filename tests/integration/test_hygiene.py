@@ -15,7 +15,8 @@ import pytest
 import tfos
 from tests.integration.spark_helpers import wait_no_node_processes
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+# ~4 minutes: run on demand (python -m pytest -m slow), not in the default run
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 CYCLES = 20

@@ -25,7 +25,8 @@ from tests.integration import netns_cluster
 from tests.integration.spark_helpers import wait_no_node_processes
 from tfos.spark_env import wait_for_executors
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+# ~80 s (three more Spark JVMs): run on demand (python -m pytest -m slow), not in the default run
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 

@@ -27,8 +27,10 @@ def _report(out_dir, ctx):
 
 @pytest.mark.parametrize("kwargs,roles", [
     ({}, [("chief", 0), ("worker", 0), ("worker", 1)]),
-    ({"eval_node": True}, [("chief", 0), ("evaluator", 0), ("worker", 0)]),
-    ({"master_node": None}, [("worker", 0), ("worker", 1), ("worker", 2)]),
+    # the planner's other outcomes are unit-tested (test_roles) and the evaluator runs in
+    # test_evaluator_runs_main_fun_as_evaluator: these two end-to-end variants run on demand
+    pytest.param({"eval_node": True}, [("chief", 0), ("evaluator", 0), ("worker", 0)], marks=pytest.mark.slow),
+    pytest.param({"master_node": None}, [("worker", 0), ("worker", 1), ("worker", 2)], marks=pytest.mark.slow),
 ])
 def test_three_executors_get_planned_roles_and_one_spec(sc, tmp_path, kwargs, roles):
     cluster = tfos.run(sc, _report, str(tmp_path), num_executors=3, **kwargs)

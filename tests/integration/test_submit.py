@@ -162,6 +162,7 @@ def standalone(tmp_path):
         assert leftovers == []
 
 
+@pytest.mark.slow  # starts a standalone master and 2 workers: run on demand (python -m pytest -m slow)
 @pytest.mark.timeout(400)
 def test_submit_against_a_standalone_cluster_from_the_scripts(standalone, tmp_path):
     url, state = standalone

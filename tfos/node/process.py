@@ -80,10 +80,19 @@ class PidWatch:
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             for pid, proc in zip(self._pids, self._procs, strict=False):
-                if proc is None or not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
+                if _gone(proc):
                     self._stop.set()
                     self._on_gone(pid)
                     return
+
+
+def _gone(proc: psutil.Process | None) -> bool:
+    # a process reaped between is_running() and status() raises: that, too, means gone
+    # (letting it escape would end the watch thread and the watch with it, silently)
+    try:
+        return proc is None or not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 class OutputTail:

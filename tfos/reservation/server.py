@@ -37,7 +37,7 @@ class ReservationServer:
         bind_host: the address to bind, when it differs from ``host`` (NAT, containers).
         max_workers: handler threads; long polls hold one each, so at least nodes + a few.
         tls: serve TLS with this certificate (for ``host``) instead of plaintext.
-        port_range: bind the first free port of this range (when ``port`` is 0).
+        port_range: bind a free port of this range, the last first (when ``port`` is 0).
 
     Raises:
         ReservationError: the port is taken or the address is not on this host.
@@ -88,7 +88,9 @@ class ReservationServer:
             return bound
 
         if port_range is not None and not port:
-            self.port = port_range.first_free(add_port, bind)
+            # from the top of the range down: the nodes' blocks start at the bottom (slot * 3), and
+            # a server on an executor's host must not push node 0 into node 1's block
+            self.port = port_range.first_free(add_port, bind, offset=len(port_range) - 1)
         else:
             try:
                 self.port = add_port(port)

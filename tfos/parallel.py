@@ -352,11 +352,6 @@ __all__ = ["parallel_run", "run", "run_instance_task"]
 
 
 if __name__ == "__main__":
-    code = _child_main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # TF's atexit hooks can hang; give them a bounded time, as the TF process does
-    guard = threading.Timer(10.0, os._exit, args=(code,))
-    guard.daemon = True
-    guard.start()
-    sys.exit(code)
+    from tfos.node.process import exit_within
+
+    exit_within(_child_main())

@@ -192,3 +192,15 @@ def wait_until(predicate, timeout_s: float, interval_s: float = 0.05) -> bool:
         if time.monotonic() >= end:
             return False
         time.sleep(interval_s)
+
+
+def exit_within(code: int, limit_s: float = 10.0) -> None:
+    """A child entry point's exit: flush, then ``sys.exit(code)``, but leave anyway after
+    ``limit_s``: interpreter teardown runs TF's atexit hooks, which can hang in a process
+    that held collectives."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    guard = threading.Timer(limit_s, os._exit, args=(code,))
+    guard.daemon = True
+    guard.start()
+    sys.exit(code)

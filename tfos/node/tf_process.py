@@ -142,12 +142,6 @@ def _json(obj) -> str:
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # interpreter teardown runs TF's atexit hooks, which can hang in a process that held
-    # collectives; give them a bounded time, then leave anyway
-    guard = threading.Timer(10.0, os._exit, args=(code,))
-    guard.daemon = True
-    guard.start()
-    sys.exit(code)
+    from tfos.node.process import exit_within
+
+    exit_within(main())

@@ -6,12 +6,12 @@ import os
 import statistics
 
 
-def start_spark(num_executors: int, app_name: str):
+def start_spark(num_executors: int, app_name: str, executor_memory_mb: int = 1024):
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     spark = (
-        SparkSession.builder.master(f"local-cluster[{num_executors},1,1024]")
+        SparkSession.builder.master(f"local-cluster[{num_executors},1,{executor_memory_mb}]")
         .appName(app_name)
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")

@@ -1,8 +1,8 @@
 """Feed throughput (InputMode.SPARK) against tf.data reading TFRecord files, and the TF
 process's memory while a million records go through it.
 
-Records are MNIST-shaped: a 784-byte image (random uint8, fixed seed, as ``bytes``) and an
-int64 label. They are made with NumPy on the driver, parallelized, cached, cut from their
+Records are MNIST-shaped: a 784-byte image (random uint8, fixed seeds, as ``bytes``) and an
+int64 label. They are made with NumPy on the executors, cached, cut from their
 lineage (``localCheckpoint``) and counted before anything is timed, so Spark-side
 generation is not measured. The DataFrame (``image binary, label long``) is made from
 that RDD and cached too.
@@ -52,18 +52,21 @@ SEED = 1234
 # ------------------------------------------------------------------ data
 
 
-def make_arrays(n: int):
+def make_part(part: int, parts: int, n: int):
+    """(images, labels) of records ``[part*n//parts, (part+1)*n//parts)``, from their own seed,
+    so each executor makes its partition without the driver holding (or shipping) them all."""
     import numpy as np
 
-    rng = np.random.default_rng(SEED)
-    images = rng.integers(0, 256, size=(n, IMAGE_BYTES), dtype=np.uint8)
-    labels = rng.integers(0, 10, size=n, dtype=np.int64)
+    size = (part + 1) * n // parts - part * n // parts
+    rng = np.random.default_rng([SEED, part])
+    images = rng.integers(0, 256, size=(size, IMAGE_BYTES), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=size, dtype=np.int64)
     return images, labels
 
 
-def make_records(n: int) -> list[tuple[bytes, int]]:
-    images, labels = make_arrays(n)
-    return [(images[i].tobytes(), int(labels[i])) for i in range(n)]
+def part_records(part: int, parts: int, n: int) -> list[tuple[bytes, int]]:
+    images, labels = make_part(part, parts, n)
+    return [(images[i].tobytes(), int(labels[i])) for i in range(len(labels))]
 
 
 # ------------------------------------------------------------- reference
@@ -88,15 +91,16 @@ def reference(n: int, repeats: int, num_files: int) -> list[float]:
 def reference_child(tmp: str, n: int, repeats: int, num_files: int) -> None:
     import tensorflow as tf
 
-    images, labels = make_arrays(n)
     paths = [os.path.join(tmp, f"part-{i:05d}.tfrecord") for i in range(num_files)]
-    for i, path in enumerate(paths):
-        with tf.io.TFRecordWriter(path) as writer:
-            for j in range(i, n, num_files):
-                writer.write(tf.train.Example(features=tf.train.Features(feature={
-                    "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[images[j].tobytes()])),
-                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(labels[j])])),
-                })).SerializeToString())
+    writers = [tf.io.TFRecordWriter(path) for path in paths]
+    for part in range(num_files):
+        for image, label in part_records(part, num_files, n):
+            writers[part].write(tf.train.Example(features=tf.train.Features(feature={
+                "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
+                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+            })).SerializeToString())
+    for writer in writers:
+        writer.close()
     spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
     dataset = (tf.data.TFRecordDataset(paths).batch(BATCH)
                .map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=tf.data.AUTOTUNE)
@@ -299,6 +303,8 @@ def main() -> None:
                              "call (default: %(default)s)")
     parser.add_argument("--consumers", default="next_batch,dataset",
                         help="comma-separated: next_batch, dataset (default: %(default)s)")
+    parser.add_argument("--executor-memory", type=int, default=1024,
+                        help="MB per executor; the cached records take ~0.8 KB each (default: %(default)s)")
     parser.add_argument("--reference-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reference_child:
@@ -306,20 +312,17 @@ def main() -> None:
         return
 
     n = args.records
-    spark = start_spark(2, "tfos-bench-feed")
+    spark = start_spark(2, "tfos-bench-feed", args.executor_memory)
     sc = spark.sparkContext
     t = time.monotonic()
-    records = make_records(n)
-    # localCheckpoint() cuts the lineage to parallelize(): without it every task of every
-    # job (count and feed) would carry its partition's records from the driver again, even
-    # with the RDD cached (ParallelCollectionPartition holds the data), which costs more
-    # than the feed itself; an RDD read from files has no such cost
-    rdd = sc.parallelize(records, args.partitions).cache()
+    # made on the executors, a partition each; localCheckpoint() cuts the lineage so no job
+    # ever makes them again
+    parts = args.partitions
+    rdd = sc.parallelize(range(parts), parts).flatMap(lambda part: part_records(part, parts, n)).cache()
     rdd.localCheckpoint()
     assert rdd.count() == n
     df = spark.createDataFrame(rdd, "image binary, label long").cache()
     assert df.count() == n
-    del records
     print(f"{n} records of {IMAGE_BYTES} + 8 bytes, {args.partitions} partitions, cached as an RDD "
           f"and a DataFrame in {time.monotonic() - t:.1f} s", flush=True)
     # distinct bytes per record (one shared object would shrink every pickled chunk to one copy)

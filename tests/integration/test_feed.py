@@ -58,7 +58,7 @@ def test_every_record_reaches_exactly_one_node_once_per_epoch(sc, tmp_path, size
     assert report.epochs_fed == 2 and cluster.feed_reports == [report]
 
 
-def test_a_cached_rdd_is_counted_once_across_train_calls(sc, tmp_path):
+def test_a_cached_rdd_is_counted_once_across_train_calls_and_read_by_one_task_per_slot(sc, tmp_path):
     rdd = _skewed(sc, [40, 0, 25]).cache()
     cluster = tfos.run(sc, _collect_ids, str(tmp_path), num_executors=2, input_mode=SPARK)
     jobs: list[str] = []
@@ -74,10 +74,43 @@ def test_a_cached_rdd_is_counted_once_across_train_calls(sc, tmp_path):
     cluster.shutdown(timeout=120)
     assert jobs == ["tfos: count partitions", "tfos: feed epoch 1/1", "tfos: feed epoch 1/2",
                     "tfos: feed epoch 2/2"]
+    # 3 cached partitions on 2 task slots: coalesced, one feeding task per slot
+    assert sc.defaultParallelism == 2
+    assert [len(r.partition_sizes) for r in cluster.feed_reports] == [2, 2]
+    assert sum(cluster.feed_reports[0].partition_sizes) == 65
     seen = []
     for name in ("chief", "worker"):
         seen += json.loads((tmp_path / f"{name}.json").read_text())
     assert collections.Counter(seen) == {i: 3 for i in range(65)}
+
+
+def _one_more_record_each_read(marker_dir: str):
+    """Partition ``i`` holds 5 + (times it was read) records: data that changes between jobs."""
+
+    def records(index, _it):
+        import os as _os
+        import uuid as _uuid
+
+        open(_os.path.join(marker_dir, f"{index}-{_uuid.uuid4().hex}"), "w").close()
+        reads = sum(1 for f in _os.listdir(marker_dir) if f.startswith(f"{index}-"))
+        return iter((100 * index + k, b"r") for k in range(5 + reads))
+
+    return records
+
+
+def test_data_that_changes_between_the_count_and_the_feed_fails_the_epoch_and_says_why(sc, tmp_path):
+    markers = tmp_path / "reads"
+    markers.mkdir()
+    rdd = sc.parallelize(range(2), 2).mapPartitionsWithIndex(_one_more_record_each_read(str(markers)))
+    cluster = tfos.run(sc, _collect_ids, str(tmp_path), num_executors=2, input_mode=SPARK)
+    try:
+        with pytest.raises(tfos.FeedError) as error:
+            cluster.train(rdd, num_epochs=2)
+    finally:
+        cluster.shutdown(timeout=120)
+    assert str(error.value) == ("epoch 1 fed 14 records but the count job saw 12 (per partition: [7, 7] vs "
+                                "[6, 6]); the data is not deterministic: cache() it")
+    assert cluster.feed_reports[0].epochs_fed == 1
 
 
 def _answer_doubled(args, ctx):

@@ -16,6 +16,7 @@ import socket
 import struct
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -83,9 +84,9 @@ def connected_pair(listener: socket.socket) -> tuple[p.FeedChannel, p.FeedChanne
 def frame_bytes(key: bytes, seq: int, ftype: int, payload: bytes, size: int | None = None,
                 direction: bytes = b"C") -> bytes:
     """One frame as the module docstring specifies it (client to node), built independently of FeedChannel."""
-    head = struct.pack(">BI", ftype, len(payload) if size is None else size)
-    mac = hmac.new(key, direction + seq.to_bytes(8, "big") + head + payload, hashlib.sha256).digest()
-    return head + payload + mac
+    head = struct.pack(">BI", ftype, len(payload) + 16 if size is None else size)
+    nonce = direction + b"\0\0\0" + seq.to_bytes(8, "big")
+    return head + AESGCM(key).encrypt(nonce, payload, head)
 
 
 class RawPeer:
@@ -95,7 +96,7 @@ class RawPeer:
         self.sock = socket.create_connection(address, timeout=5.0)
         nonce = _read_exactly(self.sock, p.NONCE_BYTES)
         self.sock.sendall(hmac.new(secret, b"tfos-feed" + nonce, hashlib.sha256).digest())
-        self.key = hmac.new(secret, nonce, hashlib.sha256).digest()
+        self.key = hmac.new(secret, b"tfos-feed-key" + nonce, hashlib.sha256).digest()
         self.seq = 0
 
     def accepted(self) -> bool:
@@ -304,7 +305,7 @@ def test_feed_server_drops_a_wrong_secret_peer_without_decoding_anything(caplog)
         server.close()
 
 
-@pytest.mark.parametrize("flip_at", ["payload", "mac"])
+@pytest.mark.parametrize("flip_at", ["payload", "tag"])
 def test_feed_server_drops_a_tampered_stream_and_says_why(caplog, flip_at):
     listener = socket.create_server(("127.0.0.1", 0))
     server = FeedServer(listener, SECRET, buffer_chunks=4)
@@ -340,8 +341,9 @@ def _flip(data: bytes, index: int) -> bytes:
         "first payload byte",
         "last payload byte",
         "type byte (to another valid type)",
-        "first mac byte",
-        "last mac byte",
+        "first tag byte",
+        "last tag byte",
+        "length (the header is authenticated too)",
     ],
 )
 def test_tampered_frame_fails_its_integrity_check_before_decoding(listener, where):
@@ -350,14 +352,18 @@ def test_tampered_frame_fails_its_integrity_check_before_decoding(listener, wher
         payload = bomb("tampered")
         good = peer.frame(p.CHUNK, payload)
         head = struct.calcsize(">BI")
-        index = {
-            "first payload byte": head,
-            "last payload byte": head + len(payload) - 1,
-            "type byte (to another valid type)": 0,  # CHUNK (2) ^ 1 == CLOSE (3)
-            "first mac byte": head + len(payload),
-            "last mac byte": len(good) - 1,
-        }[where]
-        peer.send_raw(_flip(good, index))
+        if where.startswith("length"):
+            # one byte shorter: still a well-formed header, but not the one that was sealed
+            sent = good[:head - 1] + bytes([good[head - 1] - 1]) + good[head:]
+        else:
+            sent = _flip(good, {
+                "first payload byte": head,
+                "last payload byte": head + len(payload) - 1,
+                "type byte (to another valid type)": 0,  # CHUNK (2) ^ 1 == CLOSE (3)
+                "first tag byte": head + len(payload),
+                "last tag byte": len(good) - 1,
+            }[where])
+        peer.send_raw(sent)
         with pytest.raises(AuthenticationError) as error:
             channel.recv()
         assert str(error.value) == "feed frame failed its integrity check"
@@ -370,7 +376,7 @@ def test_frame_signed_with_another_connections_key_is_rejected(listener):
     first_peer, first_channel = raw_peer_and_server(listener)
     second_peer, second_channel = raw_peer_and_server(listener)
     try:
-        # a frame recorded on one connection is worthless on another (the nonce keys the mac)
+        # a frame recorded on one connection is worthless on another (the nonce keys the cipher)
         second_peer.send_raw(first_peer.frame(p.CHUNK, bomb("cross-connection")))
         with pytest.raises(AuthenticationError) as error:
             second_channel.recv()
@@ -427,8 +433,9 @@ def test_dropped_frame_makes_the_next_one_fail(listener):
 @pytest.mark.parametrize(
     ("ftype", "size"),
     [
-        (p.CHUNK, p.MAX_FRAME_BYTES + 1),
+        (p.CHUNK, p.MAX_FRAME_BYTES + p.TAG_BYTES + 1),
         (p.CHUNK, 2**32 - 1),
+        (p.CHUNK, p.TAG_BYTES - 1),  # too short to hold its tag
         (0, 10),  # no such frame type
         (99, 10),
     ],
@@ -448,11 +455,12 @@ def test_malformed_header_is_a_feed_error_without_reading_the_body(listener, fty
 def test_largest_allowed_header_is_not_malformed(listener):
     peer, channel = raw_peer_and_server(listener)
     try:
-        peer.send_raw(struct.pack(">BI", p.CHUNK, p.MAX_FRAME_BYTES) + b"x" * 10)
+        largest = p.MAX_FRAME_BYTES + p.TAG_BYTES
+        peer.send_raw(struct.pack(">BI", p.CHUNK, largest) + b"x" * 10)
         peer.hang_up()
         with pytest.raises(FeedError) as error:
             channel.recv()
-        assert str(error.value) == f"feed connection ended inside a frame (10 of {p.MAX_FRAME_BYTES} bytes)"
+        assert str(error.value) == f"feed connection ended inside a frame (10 of {largest} bytes)"
     finally:
         peer.close()
         channel.close()
@@ -462,17 +470,17 @@ def test_largest_allowed_header_is_not_malformed(listener):
     ("cut_at", "message"),
     [
         (3, "feed connection ended inside a frame (3 of 5 bytes)"),  # inside the header
-        (5, "feed connection ended inside a frame (0 of 100 bytes)"),  # after the header
-        (55, "feed connection ended inside a frame (50 of 100 bytes)"),  # inside the payload
-        (105, "feed connection ended inside a frame (0 of 32 bytes)"),  # before the mac
-        (136, "feed connection ended inside a frame (31 of 32 bytes)"),  # inside the mac
+        (5, "feed connection ended inside a frame (0 of 116 bytes)"),  # after the header
+        (55, "feed connection ended inside a frame (50 of 116 bytes)"),  # inside the payload
+        (105, "feed connection ended inside a frame (100 of 116 bytes)"),  # before the tag
+        (120, "feed connection ended inside a frame (115 of 116 bytes)"),  # inside the tag
     ],
 )
 def test_truncated_stream_is_a_feed_error(listener, cut_at, message):
     peer, channel = raw_peer_and_server(listener)
     try:
         whole = peer.frame(p.CHUNK, b"r" * 100)
-        assert len(whole) == 137
+        assert len(whole) == 121
         peer.send_raw(whole[:cut_at])
         peer.hang_up()
         with pytest.raises(FeedError) as error:
@@ -486,12 +494,14 @@ def test_truncated_stream_is_a_feed_error(listener, cut_at, message):
 def test_a_whole_frame_then_a_cut_one_delivers_only_the_whole_one(listener):
     peer, channel = raw_peer_and_server(listener)
     try:
-        peer.send_raw(peer.frame(p.CHUNK, b"whole") + peer.frame(p.CHUNK, bomb("cut"))[:-1])
+        cut = bomb("cut")
+        peer.send_raw(peer.frame(p.CHUNK, b"whole") + peer.frame(p.CHUNK, cut)[:-1])
         peer.hang_up()
         assert channel.recv() == (p.CHUNK, b"whole")
         with pytest.raises(FeedError) as error:
             channel.recv()
-        assert str(error.value) == "feed connection ended inside a frame (31 of 32 bytes)"
+        sealed = len(cut) + p.TAG_BYTES
+        assert str(error.value) == f"feed connection ended inside a frame ({sealed - 1} of {sealed} bytes)"
     finally:
         peer.close()
         channel.close()

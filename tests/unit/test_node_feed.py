@@ -535,3 +535,33 @@ def test_inference_without_batch_results_fails_the_task_at_feed_timeout_not_neve
         "main_fun must call batch_results() once per batch"
     )
     assert consumer.result() == 5
+
+
+def test_arrow_chunks_travel_sealed_and_come_back_as_the_same_rows(make_server):
+    import pyarrow as pa
+
+    from tfos.feed.client import ArrowChunks
+
+    server = make_server()
+    consumer = Background(serve_inference, DataFeed(server, train_mode=False, feed_timeout=10), 7)
+    batch = pa.RecordBatch.from_pydict({"x": list(range(20)), "blob": [bytes([i]) * 3 for i in range(20)]})
+    results = list(infer_partition(ArrowChunks([batch], chunk_records=6), target(server), SECRET,
+                                   {"qname": "input", "partition": 0}, feed_timeout=10))
+    # serve_inference multiplies each record by 10: a row tuple times 10 repeats it
+    assert results == [(i, bytes([i]) * 3) * 10 for i in range(20)]
+    control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
+    control.end()
+    control.close()
+    consumer.result()
+
+
+def test_a_record_that_cannot_be_sent_fails_the_inference_task_at_once_not_at_feed_timeout(make_server):
+    server = make_server()
+    Background(serve_inference, DataFeed(server, train_mode=False, feed_timeout=10), 5)
+    records = [1, 2, lambda: "pickle refuses a lambda", 4]
+    start = time.monotonic()
+    with pytest.raises(FeedError) as err:
+        list(infer_partition(records, target(server), SECRET, {"qname": "input", "partition": 3},
+                             feed_timeout=60, chunk_records=2))
+    assert time.monotonic() - start < 5
+    assert str(err.value).startswith("feeding partition 3 to node worker:0 failed after 2 records: ")

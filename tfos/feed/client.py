@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import queue
+import socket
 import threading
 from dataclasses import dataclass
 
@@ -191,6 +192,15 @@ def infer_partition(records, target: FeedTarget, secret: bytes, meta: dict, feed
         except (OSError, TimeoutError) as exc:
             if not stop.is_set():
                 failure.append(f"feed to node {target.name} broke after {total} records: {exc}")
+        except Exception as exc:  # noqa: BLE001 - reported by the reading generator, which raises it
+            # anything else (a record that cannot be encoded) must end the partition at once,
+            # not leave the reader waiting feed_timeout for results of records never sent
+            failure.append(f"feeding partition {meta.get('partition')} to node {target.name} failed after "
+                           f"{total} records: {type(exc).__name__}: {exc}")
+            try:  # wake the reader: the node may be waiting for the rest of a batch
+                channel.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         finally:
             _put_until(sent, None, stop)
 
@@ -205,7 +215,12 @@ def infer_partition(records, target: FeedTarget, secret: bytes, meta: dict, feed
                 break
             count, chunk = item
             while len(pending) < count:
-                pending.extend(_next_results(channel, target, feed_timeout, failure))
+                try:
+                    pending.extend(_next_results(channel, target, feed_timeout, failure))
+                except FeedError:
+                    if failure:  # the sender's failure is the cause, not the connection it cut
+                        raise FeedError(failure[0]) from None
+                    raise
             results, pending = pending[:count], pending[count:]
             if by_chunk:
                 yield chunk, results

@@ -28,6 +28,8 @@ class FeedReport:
     dropped_per_epoch: int
     epochs_fed: int = 0
     terminated: bool = False
+    #: records per partition as the feed jobs read them (cached data: coalesced to one
+    #: partition per task slot, see ``feed_view``)
     partition_sizes: list[int] = field(default_factory=list, repr=False)
 
     def __str__(self) -> str:
@@ -70,7 +72,7 @@ class SparkFeeder:
     def train(self, data, num_epochs: int, feed_timeout: float, qname: str) -> FeedReport:
         _check_input(data)
         frame = is_dataframe(data)
-        sizes, lengths = self._partition_sizes(data)
+        view, sizes, lengths = self._prepared(data)
         plan = plan_feed(sizes, len(self.targets))
         report = FeedReport(
             qname=qname, num_epochs=num_epochs, records_per_epoch=plan.total,
@@ -92,10 +94,10 @@ class SparkFeeder:
                 self._control(i, qname, feed_timeout).epoch(dict(info, epoch=epoch, expected=plan.expected[i]))
             args = (plan, self.targets, self._secret, qname, epoch, feed_timeout)
             fed = self._run_job(f"tfos: feed epoch {epoch + 1}/{num_epochs}",
-                                functools.partial(_feed_job, data, frame, args))
+                                functools.partial(_feed_job, view, frame, args))
             report.epochs_fed = epoch + 1
             counted = [n for n, _ in fed]
-            if sum(counted) != plan.total and not any(t for _, t in fed):
+            if counted != list(sizes) and not any(t for _, t in fed):
                 raise FeedError(
                     f"epoch {epoch + 1} fed {sum(counted)} records but the count job saw {plan.total} "
                     f"(per partition: {counted} vs {sizes}); the data is not deterministic: cache() it"
@@ -108,10 +110,11 @@ class SparkFeeder:
                 break
         return report
 
-    def _partition_sizes(self, data) -> tuple[list[int], dict[str, int | None]]:
-        """Records per partition (and, for DataFrames, each array column's one length, if it has
-        one); counted once per cached or checkpointed RDD or DataFrame (a Spark job each time
-        otherwise: its data may change between calls)."""
+    def _prepared(self, data) -> tuple:
+        """``(view, sizes, array_lengths)``: the data as the feed jobs read it (see
+        :func:`feed_view`), its records per partition and, for DataFrames, each array
+        column's one length (if it has one). Counted once per cached or checkpointed RDD or
+        DataFrame; a Spark job each time otherwise (its data may change between calls)."""
         frame = is_dataframe(data)
         if frame:
             level = data.storageLevel
@@ -121,10 +124,12 @@ class SparkFeeder:
         key = id(data)
         if stable and key in self._sizes and self._sizes[key][0] is data:
             return self._sizes[key][1]
+        view = feed_view(data, max(len(self.targets), self.sc.defaultParallelism))
         if frame:
-            result = self._run_job("tfos: count partitions", lambda: _count_dataframe(data))
+            sizes, lengths = self._run_job("tfos: count partitions", lambda: _count_dataframe(view))
         else:
-            result = (self._run_job("tfos: count partitions", lambda: data.mapPartitions(_count).collect()), {})
+            sizes, lengths = self._run_job("tfos: count partitions", lambda: view.mapPartitions(_count).collect()), {}
+        result = (view, sizes, lengths)
         if stable:
             self._sizes[key] = (data, result)
         return result
@@ -174,6 +179,25 @@ class SparkFeeder:
             except OSError:
                 pass
         self._controls.clear()
+
+
+def feed_view(data, slots: int):
+    """``data`` with at most ``slots`` partitions (``coalesce``: no shuffle, each task reads
+    several partitions in turn, grouped by where their cached blocks are).
+
+    Spark spends tens of milliseconds of scheduling on every task whatever its size; an
+    epoch of 8 partitions on 2 task slots cost more to schedule than to stream. Left as it
+    is when it has few partitions already, and for an uncached ``rdd.map(...)`` chain:
+    coalescing would cut the chain off its pipelined Python function and send every
+    record through the JVM an extra time.
+
+    DataFrames are left as they are: each query plans its ``coalesce`` afresh, grouping
+    partitions by where their blocks are at that moment, so the count job and a feed job
+    could group them differently (the count would no longer describe the feed).
+    """
+    if is_dataframe(data) or data.getNumPartitions() <= slots or getattr(data, "_is_pipelinable", lambda: False)():
+        return data
+    return data.coalesce(slots)
 
 
 def _feed_job(data, frame: bool, args: tuple) -> list[tuple[int, bool]]:

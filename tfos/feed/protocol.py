@@ -1,11 +1,16 @@
-"""The feed wire: an authenticated, framed byte stream from a feeding task to a TF node.
+"""The feed wire: an encrypted, authenticated, framed byte stream from a feeding task to a TF node.
 
 Handshake: the node sends a random 32-byte nonce; the client answers with
-HMAC-SHA256(secret, "tfos-feed" + nonce). Both then key every frame with
-``HMAC(secret, nonce)``: a frame is ``type (1 byte) | length (4 bytes) | payload |
-mac (32 bytes)`` where the mac covers the direction, a running sequence number, the
-type and the payload. Payloads are parsed (and record chunks unpickled) only after their mac checks
-out, so nothing from an unauthenticated peer is ever unpickled.
+HMAC-SHA256(secret, "tfos-feed" + nonce). Both then derive the connection's key,
+``HMAC-SHA256(secret, "tfos-feed-key" + nonce)``, and seal every frame with AES-256-GCM:
+a frame is ``type (1 byte) | length (4 bytes) | sealed payload (length bytes, its last 16
+the GCM tag)``. The GCM nonce is the direction and a running sequence number, and the
+header is authenticated data, so a frame cannot be altered, replayed, reordered or
+bounced back to its sender. Payloads are parsed (and record chunks unpickled) only after
+they open, so nothing from an unauthenticated peer is ever unpickled.
+
+Why AES-GCM rather than an HMAC per frame: the records are encrypted too, and with
+AES-NI sealing plus opening costs less CPU than hashing the payload twice did.
 """
 
 from __future__ import annotations
@@ -18,12 +23,19 @@ import pickle
 import socket
 import struct
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from tfos.errors import FeedAuthenticationError as AuthenticationError
 from tfos.errors import FeedError
 
 NONCE_BYTES = 32
+#: the client's answer to the challenge (an HMAC-SHA256)
 MAC_BYTES = 32
+#: the GCM tag that ends every sealed payload
+TAG_BYTES = 16
 _HEAD = struct.Struct(">BI")
+_GCM_NONCE = struct.Struct(">c3xQ")  # direction, padding, sequence number: 12 bytes
 #: largest frame accepted (a chunk of records), bytes
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 
@@ -39,6 +51,7 @@ class FeedChannel:
     def __init__(self, sock: socket.socket, key: bytes, is_server: bool):
         self.sock = sock
         self._key = key
+        self._aead = AESGCM(key)
         # the mac binds the direction too, so a frame cannot be bounced back to its sender
         self._out, self._in = (b"S", b"C") if is_server else (b"C", b"S")
         self._send_seq = 0
@@ -59,7 +72,7 @@ class FeedChannel:
             raise AuthenticationError("feed connection refused: not signed with this run's secret")
         sock.sendall(b"\x01")
         sock.settimeout(None)
-        return cls(sock, hmac.new(secret, nonce, hashlib.sha256).digest(), is_server=True)
+        return cls(sock, connection_key(secret, nonce), is_server=True)
 
     @classmethod
     def connect(cls, address: tuple[str, int], secret: bytes, timeout_s: float = 30.0) -> FeedChannel:
@@ -76,18 +89,18 @@ class FeedChannel:
             sock.close()
             raise AuthenticationError(f"feed endpoint {address[0]}:{address[1]} refused this run's secret")
         sock.settimeout(None)
-        return cls(sock, hmac.new(secret, nonce, hashlib.sha256).digest(), is_server=False)
+        return cls(sock, connection_key(secret, nonce), is_server=False)
 
     # ----------------------------------------------------------------- frames
 
     def send(self, ftype: int, payload: bytes | memoryview = b"") -> None:
-        head = _HEAD.pack(ftype, len(payload))
-        mac = self._mac(self._out, self._send_seq, head, payload)
+        if isinstance(payload, memoryview) and payload.format != "B":
+            payload = payload.cast("B")  # AESGCM takes unsigned bytes only (Arrow's views are signed)
+        head = _HEAD.pack(ftype, len(payload) + TAG_BYTES)
+        sealed = self._aead.encrypt(_GCM_NONCE.pack(self._out, self._send_seq), payload, head)
         self._send_seq += 1
         self.sock.sendall(head)
-        if payload:
-            self.sock.sendall(payload)
-        self.sock.sendall(mac)
+        self.sock.sendall(sealed)
 
     def recv(self) -> tuple[int, bytes] | None:
         """The next (type, payload), or ``None`` at a clean end of stream."""
@@ -95,12 +108,13 @@ class FeedChannel:
         if head is None:
             return None
         ftype, size = _HEAD.unpack(head)
-        if size > MAX_FRAME_BYTES or ftype not in NAMES:
+        if not TAG_BYTES <= size <= MAX_FRAME_BYTES + TAG_BYTES or ftype not in NAMES:
             raise FeedError(f"malformed feed frame (type {ftype}, {size} bytes)")
-        payload = self._read(size) if size else b""
-        mac = self._read(MAC_BYTES)
-        if not hmac.compare_digest(mac, self._mac(self._in, self._recv_seq, head, payload)):
-            raise AuthenticationError("feed frame failed its integrity check")
+        sealed = self._read(size)
+        try:
+            payload = self._aead.decrypt(_GCM_NONCE.pack(self._in, self._recv_seq), sealed, head)
+        except InvalidTag:
+            raise AuthenticationError("feed frame failed its integrity check") from None
         self._recv_seq += 1
         return ftype, payload
 
@@ -113,11 +127,6 @@ class FeedChannel:
         finally:
             self.sock.close()
 
-    def _mac(self, direction: bytes, seq: int, head: bytes, payload) -> bytes:
-        mac = hmac.new(self._key, direction + seq.to_bytes(8, "big") + head, hashlib.sha256)
-        mac.update(payload)
-        return mac.digest()
-
     def _read(self, size: int, allow_eof: bool = False) -> bytes | None:
         data = self._file.read(size)
         if len(data) == size:
@@ -125,6 +134,11 @@ class FeedChannel:
         if allow_eof and not data:
             return None
         raise FeedError(f"feed connection ended inside a frame ({len(data)} of {size} bytes)")
+
+
+def connection_key(secret: bytes, nonce: bytes) -> bytes:
+    """The AES-256-GCM key of one connection: fresh per connection (the node's nonce is)."""
+    return hmac.new(secret, b"tfos-feed-key" + nonce, hashlib.sha256).digest()
 
 
 def encode_records(records: list) -> bytes:

@@ -273,6 +273,30 @@ def run_consumer(sc, consumer: str, feeds: list[tuple[str, object]], rss_feed, e
     }
 
 
+def _count_batches(batches):
+    import pyarrow as pa
+
+    yield pa.RecordBatch.from_pydict({"n": [sum(batch.num_rows for batch in batches)]})
+
+
+def spark_floor(sc, rdd, df, n: int, repeats: int) -> dict[str, list[float]]:
+    """Records per second of Spark jobs that only read the data into Python and count it,
+    the way the feed jobs read it (an RDD through ``feed_view``, a DataFrame through
+    ``mapInArrow``): what any feed from Spark pays before sending a byte."""
+    from tfos.feed.driver import feed_view
+
+    view = feed_view(rdd, sc.defaultParallelism)
+    jobs = {"rdd": lambda: sum(view.mapPartitions(lambda it: [sum(1 for _ in it)]).collect()),
+            "df": lambda: sum(r[0] for r in df.mapInArrow(_count_batches, "n long").collect())}
+    rates: dict[str, list[float]] = {"rdd": [], "df": []}
+    for _ in range(repeats):
+        for kind, job in jobs.items():
+            t0 = time.perf_counter()
+            assert job() == n
+            rates[kind].append(n / (time.perf_counter() - t0))
+    return rates
+
+
 def _time_spark_jobs(cluster) -> list[tuple[str, float, float]]:
     """Record (description, start, end) of every Spark job ``train()`` runs (count, feed epochs).
 
@@ -336,12 +360,17 @@ def main() -> None:
     feeds = [("rdd", rdd), ("df", df)] * args.repeats
     consumers = [c.strip() for c in args.consumers.split(",") if c.strip()]
     outs = {consumer: run_consumer(sc, consumer, feeds, rss_rdd, args.epochs) for consumer in consumers}
+    floor = spark_floor(sc, rdd, df, n, args.repeats)
+    for kind, rates in floor.items():
+        print(f"Spark's own read of the {kind.upper()} into Python (a job that only counts): "
+              f"{statistics.median(rates):,.0f} records/s (runs: {', '.join(f'{r:,.0f}' for r in rates)})", flush=True)
     ref_rates += reference(n, args.repeats, args.partitions)  # the machine may have changed meanwhile
     ref = statistics.median(ref_rates)
     print(f"reference, tf.data over TFRecord files, 1 process: {ref:,.0f} records/s "
           f"(median of {len(ref_rates)}, start and end: {', '.join(f'{r:,.0f}' for r in ref_rates)})",
           flush=True)
-    summary = {"records": n, "partitions": args.partitions, "epochs_per_train": args.epochs,
+    summary = {"spark_read_records_per_s": {k: statistics.median(v) for k, v in floor.items()},
+               "records": n, "partitions": args.partitions, "epochs_per_train": args.epochs,
                "reference_records_per_s": ref, "reference_runs": ref_rates}
     for consumer, out in outs.items():
         print(f"[{consumer}] node counts {out['node_counts']}")
@@ -360,7 +389,8 @@ def main() -> None:
                            "dropped_per_epoch": runs[0]["report"].dropped_per_epoch}
             print(f"[{consumer}] {kind.upper():>3} feed ({args.epochs} epoch(s) per train()), train() -> last "
                   f"record consumed: {rate:,.0f} records/s (runs: {', '.join(f'{r:,.0f}' for r in rates)})  "
-                  f"ratio {rate / ref:.2f}x the reference (target >= 0.5x); "
+                  f"ratio {rate / ref:.2f}x the reference (target >= 0.5x), "
+                  f"{rate / statistics.median(floor[kind]):.2f}x Spark's own read; "
                   f"train() alone {statistics.median(train_rates):,.0f} records/s", flush=True)
             print(f"[{consumer}] {kind.upper():>3} feed, where the time goes (medians): "
                   f"{entry[kind]['consumed_s']:.2f} s in all, count job {count_s:.2f} s, "

@@ -47,3 +47,16 @@ def test_data_with_no_more_partitions_than_slots_is_left_alone():
 def test_a_dataframe_is_never_coalesced_since_each_query_would_group_its_partitions_afresh():
     frame = FakeDataFrame(9)
     assert feed_view(frame, slots=4) is frame
+
+
+def test_tagged_arrow_batches_split_into_runs_of_one_partition_without_the_tag():
+    import pyarrow as pa
+
+    from tfos.feed.driver import PARTITION_COLUMN, _by_partition
+
+    def batch(ids, tags):
+        return pa.RecordBatch.from_pydict({"id": ids, PARTITION_COLUMN: pa.array(tags, pa.int32())})
+
+    batches = [batch([1, 2, 3], [4, 4, 0]), batch([], []), batch([5, 6], [0, 2]), batch([7], [2])]
+    runs = [(p, piece.to_pydict()) for p, piece in _by_partition(batches)]
+    assert runs == [(4, {"id": [1, 2]}), (0, {"id": [3]}), (0, {"id": [5]}), (2, {"id": [6]}), (2, {"id": [7]})]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 from dataclasses import dataclass, field
 
@@ -94,7 +95,7 @@ class SparkFeeder:
                 self._control(i, qname, feed_timeout).epoch(dict(info, epoch=epoch, expected=plan.expected[i]))
             args = (plan, self.targets, self._secret, qname, epoch, feed_timeout)
             fed = self._run_job(f"tfos: feed epoch {epoch + 1}/{num_epochs}",
-                                functools.partial(_feed_job, view, frame, args))
+                                functools.partial(_feed_job, view, frame, args, self._slots()))
             report.epochs_fed = epoch + 1
             counted = [n for n, _ in fed]
             if counted != list(sizes) and not any(t for _, t in fed):
@@ -110,6 +111,10 @@ class SparkFeeder:
                 break
         return report
 
+    def _slots(self) -> int:
+        """Feeding tasks worth running at once: the application's task slots."""
+        return max(len(self.targets), self.sc.defaultParallelism)
+
     def _prepared(self, data) -> tuple:
         """``(view, sizes, array_lengths)``: the data as the feed jobs read it (see
         :func:`feed_view`), its records per partition and, for DataFrames, each array
@@ -124,7 +129,7 @@ class SparkFeeder:
         key = id(data)
         if stable and key in self._sizes and self._sizes[key][0] is data:
             return self._sizes[key][1]
-        view = feed_view(data, max(len(self.targets), self.sc.defaultParallelism))
+        view = feed_view(data, self._slots())
         if frame:
             sizes, lengths = self._run_job("tfos: count partitions", lambda: _count_dataframe(view))
         else:
@@ -182,7 +187,7 @@ class SparkFeeder:
 
 
 def feed_view(data, slots: int):
-    """``data`` with at most ``slots`` partitions (``coalesce``: no shuffle, each task reads
+    """An RDD with at most ``slots`` partitions (``coalesce``: no shuffle, each task reads
     several partitions in turn, grouped by where their cached blocks are).
 
     Spark spends tens of milliseconds of scheduling on every task whatever its size; an
@@ -191,20 +196,42 @@ def feed_view(data, slots: int):
     coalescing would cut the chain off its pipelined Python function and send every
     record through the JVM an extra time.
 
-    DataFrames are left as they are: each query plans its ``coalesce`` afresh, grouping
-    partitions by where their blocks are at that moment, so the count job and a feed job
-    could group them differently (the count would no longer describe the feed).
+    DataFrames are returned as they are: each query plans its ``coalesce`` afresh, by
+    where the blocks are at that moment, so a count and a feed could group partitions
+    differently. Their feed jobs coalesce instead after tagging every row with its own
+    partition (see :func:`_feed_job`).
     """
     if is_dataframe(data) or data.getNumPartitions() <= slots or getattr(data, "_is_pipelinable", lambda: False)():
         return data
     return data.coalesce(slots)
 
 
-def _feed_job(data, frame: bool, args: tuple) -> list[tuple[int, bool]]:
-    """One epoch: every partition streamed to its nodes; (records fed, cut short) per partition."""
-    if frame:
-        return [(row[0], row[1]) for row in data.mapInArrow(_arrow_feeder(*args), "fed long, cut boolean").collect()]
-    return data.mapPartitionsWithIndex(_feeder(*args)).collect()
+#: the column a DataFrame feed job tags rows with: the partition each row came from
+PARTITION_COLUMN = "__tfos_partition"
+
+
+def _feed_job(data, frame: bool, args: tuple, slots: int) -> list[tuple[int, bool]]:
+    """One epoch: every partition streamed to its nodes; (records fed, cut short) per partition.
+
+    A DataFrame is read by at most ``slots`` tasks: its rows are tagged with their
+    partition (``spark_partition_id`` before the ``coalesce``), so each task can follow
+    the plan of every partition it streams, however this query grouped them.
+    """
+    if not frame:
+        return data.mapPartitionsWithIndex(_feeder(*args)).collect()
+    from pyspark.sql import functions as F
+
+    if PARTITION_COLUMN in data.columns:
+        raise FeedError(f"the DataFrame has a column named {PARTITION_COLUMN}, which tfos uses while feeding; rename it")
+    partitions = len(args[0].partition_sizes)
+    tagged = data.withColumn(PARTITION_COLUMN, F.spark_partition_id())
+    if partitions > slots:
+        tagged = tagged.coalesce(slots)
+    out = [(0, False)] * partitions
+    for row in tagged.mapInArrow(_arrow_feeder(*args), "partition int, fed long, cut boolean").collect():
+        fed, cut = out[row[0]]
+        out[row[0]] = (fed + row[1], cut or row[2])
+    return out
 
 
 def _count(records):
@@ -237,18 +264,37 @@ def _count_dataframe(df) -> tuple[list[int], dict[str, int | None]]:
 
 def _arrow_feeder(plan: FeedPlan, targets, secret: bytes, qname: str, epoch: int, feed_timeout: float):
     def feed(batches):
-        import pyarrow as pa
-        from pyspark import TaskContext
+        import itertools
 
-        index = TaskContext.get().partitionId()
-        meta = {"qname": qname, "partition": index, "epoch": epoch}
-        segments = plan.segments[index] if index < len(plan.segments) else ()
-        count = feed_segments(ArrowChunks(batches), segments, targets, secret, meta, feed_timeout)
-        expected = plan.partition_sizes[index] if index < len(plan.partition_sizes) else 0
-        yield pa.RecordBatch.from_pydict({"fed": [count], "cut": [count < expected]},
-                                         schema=pa.schema([("fed", pa.int64()), ("cut", pa.bool_())]))
+        import pyarrow as pa
+
+        out: list[tuple[int, int, bool]] = []
+        for index, pieces in itertools.groupby(_by_partition(batches), key=lambda item: item[0]):
+            meta = {"qname": qname, "partition": index, "epoch": epoch}
+            segments = plan.segments[index] if index < len(plan.segments) else ()
+            count = feed_segments(ArrowChunks(piece for _, piece in pieces), segments, targets, secret, meta,
+                                  feed_timeout)
+            expected = plan.partition_sizes[index] if index < len(plan.partition_sizes) else 0
+            out.append((index, count, count < expected))
+        yield pa.RecordBatch.from_pydict(
+            {"partition": [o[0] for o in out], "fed": [o[1] for o in out], "cut": [o[2] for o in out]},
+            schema=pa.schema([("partition", pa.int32()), ("fed", pa.int64()), ("cut", pa.bool_())]))
 
     return feed
+
+
+def _by_partition(batches):
+    """``(partition, batch without the tag column)`` runs of tagged Arrow batches, in order."""
+    import numpy as np
+
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        tags = batch.column(PARTITION_COLUMN).to_numpy()
+        data = batch.drop_columns([PARTITION_COLUMN])
+        bounds = [0, *(np.flatnonzero(tags[1:] != tags[:-1]) + 1).tolist(), len(tags)]
+        for start, end in itertools.pairwise(bounds):
+            yield int(tags[start]), data.slice(start, end - start)
 
 
 def _arrow_inference(targets, secret: bytes, qname: str, feed_timeout: float, out_fields):

@@ -519,3 +519,15 @@ def test_a_frame_bounced_back_to_its_sender_is_rejected(listener):
     finally:
         server.close()
         client.close()
+
+
+def test_pickles_payload_round_trips_and_malformed_ones_are_refused_by_name():
+    payload = p.encode_pickles([pickle.dumps([1, 2]), pickle.dumps([]), pickle.dumps(["x"])])
+    assert p.decode_pickles(payload) == [1, 2, "x"]
+    assert p.decode_pickles(b"") == []
+    with pytest.raises(FeedError, match="a length is cut short"):
+        p.decode_pickles(payload + b"\0\0")
+    with pytest.raises(FeedError, match="overruns the frame"):
+        p.decode_pickles(payload[:-1])
+    with pytest.raises(FeedError, match="holds a dict, not a list"):
+        p.decode_pickles(p.encode_pickles([pickle.dumps({"a": 1})]))

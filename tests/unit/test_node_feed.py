@@ -9,6 +9,7 @@ Spark tasks, in threads; the test plays the TF process through ``DataFeed`` and
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import socket
 import time
@@ -18,7 +19,13 @@ import pytest
 from tests.unit.threads import Background
 from tfos.errors import AuthenticationError, FeedError, FeedTimeout
 from tfos.feed import protocol
-from tfos.feed.client import ControlChannel, FeedTarget, feed_segments, infer_partition
+from tfos.feed.client import (
+    ControlChannel,
+    FeedTarget,
+    PickledBatches,
+    feed_segments,
+    infer_partition,
+)
 from tfos.feed.node_feed import DataFeed, FeedServer, epoch_chunks
 from tfos.feed.plan import Segment, plan_feed
 
@@ -92,6 +99,16 @@ def read_exactly(feed: DataFeed, count: int, batch_size: int) -> list:
 
 # ------------------------------------------------------------------------------ training feed
 
+def partition(records, stored_batch: int | None, chunk_records: int):
+    """The records as a feeding task gets them: as they are, or as pyspark's pickled batches
+    of ``stored_batch`` records (what a cached RDD holds), forwarded by PickledBatches."""
+    if stored_batch is None:
+        return records
+    records = list(records)
+    batches = [records[i:i + stored_batch] for i in range(0, len(records), stored_batch)]
+    return PickledBatches([pickle.dumps(b) for b in batches], [len(b) for b in batches], chunk_records=chunk_records)
+
+
 @pytest.mark.parametrize(
     ("sizes", "num_nodes", "chunk_records"),
     [
@@ -103,7 +120,8 @@ def read_exactly(feed: DataFeed, count: int, batch_size: int) -> list:
         ([0, 0], 2, 4),  # nothing to feed at all
     ],
 )
-def test_every_record_reaches_its_planned_node_exactly_once(make_server, sizes, num_nodes, chunk_records):
+@pytest.mark.parametrize("stored_batch", [None, 3, 10], ids=["records", "pickled-batches-of-3", "pickled-batches-of-10"])
+def test_every_record_reaches_its_planned_node_exactly_once(make_server, sizes, num_nodes, chunk_records, stored_batch):
     servers = [make_server() for _ in range(num_nodes)]
     targets = [target(s, f"worker:{i}", str(i)) for i, s in enumerate(servers)]
     plan = plan_feed(sizes, num_nodes)
@@ -114,8 +132,8 @@ def test_every_record_reaches_its_planned_node_exactly_once(make_server, sizes, 
                for i, s in enumerate(servers)]
     starts = [sum(sizes[:k]) for k in range(len(sizes))]
     feeders = [
-        Background(feed_segments, range(start, start + size), plan.segments[k], targets, SECRET, meta(k),
-                   feed_timeout=10, chunk_records=chunk_records)
+        Background(feed_segments, partition(range(start, start + size), stored_batch, chunk_records),
+                   plan.segments[k], targets, SECRET, meta(k), feed_timeout=10, chunk_records=chunk_records)
         for k, (start, size) in enumerate(zip(starts, sizes, strict=True))
     ]
     assert [f.result() for f in feeders] == sizes
@@ -565,3 +583,26 @@ def test_a_record_that_cannot_be_sent_fails_the_inference_task_at_once_not_at_fe
                              feed_timeout=60, chunk_records=2))
     assert time.monotonic() - start < 5
     assert str(err.value).startswith("feeding partition 3 to node worker:0 failed after 2 records: ")
+
+
+def test_pickled_batches_that_do_not_match_the_count_fail_the_partition_clearly(make_server):
+    server = make_server()
+    control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
+    control.epoch({"epoch": 0, "quota": 6, "expected": 6, "columns": None})
+    reader = Background(read_until_stop, DataFeed(server, feed_timeout=10), 4)
+    # the count saw batches of 3 and 3; the data now holds 3 and 4 (it changed between jobs)
+    blobs = [pickle.dumps([0, 1, 2]), pickle.dumps([3, 4, 5, 6])]
+    with pytest.raises(FeedError) as error:
+        feed_segments(PickledBatches(blobs, [3, 3]), [Segment(0, 0, 6)], [target(server)], SECRET, meta(5),
+                      feed_timeout=10)
+    assert str(error.value) == ("node worker:0 received 7 records of partition 5 where 6 were sent; "
+                                "the data is not deterministic: cache() it")
+    control.end()
+    control.close()
+    reader.result()
+
+
+def test_a_partition_with_fewer_batches_than_counted_is_refused_by_name():
+    chunks = PickledBatches([pickle.dumps([1, 2])], [2, 2])
+    with pytest.raises(FeedError, match=r"partition ended after 1 of the 2 batches the count job saw"):
+        chunks.take(10)

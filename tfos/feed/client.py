@@ -81,6 +81,63 @@ class RecordChunks:
         return sum(1 for _ in self._iterator)
 
 
+#: bytes of pyspark's pickled batches gathered into one PICKLES frame, at most
+PICKLES_FRAME_BYTES = 4 << 20
+
+
+class PickledBatches:
+    """An RDD partition as pyspark stores it: pickled lists of records (``blobs``), whose
+    record counts (``sizes``) the count job measured.
+
+    Whole batches are forwarded as they are, several to a frame; only a batch that
+    straddles a segment's end is unpickled and cut. The feeding task thus never unpickles
+    and re-pickles the records it passes on.
+    """
+
+    def __init__(self, blobs, sizes, chunk_records: int = CHUNK_RECORDS, frame_bytes: int = PICKLES_FRAME_BYTES):
+        self._blobs = iter(blobs)
+        self._sizes = list(sizes)
+        self._next = 0  # index in _sizes of the next unread blob
+        self._rest: list = []  # records of a cut batch, not sent yet
+        self._chunk_records = chunk_records
+        self._frame_bytes = frame_bytes
+
+    def take(self, limit: int) -> tuple[int, bytes, int]:
+        if self._rest:
+            part, self._rest = self._rest[:limit], self._rest[limit:]
+            return p.CHUNK, p.encode_records(part), len(part)
+        blobs: list[bytes] = []
+        count = size = 0
+        while self._next < len(self._sizes) and count < self._chunk_records and size < self._frame_bytes:
+            records = self._sizes[self._next]
+            if count + records > limit:
+                if blobs:
+                    break
+                # the segment ends inside this batch: cut it
+                batch = p.decode_records(self._read())
+                part, self._rest = batch[:limit], batch[limit:]
+                return p.CHUNK, p.encode_records(part), len(part)
+            blob = self._read()
+            blobs.append(blob)
+            count += records
+            size += len(blob)
+        return p.PICKLES, (p.encode_pickles(blobs) if blobs else b""), count
+
+    def _read(self) -> bytes:
+        blob = next(self._blobs, None)
+        if blob is None:
+            raise FeedError(f"the partition ended after {self._next} of the {len(self._sizes)} batches the count "
+                            f"job saw; the data is not deterministic: cache() it")
+        self._next += 1
+        return blob
+
+    def skip_rest(self) -> int:
+        left = len(self._rest) + sum(self._sizes[self._next:])
+        self._next = len(self._sizes)
+        # batches the count did not see (data that changed) are counted, so the check notices
+        return left + sum(len(p.decode_records(blob)) for blob in self._blobs)
+
+
 class ArrowChunks:
     """A DataFrame partition's Arrow record batches (from ``mapInArrow``), re-cut into chunks."""
 
@@ -111,16 +168,16 @@ class ArrowChunks:
         return left + sum(batch.num_rows for batch in self._batches)
 
 
-def _as_chunks(records, chunk_records: int) -> RecordChunks | ArrowChunks:
-    if isinstance(records, (RecordChunks, ArrowChunks)):
+def _as_chunks(records, chunk_records: int) -> RecordChunks | ArrowChunks | PickledBatches:
+    if isinstance(records, (RecordChunks, ArrowChunks, PickledBatches)):
         return records
     return RecordChunks(records, chunk_records)
 
 
 def feed_segments(records, segments, targets: list[FeedTarget], secret: bytes, meta: dict,
                   feed_timeout: float, chunk_records: int = CHUNK_RECORDS) -> int:
-    """Stream one partition (records, or its :class:`ArrowChunks`) to the nodes its ``segments``
-    name; returns the count."""
+    """Stream one partition (records, or its :class:`ArrowChunks` or :class:`PickledBatches`) to
+    the nodes its ``segments`` name; returns the count."""
     chunks = _as_chunks(records, chunk_records)
     position = 0
     for segment in segments:
@@ -153,7 +210,13 @@ def feed_segments(records, segments, targets: list[FeedTarget], secret: bytes, m
             except OSError as exc:
                 raise FeedError(f"feed to node {target.name} broke after {position} records: {exc}; "
                                 f"did the node fail?") from None
-            _expect_ack(channel, target, "the end of a partition")
+            ack = _expect_ack(channel, target, "the end of a partition")
+            sent = position - segment.start
+            if not ack.get("terminated") and ack.get("records", sent) != sent:
+                raise FeedError(
+                    f"node {target.name} received {ack['records']} records of partition {meta.get('partition')} "
+                    f"where {sent} were sent; the data is not deterministic: cache() it"
+                )
         finally:
             channel.close()
         if position < segment.end:

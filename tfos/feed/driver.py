@@ -8,7 +8,14 @@ import logging
 from dataclasses import dataclass, field
 
 from tfos.errors import FeedError
-from tfos.feed.client import ArrowChunks, ControlChannel, FeedTarget, feed_segments, infer_partition
+from tfos.feed.client import (
+    ArrowChunks,
+    ControlChannel,
+    FeedTarget,
+    PickledBatches,
+    feed_segments,
+    infer_partition,
+)
 from tfos.feed.plan import FeedPlan, plan_feed
 from tfos.feed.records import describe_schema
 
@@ -73,7 +80,7 @@ class SparkFeeder:
     def train(self, data, num_epochs: int, feed_timeout: float, qname: str) -> FeedReport:
         _check_input(data)
         frame = is_dataframe(data)
-        view, sizes, lengths = self._prepared(data)
+        view, sizes, lengths, batch_sizes = self._prepared(data)
         plan = plan_feed(sizes, len(self.targets))
         report = FeedReport(
             qname=qname, num_epochs=num_epochs, records_per_epoch=plan.total,
@@ -95,7 +102,7 @@ class SparkFeeder:
                 self._control(i, qname, feed_timeout).epoch(dict(info, epoch=epoch, expected=plan.expected[i]))
             args = (plan, self.targets, self._secret, qname, epoch, feed_timeout)
             fed = self._run_job(f"tfos: feed epoch {epoch + 1}/{num_epochs}",
-                                functools.partial(_feed_job, view, frame, args, self._slots()))
+                                functools.partial(_feed_job, view, frame, args, self._slots(), batch_sizes))
             report.epochs_fed = epoch + 1
             counted = [n for n, _ in fed]
             if counted != list(sizes) and not any(t for _, t in fed):
@@ -116,10 +123,12 @@ class SparkFeeder:
         return max(len(self.targets), self.sc.defaultParallelism)
 
     def _prepared(self, data) -> tuple:
-        """``(view, sizes, array_lengths)``: the data as the feed jobs read it (see
-        :func:`feed_view`), its records per partition and, for DataFrames, each array
-        column's one length (if it has one). Counted once per cached or checkpointed RDD or
-        DataFrame; a Spark job each time otherwise (its data may change between calls)."""
+        """``(view, sizes, array_lengths, batch_sizes)``: the data as the feed jobs read it (see
+        :func:`feed_view`; pyspark's pickled batches when they can be forwarded as they are,
+        see :func:`raw_batches`), its records per partition, for DataFrames each array
+        column's one length (if it has one), and for forwarded batches the records in each.
+        Counted once per cached or checkpointed RDD or DataFrame; a Spark job each time
+        otherwise (its data may change between calls)."""
         frame = is_dataframe(data)
         if frame:
             level = data.storageLevel
@@ -130,11 +139,16 @@ class SparkFeeder:
         if stable and key in self._sizes and self._sizes[key][0] is data:
             return self._sizes[key][1]
         view = feed_view(data, self._slots())
+        batch_sizes = None
         if frame:
             sizes, lengths = self._run_job("tfos: count partitions", lambda: _count_dataframe(view))
+        elif (raw := raw_batches(view)) is not None:
+            view, lengths = raw, {}
+            batch_sizes = self._run_job("tfos: count partitions", lambda: raw.mapPartitions(_count_batches).collect())
+            sizes = [sum(batches) for batches in batch_sizes]
         else:
             sizes, lengths = self._run_job("tfos: count partitions", lambda: view.mapPartitions(_count).collect()), {}
-        result = (view, sizes, lengths)
+        result = (view, sizes, lengths, batch_sizes)
         if stable:
             self._sizes[key] = (data, result)
         return result
@@ -210,7 +224,34 @@ def feed_view(data, slots: int):
 PARTITION_COLUMN = "__tfos_partition"
 
 
-def _feed_job(data, frame: bool, args: tuple, slots: int) -> list[tuple[int, bool]]:
+def raw_batches(rdd):
+    """``rdd`` as the pickled batches pyspark stores (an RDD of ``bytes``, one pickled list of
+    records each), or ``None`` when they cannot be forwarded as they are: another
+    serializer, or an uncached ``map`` chain whose function must run first."""
+    from pyspark.rdd import RDD
+    from pyspark.serializers import (
+        BatchedSerializer,
+        CloudPickleSerializer,
+        NoOpSerializer,
+        PickleSerializer,
+    )
+
+    serializer = rdd._jrdd_deserializer
+    if not (isinstance(serializer, BatchedSerializer)
+            and isinstance(serializer.serializer, (PickleSerializer, CloudPickleSerializer))):
+        return None
+    if getattr(rdd, "_is_pipelinable", lambda: False)():
+        return None
+    return RDD(rdd._jrdd, rdd.ctx, NoOpSerializer())
+
+
+def _count_batches(blobs):
+    import pickle
+
+    yield [len(pickle.loads(blob)) for blob in blobs]
+
+
+def _feed_job(data, frame: bool, args: tuple, slots: int, batch_sizes=None) -> list[tuple[int, bool]]:
     """One epoch: every partition streamed to its nodes; (records fed, cut short) per partition.
 
     A DataFrame is read by at most ``slots`` tasks: its rows are tagged with their
@@ -218,7 +259,7 @@ def _feed_job(data, frame: bool, args: tuple, slots: int) -> list[tuple[int, boo
     the plan of every partition it streams, however this query grouped them.
     """
     if not frame:
-        return data.mapPartitionsWithIndex(_feeder(*args)).collect()
+        return data.mapPartitionsWithIndex(_feeder(*args, batch_sizes=batch_sizes)).collect()
     from pyspark.sql import functions as F
 
     if PARTITION_COLUMN in data.columns:
@@ -362,10 +403,15 @@ def _plain(value):
     return tolist() if tolist is not None else value
 
 
-def _feeder(plan: FeedPlan, targets, secret: bytes, qname: str, epoch: int, feed_timeout: float):
+def _feeder(plan: FeedPlan, targets, secret: bytes, qname: str, epoch: int, feed_timeout: float,
+            batch_sizes=None):
+    """A partition's feeding task: records, or pickled batches with ``batch_sizes`` (raw_batches)."""
+
     def feed(index, records):
         meta = {"qname": qname, "partition": index, "epoch": epoch}
         segments = plan.segments[index] if index < len(plan.segments) else ()
+        if batch_sizes is not None:
+            records = PickledBatches(records, batch_sizes[index] if index < len(batch_sizes) else ())
         count = feed_segments(records, segments, targets, secret, meta, feed_timeout)
         expected = plan.partition_sizes[index] if index < len(plan.partition_sizes) else 0
         yield (count, count < expected)

@@ -125,10 +125,10 @@ class FeedServer:
             if frame is None:
                 raise FeedError(f"feeding task for partition {meta.get('partition')} hung up mid-stream")
             ftype, payload = frame
-            if ftype in (p.CHUNK, p.ARROW):
+            if ftype in (p.CHUNK, p.ARROW, p.PICKLES):
                 if self.terminated.is_set():
                     continue  # drain, so the feeding task finishes promptly
-                records = p.decode_records(payload) if ftype == p.CHUNK else p.decode_arrow(payload)
+                records = _DECODERS[ftype](payload)
                 received += len(records)
                 self.stats["records"] += len(records)
                 self.stats["chunks"] += 1
@@ -186,6 +186,9 @@ class FeedServer:
             elif ftype == p.END:
                 q.put((_END, info, None))
             channel.send_json(p.ACK, {})
+
+
+_DECODERS = {p.CHUNK: p.decode_records, p.ARROW: p.decode_arrow, p.PICKLES: p.decode_pickles}
 
 
 class _Source:

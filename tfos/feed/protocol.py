@@ -39,10 +39,12 @@ _GCM_NONCE = struct.Struct(">c3xQ")  # direction, padding, sequence number: 12 b
 #: largest frame accepted (a chunk of records), bytes
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 
-# frame types; CHUNK carries pickled records (RDDs), ARROW one Arrow record batch (DataFrames)
-OPEN, CHUNK, CLOSE, ACK, RESULTS, ERROR, END, ARROW = range(1, 9)
+# frame types; CHUNK carries pickled records (RDDs), ARROW one Arrow record batch (DataFrames),
+# PICKLES several of pyspark's own pickled batches of records, forwarded as Spark stored them
+OPEN, CHUNK, CLOSE, ACK, RESULTS, ERROR, END, ARROW, PICKLES = range(1, 10)
 NAMES = {OPEN: "OPEN", CHUNK: "CHUNK", CLOSE: "CLOSE", ACK: "ACK", RESULTS: "RESULTS", ERROR: "ERROR",
-         END: "END", ARROW: "ARROW"}
+         END: "END", ARROW: "ARROW", PICKLES: "PICKLES"}
+_BLOB_LENGTH = struct.Struct(">I")
 
 
 class FeedChannel:
@@ -148,6 +150,31 @@ def encode_records(records: list) -> bytes:
 def decode_records(payload: bytes) -> list:
     # only ever called on a payload whose mac was checked (FeedChannel.recv)
     return pickle.loads(payload)
+
+
+def encode_pickles(blobs: list[bytes]) -> bytes:
+    """Pickled lists of records, each as ``length (4 bytes) | pickle``, in one payload."""
+    return b"".join(part for blob in blobs for part in (_BLOB_LENGTH.pack(len(blob)), blob))
+
+
+def decode_pickles(payload: bytes) -> list:
+    # only ever called on a payload that opened (FeedChannel.recv): a sealed frame
+    records: list = []
+    view = memoryview(payload)
+    offset = 0
+    while offset < len(view):
+        if offset + _BLOB_LENGTH.size > len(view):
+            raise FeedError("malformed PICKLES frame: a length is cut short")
+        (size,) = _BLOB_LENGTH.unpack_from(view, offset)
+        offset += _BLOB_LENGTH.size
+        if offset + size > len(view):
+            raise FeedError(f"malformed PICKLES frame: a batch of {size} bytes overruns the frame")
+        batch = pickle.loads(view[offset:offset + size])
+        if not isinstance(batch, list):
+            raise FeedError(f"malformed PICKLES frame: a batch holds a {type(batch).__name__}, not a list")
+        records.extend(batch)
+        offset += size
+    return records
 
 
 def encode_arrow(batch) -> memoryview:

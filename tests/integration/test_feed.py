@@ -56,6 +56,7 @@ def test_every_record_reaches_exactly_one_node_once_per_epoch(sc, tmp_path, size
     assert report.records_per_epoch == sum(sizes)
     assert sorted(report.records_per_node) == sorted([sum(sizes) // 2, sum(sizes) - sum(sizes) // 2])
     assert report.epochs_fed == 2 and cluster.feed_reports == [report]
+    assert report.transport == "records"  # an uncached map chain: its function runs in the feeding task
 
 
 def test_a_cached_rdd_is_counted_once_across_train_calls_and_read_by_one_task_per_slot(sc, tmp_path):
@@ -77,6 +78,8 @@ def test_a_cached_rdd_is_counted_once_across_train_calls_and_read_by_one_task_pe
     # 3 cached partitions on 2 task slots: coalesced, one feeding task per slot
     assert sc.defaultParallelism == 2
     assert [len(r.partition_sizes) for r in cluster.feed_reports] == [2, 2]
+    # pyspark's stored batches were forwarded, not unpickled and re-pickled
+    assert [r.transport for r in cluster.feed_reports] == ["pickled batches"] * 2
     assert sum(cluster.feed_reports[0].partition_sizes) == 65
     seen = []
     for name in ("chief", "worker"):
@@ -195,6 +198,7 @@ def test_a_dataframe_feeds_ctx_dataset_with_a_spec_inferred_from_its_schema(spar
     assert len(seen) == len(set(seen)) == 2 * report.quota_per_node == sum(sizes) - report.dropped_per_epoch
     assert set(seen) <= set(range(sum(sizes)))
     assert all(r["pixels_ok"] for r in results)
+    assert report.transport == "arrow" and report.partition_sizes == sizes
 
 
 def _answer_from_columns(args, ctx):

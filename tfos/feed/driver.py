@@ -36,6 +36,10 @@ class FeedReport:
     dropped_per_epoch: int
     epochs_fed: int = 0
     terminated: bool = False
+    #: how records travelled: "arrow" (DataFrames), "pickled batches" (a cached,
+    #: checkpointed or source RDD: pyspark's stored batches forwarded as they are) or
+    #: "records" (re-chunked in the feeding task: an uncached map chain)
+    transport: str = ""
     #: records per partition as the feed jobs read them (cached data: coalesced to one
     #: partition per task slot, see ``feed_view``)
     partition_sizes: list[int] = field(default_factory=list, repr=False)
@@ -86,6 +90,7 @@ class SparkFeeder:
             qname=qname, num_epochs=num_epochs, records_per_epoch=plan.total,
             nodes=[t.name for t in self.targets], records_per_node=list(plan.expected),
             quota_per_node=plan.quota, dropped_per_epoch=plan.dropped_per_epoch, partition_sizes=sizes,
+            transport="arrow" if frame else "records" if batch_sizes is None else "pickled batches",
         )
         self.reports.append(report)
         if plan.dropped_per_epoch:

@@ -310,23 +310,27 @@ def _count_dataframe(df) -> tuple[list[int], dict[str, int | None]]:
 
 def _arrow_feeder(plan: FeedPlan, targets, secret: bytes, qname: str, epoch: int, feed_timeout: float):
     def feed(batches):
-        import itertools
-
         import pyarrow as pa
 
         out: list[tuple[int, int, bool]] = []
         for index, pieces in itertools.groupby(_by_partition(batches), key=lambda item: item[0]):
-            meta = {"qname": qname, "partition": index, "epoch": epoch}
-            segments = plan.segments[index] if index < len(plan.segments) else ()
-            count = feed_segments(ArrowChunks(piece for _, piece in pieces), segments, targets, secret, meta,
-                                  feed_timeout)
-            expected = plan.partition_sizes[index] if index < len(plan.partition_sizes) else 0
-            out.append((index, count, count < expected))
+            chunks = ArrowChunks(piece for _, piece in pieces)
+            out.append((index, *_feed_partition(chunks, index, plan, targets, secret, qname, epoch, feed_timeout)))
         yield pa.RecordBatch.from_pydict(
             {"partition": [o[0] for o in out], "fed": [o[1] for o in out], "cut": [o[2] for o in out]},
             schema=pa.schema([("partition", pa.int32()), ("fed", pa.int64()), ("cut", pa.bool_())]))
 
     return feed
+
+
+def _feed_partition(records, index: int, plan: FeedPlan, targets, secret: bytes, qname: str, epoch: int,
+                    feed_timeout: float) -> tuple[int, bool]:
+    """Stream partition ``index`` as the plan says; (records counted, cut short)."""
+    meta = {"qname": qname, "partition": index, "epoch": epoch}
+    segments = plan.segments[index] if index < len(plan.segments) else ()
+    count = feed_segments(records, segments, targets, secret, meta, feed_timeout)
+    expected = plan.partition_sizes[index] if index < len(plan.partition_sizes) else 0
+    return count, count < expected
 
 
 def _by_partition(batches):
@@ -413,13 +417,9 @@ def _feeder(plan: FeedPlan, targets, secret: bytes, qname: str, epoch: int, feed
     """A partition's feeding task: records, or pickled batches with ``batch_sizes`` (raw_batches)."""
 
     def feed(index, records):
-        meta = {"qname": qname, "partition": index, "epoch": epoch}
-        segments = plan.segments[index] if index < len(plan.segments) else ()
         if batch_sizes is not None:
             records = PickledBatches(records, batch_sizes[index] if index < len(batch_sizes) else ())
-        count = feed_segments(records, segments, targets, secret, meta, feed_timeout)
-        expected = plan.partition_sizes[index] if index < len(plan.partition_sizes) else 0
-        yield (count, count < expected)
+        yield _feed_partition(records, index, plan, targets, secret, qname, epoch, feed_timeout)
 
     return feed
 

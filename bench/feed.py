@@ -18,8 +18,9 @@ that RDD and cached too.
   record (every node logs a timestamp per batch); ``train()`` alone is reported too, and
   the time of its Spark jobs (the partition count, one job per epoch).
 * Spark's own read (a second reference): jobs that read the same RDD (through
-  ``feed_view``, as the feed does) or DataFrame (``mapInArrow``) into Python and only count
-  it. No feed from Spark can be faster; the gap to it is what tfos adds.
+  ``feed_view``, as the feed does) or DataFrame (the JVM's Arrow batches, as the feed reads
+  them; and through ``mapInArrow`` for comparison) into Python and only count it. No feed
+  from Spark can be faster; the gap to it is what tfos adds.
 * Memory: before the timed feeds, each cluster is fed ``--rss-records`` records from a
   generator RDD while a driver thread samples the RSS of both TF processes every 0.1 s
   (the children of this run's ``tfos.node.supervisor`` processes). Reported: the peak
@@ -285,14 +286,20 @@ def _count_batches(batches):
 
 def spark_floor(sc, rdd, df, n: int, repeats: int) -> dict[str, list[float]]:
     """Records per second of Spark jobs that only read the data into Python and count it,
-    the way the feed jobs read it (an RDD through ``feed_view``, a DataFrame through
-    ``mapInArrow``): what any feed from Spark pays before sending a byte."""
+    the way the feed jobs read it (an RDD through ``feed_view``; a DataFrame as the JVM's
+    Arrow batches through ``feed_view``): what any feed from Spark pays before sending a
+    byte. ``df mapInArrow`` reads the DataFrame through ``mapInArrow`` instead, the way
+    the feed read it before 2026-11-30, for comparison."""
+    from tfos.feed.arrow_export import arrow_batches, decode
     from tfos.feed.driver import feed_view
 
     view = feed_view(rdd, sc.defaultParallelism)
+    blobs, schema = arrow_batches(df)
+    batches = feed_view(blobs, sc.defaultParallelism)
     jobs = {"rdd": lambda: sum(view.mapPartitions(lambda it: [sum(1 for _ in it)]).collect()),
-            "df": lambda: sum(r[0] for r in df.mapInArrow(_count_batches, "n long").collect())}
-    rates: dict[str, list[float]] = {"rdd": [], "df": []}
+            "df": lambda: sum(batches.mapPartitions(lambda it: [sum(decode(b, schema).num_rows for b in it)]).collect()),
+            "df mapInArrow": lambda: sum(r[0] for r in df.mapInArrow(_count_batches, "n long").collect())}
+    rates: dict[str, list[float]] = {kind: [] for kind in jobs}
     for _ in range(repeats):
         for kind, job in jobs.items():
             t0 = time.perf_counter()

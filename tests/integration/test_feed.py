@@ -198,7 +198,28 @@ def test_a_dataframe_feeds_ctx_dataset_with_a_spec_inferred_from_its_schema(spar
     assert len(seen) == len(set(seen)) == 2 * report.quota_per_node == sum(sizes) - report.dropped_per_epoch
     assert set(seen) <= set(range(sum(sizes)))
     assert all(r["pixels_ok"] for r in results)
-    assert report.transport == "arrow" and report.partition_sizes == sizes
+    # read by one task per slot: the 5 partitions' Arrow batches coalesced to 2
+    assert report.transport == "arrow" and len(report.partition_sizes) == 2
+    assert sum(report.partition_sizes) == sum(sizes)
+
+
+def test_a_dataframe_becomes_the_same_arrow_batches_from_the_jvm_or_through_map_in_arrow(spark):
+    from tfos.feed.arrow_export import arrow_batches, decode
+
+    df = spark.createDataFrame(
+        [(i, i / 2, bytes([i, 1]), [float(i)] * 2, f"n{i}", None if i % 3 else True, [i] if i % 2 else None)
+         for i in range(40)],
+        "id long, x double, img binary, arr array<float>, name string, flag boolean, maybe array<int>",
+    ).repartition(3)
+    tables = {}
+    for from_jvm in (True, False):
+        blobs, schema = arrow_batches(df, from_jvm=from_jvm)
+        rows = [row for blob in blobs.collect() for row in decode(blob, schema).to_pylist()]
+        tables[from_jvm] = sorted(rows, key=lambda r: r["id"])
+    assert tables[True] == tables[False]
+    assert [r["id"] for r in tables[True]] == list(range(40))
+    assert tables[True][7] == {"id": 7, "x": 3.5, "img": b"\x07\x01", "arr": [7.0, 7.0], "name": "n7", "flag": None,
+                               "maybe": [7]}
 
 
 def _answer_from_columns(args, ctx):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 from dataclasses import dataclass, field
 
 from tfos.errors import FeedError
+from tfos.feed.arrow_export import arrow_batches, count_batches, decode, one_length
 from tfos.feed.client import (
     ArrowChunks,
     ControlChannel,
@@ -36,7 +36,7 @@ class FeedReport:
     dropped_per_epoch: int
     epochs_fed: int = 0
     terminated: bool = False
-    #: how records travelled: "arrow" (DataFrames), "pickled batches" (a cached,
+    #: how records travelled: "arrow" (DataFrames: the JVM's Arrow batches), "pickled batches" (a cached,
     #: checkpointed or source RDD: pyspark's stored batches forwarded as they are) or
     #: "records" (re-chunked in the feeding task: an uncached map chain)
     transport: str = ""
@@ -50,6 +50,19 @@ class FeedReport:
                 f"on queue {self.qname!r} ({per_node}); ctx.dataset yields {self.quota_per_node} per node "
                 f"per epoch, dropping {self.dropped_per_epoch}")
         return text + (" (stopped early by a node)" if self.terminated else "")
+
+
+@dataclass
+class Prepared:
+    """Data ready for the feed jobs: what they read (``view``) and its records per partition."""
+
+    view: object  # an RDD: the data, pyspark's pickled batches, or a DataFrame's Arrow batches
+    sizes: list[int]
+    transport: str  # as FeedReport.transport
+    batch_sizes: list[list[int]] | None = None  # records per pickled batch, per partition
+    arrow_schema: object = None  # a pyarrow.Schema, for a DataFrame's batches
+    #: DataFrames: each array column's one length, if every row has the same
+    array_lengths: dict = field(default_factory=dict)
 
 
 def is_dataframe(data) -> bool:
@@ -84,13 +97,14 @@ class SparkFeeder:
     def train(self, data, num_epochs: int, feed_timeout: float, qname: str) -> FeedReport:
         _check_input(data)
         frame = is_dataframe(data)
-        view, sizes, lengths, batch_sizes = self._prepared(data)
+        prepared = self._prepared(data)
+        sizes = prepared.sizes
         plan = plan_feed(sizes, len(self.targets))
         report = FeedReport(
             qname=qname, num_epochs=num_epochs, records_per_epoch=plan.total,
             nodes=[t.name for t in self.targets], records_per_node=list(plan.expected),
             quota_per_node=plan.quota, dropped_per_epoch=plan.dropped_per_epoch, partition_sizes=sizes,
-            transport="arrow" if frame else "records" if batch_sizes is None else "pickled batches",
+            transport=prepared.transport,
         )
         self.reports.append(report)
         if plan.dropped_per_epoch:
@@ -101,13 +115,14 @@ class SparkFeeder:
             )
         info = {"quota": plan.quota}
         if frame:
-            info.update(columns=list(data.columns), schema=describe_schema(data.schema, lengths))
+            info.update(columns=list(data.columns), schema=describe_schema(data.schema, prepared.array_lengths))
         for epoch in range(num_epochs):
             for i in range(len(self.targets)):
                 self._control(i, qname, feed_timeout).epoch(dict(info, epoch=epoch, expected=plan.expected[i]))
             args = (plan, self.targets, self._secret, qname, epoch, feed_timeout)
+            feeder = _feeder(*args, batch_sizes=prepared.batch_sizes, arrow_schema=prepared.arrow_schema)
             fed = self._run_job(f"tfos: feed epoch {epoch + 1}/{num_epochs}",
-                                functools.partial(_feed_job, view, frame, args, self._slots(), batch_sizes))
+                                functools.partial(_run_feeder, prepared.view, feeder))
             report.epochs_fed = epoch + 1
             counted = [n for n, _ in fed]
             if counted != list(sizes) and not any(t for _, t in fed):
@@ -127,13 +142,9 @@ class SparkFeeder:
         """Feeding tasks worth running at once: the application's task slots."""
         return max(len(self.targets), self.sc.defaultParallelism)
 
-    def _prepared(self, data) -> tuple:
-        """``(view, sizes, array_lengths, batch_sizes)``: the data as the feed jobs read it (see
-        :func:`feed_view`; pyspark's pickled batches when they can be forwarded as they are,
-        see :func:`raw_batches`), its records per partition, for DataFrames each array
-        column's one length (if it has one), and for forwarded batches the records in each.
-        Counted once per cached or checkpointed RDD or DataFrame; a Spark job each time
-        otherwise (its data may change between calls)."""
+    def _prepared(self, data) -> Prepared:
+        """The data as the feed jobs read it, counted: once per cached or checkpointed RDD or
+        DataFrame; a Spark job each time otherwise (its data may change between calls)."""
         frame = is_dataframe(data)
         if frame:
             level = data.storageLevel
@@ -143,20 +154,26 @@ class SparkFeeder:
         key = id(data)
         if stable and key in self._sizes and self._sizes[key][0] is data:
             return self._sizes[key][1]
-        view = feed_view(data, self._slots())
-        batch_sizes = None
         if frame:
-            sizes, lengths = self._run_job("tfos: count partitions", lambda: _count_dataframe(view))
-        elif (raw := raw_batches(view)) is not None:
-            view, lengths = raw, {}
-            batch_sizes = self._run_job("tfos: count partitions", lambda: raw.mapPartitions(_count_batches).collect())
-            sizes = [sum(batches) for batches in batch_sizes]
+            blobs, schema = arrow_batches(data)
+            view = feed_view(blobs, self._slots())
+            arrays = [f.name for f in data.schema.fields if type(f.dataType).__name__ == "ArrayType"]
+            counts = self._run_job("tfos: count partitions",
+                                   lambda: view.mapPartitions(count_batches(schema, arrays)).collect())
+            prepared = Prepared(view, [rows for rows, _ in counts], "arrow", arrow_schema=schema,
+                                array_lengths=one_length([lengths for _, lengths in counts], arrays))
         else:
-            sizes, lengths = self._run_job("tfos: count partitions", lambda: view.mapPartitions(_count).collect()), {}
-        result = (view, sizes, lengths, batch_sizes)
+            view = feed_view(data, self._slots())
+            if (raw := raw_batches(view)) is not None:
+                batch_sizes = self._run_job("tfos: count partitions",
+                                            lambda: raw.mapPartitions(_count_batches).collect())
+                prepared = Prepared(raw, [sum(b) for b in batch_sizes], "pickled batches", batch_sizes=batch_sizes)
+            else:
+                sizes = self._run_job("tfos: count partitions", lambda: view.mapPartitions(_count).collect())
+                prepared = Prepared(view, sizes, "records")
         if stable:
-            self._sizes[key] = (data, result)
-        return result
+            self._sizes[key] = (data, prepared)
+        return prepared
 
     def inference(self, data, feed_timeout: float, qname: str, output_schema=None):
         _check_input(data)
@@ -205,28 +222,20 @@ class SparkFeeder:
         self._controls.clear()
 
 
-def feed_view(data, slots: int):
-    """An RDD with at most ``slots`` partitions (``coalesce``: no shuffle, each task reads
+def feed_view(rdd, slots: int):
+    """``rdd`` with at most ``slots`` partitions (``coalesce``: no shuffle, each task reads
     several partitions in turn, grouped by where their cached blocks are).
 
     Spark spends tens of milliseconds of scheduling on every task whatever its size; an
     epoch of 8 partitions on 2 task slots cost more to schedule than to stream. Left as it
     is when it has few partitions already, and for an uncached ``rdd.map(...)`` chain:
     coalescing would cut the chain off its pipelined Python function and send every
-    record through the JVM an extra time.
-
-    DataFrames are returned as they are: each query plans its ``coalesce`` afresh, by
-    where the blocks are at that moment, so a count and a feed could group partitions
-    differently. Their feed jobs coalesce instead after tagging every row with its own
-    partition (see :func:`_feed_job`).
+    record through the JVM an extra time. The groups are made once per RDD object, so the
+    count job and every feed job of a ``train()`` call read the same ones.
     """
-    if is_dataframe(data) or data.getNumPartitions() <= slots or getattr(data, "_is_pipelinable", lambda: False)():
-        return data
-    return data.coalesce(slots)
-
-
-#: the column a DataFrame feed job tags rows with: the partition each row came from
-PARTITION_COLUMN = "__tfos_partition"
+    if rdd.getNumPartitions() <= slots or getattr(rdd, "_is_pipelinable", lambda: False)():
+        return rdd
+    return rdd.coalesce(slots)
 
 
 def raw_batches(rdd):
@@ -256,71 +265,8 @@ def _count_batches(blobs):
     yield [len(pickle.loads(blob)) for blob in blobs]
 
 
-def _feed_job(data, frame: bool, args: tuple, slots: int, batch_sizes=None) -> list[tuple[int, bool]]:
-    """One epoch: every partition streamed to its nodes; (records fed, cut short) per partition.
-
-    A DataFrame is read by at most ``slots`` tasks: its rows are tagged with their
-    partition (``spark_partition_id`` before the ``coalesce``), so each task can follow
-    the plan of every partition it streams, however this query grouped them.
-    """
-    if not frame:
-        return data.mapPartitionsWithIndex(_feeder(*args, batch_sizes=batch_sizes)).collect()
-    from pyspark.sql import functions as F
-
-    if PARTITION_COLUMN in data.columns:
-        raise FeedError(f"the DataFrame has a column named {PARTITION_COLUMN}, which tfos uses while feeding; rename it")
-    partitions = len(args[0].partition_sizes)
-    tagged = data.withColumn(PARTITION_COLUMN, F.spark_partition_id())
-    if partitions > slots:
-        tagged = tagged.coalesce(slots)
-    out = [(0, False)] * partitions
-    for row in tagged.mapInArrow(_arrow_feeder(*args), "partition int, fed long, cut boolean").collect():
-        fed, cut = out[row[0]]
-        out[row[0]] = (fed + row[1], cut or row[2])
-    return out
-
-
 def _count(records):
     yield sum(1 for _ in records)
-
-
-def _count_dataframe(df) -> tuple[list[int], dict[str, int | None]]:
-    """Rows per partition, and each array column's one length (``None`` when rows differ):
-    one aggregation that runs in the JVM, no Python worker involved."""
-    from pyspark.sql import functions as F
-
-    arrays = [f.name for f in df.schema.fields if type(f.dataType).__name__ == "ArrayType"]
-    lengths = []
-    for i, name in enumerate(arrays):
-        size = F.size(F.col(f"`{name}`"))
-        size = F.when(size >= 0, size)  # size(null) is -1: nulls do not count
-        lengths += [F.min(size).alias(f"lo{i}"), F.max(size).alias(f"hi{i}")]
-    rows = (df.select(F.spark_partition_id().alias("partition"), *[F.col(f"`{n}`") for n in arrays])
-            .groupBy("partition").agg(F.count(F.lit(1)).alias("n"), *lengths).collect())
-    sizes = [0] * df.rdd.getNumPartitions()
-    for row in rows:
-        sizes[row["partition"]] = row["n"]
-    out: dict[str, int | None] = {}
-    for i, name in enumerate(arrays):
-        lows = [r[f"lo{i}"] for r in rows if r[f"lo{i}"] is not None]
-        highs = [r[f"hi{i}"] for r in rows if r[f"hi{i}"] is not None]
-        out[name] = lows[0] if lows and min(lows) == max(highs) else None
-    return sizes, out
-
-
-def _arrow_feeder(plan: FeedPlan, targets, secret: bytes, qname: str, epoch: int, feed_timeout: float):
-    def feed(batches):
-        import pyarrow as pa
-
-        out: list[tuple[int, int, bool]] = []
-        for index, pieces in itertools.groupby(_by_partition(batches), key=lambda item: item[0]):
-            chunks = ArrowChunks(piece for _, piece in pieces)
-            out.append((index, *_feed_partition(chunks, index, plan, targets, secret, qname, epoch, feed_timeout)))
-        yield pa.RecordBatch.from_pydict(
-            {"partition": [o[0] for o in out], "fed": [o[1] for o in out], "cut": [o[2] for o in out]},
-            schema=pa.schema([("partition", pa.int32()), ("fed", pa.int64()), ("cut", pa.bool_())]))
-
-    return feed
 
 
 def _feed_partition(records, index: int, plan: FeedPlan, targets, secret: bytes, qname: str, epoch: int,
@@ -331,20 +277,6 @@ def _feed_partition(records, index: int, plan: FeedPlan, targets, secret: bytes,
     count = feed_segments(records, segments, targets, secret, meta, feed_timeout)
     expected = plan.partition_sizes[index] if index < len(plan.partition_sizes) else 0
     return count, count < expected
-
-
-def _by_partition(batches):
-    """``(partition, batch without the tag column)`` runs of tagged Arrow batches, in order."""
-    import numpy as np
-
-    for batch in batches:
-        if not batch.num_rows:
-            continue
-        tags = batch.column(PARTITION_COLUMN).to_numpy()
-        data = batch.drop_columns([PARTITION_COLUMN])
-        bounds = [0, *(np.flatnonzero(tags[1:] != tags[:-1]) + 1).tolist(), len(tags)]
-        for start, end in itertools.pairwise(bounds):
-            yield int(tags[start]), data.slice(start, end - start)
 
 
 def _arrow_inference(targets, secret: bytes, qname: str, feed_timeout: float, out_fields):
@@ -412,13 +344,21 @@ def _plain(value):
     return tolist() if tolist is not None else value
 
 
+def _run_feeder(view, feeder) -> list[tuple[int, bool]]:
+    """One epoch's Spark job: (records fed, cut short) per partition of ``view``."""
+    return view.mapPartitionsWithIndex(feeder).collect()
+
+
 def _feeder(plan: FeedPlan, targets, secret: bytes, qname: str, epoch: int, feed_timeout: float,
-            batch_sizes=None):
-    """A partition's feeding task: records, or pickled batches with ``batch_sizes`` (raw_batches)."""
+            batch_sizes=None, arrow_schema=None):
+    """A partition's feeding task: records, pickled batches with ``batch_sizes``
+    (:func:`raw_batches`), or serialized Arrow batches of ``arrow_schema`` (a DataFrame's)."""
 
     def feed(index, records):
         if batch_sizes is not None:
             records = PickledBatches(records, batch_sizes[index] if index < len(batch_sizes) else ())
+        elif arrow_schema is not None:
+            records = ArrowChunks(decode(blob, arrow_schema) for blob in records)
         yield _feed_partition(records, index, plan, targets, secret, qname, epoch, feed_timeout)
 
     return feed

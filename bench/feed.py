@@ -181,6 +181,45 @@ def tf_processes() -> list:
     return found
 
 
+def _role(cmdline: str) -> str:
+    if "tfos.node.tf_process" in cmdline:
+        return "TF processes"
+    if "tfos.node.supervisor" in cmdline:
+        return "node supervisors"
+    if "pyspark.daemon" in cmdline or "pyspark.worker" in cmdline:
+        return "Spark's Python workers (feeding tasks)"
+    if "CoarseGrainedExecutorBackend" in cmdline:
+        return "executor JVMs"
+    if "java" in cmdline:
+        return "driver JVM (and local-cluster master, workers)"
+    return "other"
+
+
+def cpu_by_role() -> dict[int, tuple[str, float]]:
+    """CPU seconds used so far by this driver and every process under it, by pid."""
+    import psutil
+
+    out = {}
+    me = psutil.Process()
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            role = "driver Python" if proc.pid == me.pid else _role(" ".join(proc.cmdline()))
+            out[proc.pid] = (role, times.user + times.system)
+        except psutil.Error:
+            pass
+    return out
+
+
+def cpu_delta(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds used between two :func:`cpu_by_role` snapshots, summed by role (a process
+    that ended in between is missed: the feeding tasks' workers are reused, so few are)."""
+    used: dict[str, float] = {}
+    for pid, (role, seconds) in after.items():
+        used[role] = used.get(role, 0.0) + seconds - before.get(pid, (role, 0.0))[1]
+    return used
+
+
 class RssSampler:
     """Samples the RSS of the given processes every ``interval`` seconds, in a thread."""
 
@@ -237,10 +276,13 @@ def run_consumer(sc, consumer: str, feeds: list[tuple[str, object]], rss_feed, e
         sampler = RssSampler(procs)
         time.sleep(1.5)  # idle baseline
         marks = []  # (kind, t_before_train, t_after_train, report)
+        cpu_used = []  # per train() call: CPU seconds by role
         for kind, data, n_epochs in [("rss", rss_feed, 1)] + [(k, d, epochs) for k, d in feeds]:
+            cpu0 = cpu_by_role()
             t0 = time.time()
             report = cluster.train(data, num_epochs=n_epochs, feed_timeout=600)
             marks.append((kind, t0, time.time(), report))
+            cpu_used.append(cpu_delta(cpu0, cpu_by_role()))
         cluster.shutdown(timeout=300)
         time.sleep(0.2)
         sampler.stop()
@@ -259,6 +301,7 @@ def run_consumer(sc, consumer: str, feeds: list[tuple[str, object]], rss_feed, e
         count_s = sum(s for d, s in inside if "count" in d)
         feed_s = sum(s for d, s in inside if "feed epoch" in d)
         results.append({"kind": kind, "records": report.records_per_epoch * report.epochs_fed,
+                        "cpu": cpu_used[len(results)],
                         "train_s": t1 - t0, "consumed_s": max(done) - t0, "count_job_s": count_s,
                         "feed_jobs_s": feed_s, "report": report})
 
@@ -399,7 +442,10 @@ def main() -> None:
                            "train_only_records_per_s": statistics.median(train_rates),
                            "count_job_s": count_s, "feed_jobs_s": feed_s,
                            "consumed_s": statistics.median(r["consumed_s"] for r in runs),
-                           "dropped_per_epoch": runs[0]["report"].dropped_per_epoch}
+                           "dropped_per_epoch": runs[0]["report"].dropped_per_epoch,
+                           "cpu_s_per_100k": {role: statistics.median(r["cpu"].get(role, 0.0) * 1e5 / r["records"]
+                                                                     for r in runs)
+                                              for role in sorted({k for r in runs for k in r["cpu"]})}}
             print(f"[{consumer}] {kind.upper():>3} feed ({args.epochs} epoch(s) per train()), train() -> last "
                   f"record consumed: {rate:,.0f} records/s (runs: {', '.join(f'{r:,.0f}' for r in rates)})  "
                   f"ratio {rate / ref:.2f}x the reference (target >= 0.5x), "
@@ -408,6 +454,10 @@ def main() -> None:
             print(f"[{consumer}] {kind.upper():>3} feed, where the time goes (medians): "
                   f"{entry[kind]['consumed_s']:.2f} s in all, count job {count_s:.2f} s, "
                   f"feed job(s) {feed_s:.2f} s", flush=True)
+            cpu = entry[kind]["cpu_s_per_100k"]
+            print(f"[{consumer}] {kind.upper():>3} feed, CPU seconds per 100k records fed (2 cores): "
+                  + ", ".join(f"{role} {seconds:.2f}" for role, seconds in cpu.items() if seconds >= 0.005)
+                  + f"; total {sum(cpu.values()):.2f}", flush=True)
         rss = out["rss"]
         entry["rss"] = rss
         print(f"[{consumer}] RSS of the 2 TF processes while {rss['records']:,} records were fed "

@@ -5,3 +5,21 @@ import os
 os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run the integration modules on the default Spark application in a row, so they share
+    one (tests/integration/spark_helpers.py: shared_spark): unit tests first, then modules
+    that start Spark only in subprocesses, then the shared application's modules, then
+    those with settings of their own (each starts its own application)."""
+
+    def rank(item) -> int:
+        module = item.module
+        if "integration" not in module.__name__.split("."):
+            return 0
+        if not {"spark", "sc"} & set(item.fixturenames):
+            return 1
+        own = "spark" in vars(module) or hasattr(module, "SPARK_CONF") or getattr(module, "SPARK_EXECUTORS", 2) != 2
+        return 3 if own else 2
+
+    items.sort(key=rank)  # stable: each module's tests keep their order

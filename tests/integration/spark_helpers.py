@@ -32,6 +32,30 @@ def start_spark(num_executors: int, app_name: str, extra_conf: dict | None = Non
     return spark
 
 
+#: the Spark application kept between test modules: (its settings, the session)
+_shared: dict = {"key": None, "session": None}
+
+
+def shared_spark(executors: int, app_name: str, conf: dict | None = None):
+    """A local-cluster application with these settings, reused by every module that asks for
+    the same ones in a row (a start costs 10-20 s here); one with other settings is stopped
+    first, since a process holds one SparkContext."""
+    key = (executors, tuple(sorted((conf or {}).items())))
+    if _shared["key"] == key and _shared["session"] is not None:
+        return _shared["session"]
+    release_shared_spark()
+    _shared["session"] = start_spark(executors, app_name, conf)
+    _shared["key"] = key
+    return _shared["session"]
+
+
+def release_shared_spark() -> None:
+    """Stop the kept application (before a module builds its own, and at the end)."""
+    session, _shared["session"], _shared["key"] = _shared["session"], None, None
+    if session is not None:
+        session.stop()
+
+
 def node_processes() -> list[psutil.Process]:
     """Every tfos node process (supervisor, TF process, TensorBoard) on this machine."""
     found = []

@@ -22,7 +22,7 @@ import pytest
 
 import tfos
 from tests.integration import netns_cluster
-from tests.integration.spark_helpers import wait_no_node_processes
+from tests.integration.spark_helpers import release_shared_spark, wait_no_node_processes
 from tfos.spark_env import wait_for_executors
 
 # ~80 s (three more Spark JVMs): run on demand (python -m pytest -m slow), not in the default run
@@ -70,6 +70,7 @@ def spark(network, standalone):
     from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
+    release_shared_spark()  # one SparkContext per process: a kept loopback application must go
     os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"  # what spark_helpers.start_spark leaves behind
     loopback = SparkContext(conf=SparkConf().setMaster("local[1]").setAppName("tfos-test-multihost-before")
                             .set("spark.driver.host", "127.0.0.1").set("spark.ui.enabled", "false"))

@@ -18,7 +18,7 @@ import cloudpickle
 import pytest
 
 import tfos
-from tests.integration.spark_helpers import start_spark
+from tests.integration.spark_helpers import shared_spark
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -32,7 +32,7 @@ def spark(tmp_path_factory):
     script = tmp_path_factory.mktemp("gpu") / "discover_gpu.sh"
     script.write_text('#!/bin/sh\necho \'{"name": "gpu", "addresses": ["7"]}\'\n')
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    session = start_spark(2, "tfos-test-node-data", {
+    return shared_spark(2, "tfos-test-node-data", {
         "spark.hadoop.fs.defaultFS": FAKE_FS,
         "spark.sql.warehouse.dir": "file://" + str(tmp_path_factory.mktemp("warehouse")),
         "spark.worker.resource.gpu.amount": "1",
@@ -41,8 +41,6 @@ def spark(tmp_path_factory):
         "spark.executor.resource.gpu.discoveryScript": str(script),
         "spark.task.resource.gpu.amount": "1",
     })
-    yield session
-    session.stop()
 
 
 def _report_paths(args, ctx):

@@ -12,6 +12,11 @@ from tfos.errors import FeedError, FeedTimeout
 
 _SCHEMES_PASSED_THROUGH = ("://",)
 
+#: RDD records per element ``ctx.dataset`` hands tf.data: each element costs ~1.5 ms in
+#: ``from_generator`` here whatever its size, so gathering the ~1000-record fed chunks into
+#: 8192 cut the TF process's CPU per record by a third (docs/benchmarks.md)
+DATASET_ELEMENT_RECORDS = 8192
+
 
 @dataclass
 class NodeContext:
@@ -175,8 +180,9 @@ class NodeContext:
             output_signature: a ``tf.TensorSpec`` per field of a record: one spec for
                 scalar/array records, a tuple for tuple records, or a dict keyed by column
                 name for DataFrame rows (a subset of the columns is fine). A binary column
-                may be declared as a numeric tensor (``TensorSpec([784], tf.uint8)`` for
-                raw image bytes): its bytes are reinterpreted, not parsed. ``None`` (DataFrames
+                or a ``bytes`` field of RDD records may be declared as a numeric tensor
+                (``TensorSpec([784], tf.uint8)`` for raw image bytes): its bytes are
+                reinterpreted, not parsed. ``None`` (DataFrames
                 only) infers ``{column: TensorSpec}`` from the schema, waiting for
                 ``cluster.train`` to send it: array columns get their length when every row
                 has the same one.
@@ -201,9 +207,18 @@ class NodeContext:
 
         def chunks():
             columns = None
+            pending: list = []  # RDD records gathered into one element (see DATASET_ELEMENT_RECORDS)
             for chunk, cols in epoch_chunks(server, qname, feed_timeout, name):
                 columns = cols or columns
-                yield to_columns(chunk, output_signature, columns)
+                if not isinstance(chunk, list):  # Arrow: already 5000 rows; joining would copy them
+                    yield to_columns(chunk, output_signature, columns)
+                    continue
+                pending.extend(chunk)
+                if len(pending) >= DATASET_ELEMENT_RECORDS:
+                    yield to_columns(pending, output_signature, columns)
+                    pending = []
+            if pending:
+                yield to_columns(pending, output_signature, columns)
 
         dataset = tf.data.Dataset.from_generator(chunks, output_signature=batched)
         if batch_size is None:

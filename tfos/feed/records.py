@@ -60,22 +60,38 @@ def to_columns(chunk, signature, columns: list[str] | None = None):
         return _arrow_columns(chunk, signature)
     if isinstance(signature, dict):
         if chunk and isinstance(chunk[0], dict):
-            return {k: _column([r[k] for r in chunk], spec) for k, spec in signature.items()}
+            return {k: _column([r[k] for r in chunk], spec, k) for k, spec in signature.items()}
         index = {c: i for i, c in enumerate(columns or [])}
         missing = [k for k in signature if k not in index]
         if missing:
             raise ValueError(f"output_signature names {missing}, but the fed rows have columns {columns}")
-        return {k: _column([r[index[k]] for r in chunk], spec) for k, spec in signature.items()}
+        return {k: _column([r[index[k]] for r in chunk], spec, k) for k, spec in signature.items()}
     if isinstance(signature, (tuple, list)):
-        return tuple(_column([r[i] for r in chunk], spec) for i, spec in enumerate(signature))
+        return tuple(_column([r[i] for r in chunk], spec, str(i)) for i, spec in enumerate(signature))
     return _column(chunk, signature)
 
 
-def _column(values: list, spec):
+def _column(values: list, spec, name: str = "?"):
     dtype = spec.dtype
     if dtype.is_floating or dtype.is_integer or dtype.is_bool:
+        if values and isinstance(values[0], (bytes, bytearray, memoryview)):
+            return _raw_bytes(values, spec, name)
         return np.asarray(values, dtype=dtype.as_numpy_dtype)
     return np.asarray(values, dtype=object)  # strings/bytes
+
+
+def _raw_bytes(values: list, spec, name: str) -> np.ndarray:
+    """Records' raw bytes (an image's pixels) as a ``(rows, *spec.shape)`` array of
+    ``spec.dtype``: one join, no per-value parsing; every value must have the same size."""
+    numpy_dtype = np.dtype(spec.dtype.as_numpy_dtype)
+    size = len(values[0])
+    if any(len(v) != size for v in values) or size % numpy_dtype.itemsize:
+        sizes = {len(v) for v in values}
+        raise ValueError(f"field {name} holds byte strings of {min(sizes)}..{max(sizes)} bytes; to read them as "
+                         f"{spec.dtype.name} of shape {spec.shape} every value needs the same size")
+    flat = np.frombuffer(b"".join(values), dtype=numpy_dtype)
+    shape = tuple(spec.shape.as_list()) if spec.shape.rank is not None else None
+    return _reshape(flat, len(values), shape, name)
 
 
 # ------------------------------------------------------------------ Arrow

@@ -210,7 +210,7 @@ class NodeContext:
             pending: list = []  # RDD records gathered into one element (see DATASET_ELEMENT_RECORDS)
             for chunk, cols in epoch_chunks(server, qname, feed_timeout, name):
                 columns = cols or columns
-                if not isinstance(chunk, list):  # Arrow: already 5000 rows; joining would copy them
+                if not isinstance(chunk, list):  # Arrow: chunks of 8192 rows already; joining would copy
                     yield to_columns(chunk, output_signature, columns)
                     continue
                 pending.extend(chunk)

@@ -16,8 +16,12 @@ from tfos.feed import protocol as p
 
 #: records per chunk; big enough to amortise framing and pickling, small enough to bound memory
 CHUNK_RECORDS = 1000
-#: Arrow chunks cost less per record to make, so they can be larger (4 MB of MNIST rows)
-ARROW_CHUNK_RECORDS = 5000
+#: Arrow chunks cost less per record to make, so they can be larger (6.4 MB of MNIST rows); each
+#: is one element of ``ctx.dataset``, whose fixed cost per element favours large ones
+ARROW_CHUNK_RECORDS = 8192
+#: bytes a chunk aims at: wide records (large images) go fewer to a chunk, so a node's
+#: buffer of a few chunks stays small and no frame nears the protocol's MAX_FRAME_BYTES
+CHUNK_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -62,11 +66,13 @@ def _expect_ack(channel: p.FeedChannel, target: FeedTarget, what: str) -> dict:
 
 
 class RecordChunks:
-    """An RDD partition's records, cut into pickled chunks."""
+    """An RDD partition's records, cut into pickled chunks of at most ``chunk_records``,
+    fewer when records are wide (see :func:`encode_bounded`)."""
 
     def __init__(self, records, chunk_records: int = CHUNK_RECORDS):
         self._iterator = iter(records)
         self._chunk_records = chunk_records
+        self._pending: list = []  # records taken from the iterator but not sent yet
 
     def take(self, limit: int) -> tuple[int, bytes | memoryview, int]:
         """(frame type, payload, records) of the next chunk of at most ``limit`` records; 0 records at the end."""
@@ -74,11 +80,36 @@ class RecordChunks:
         return ftype, payload, count
 
     def take_with_chunk(self, limit: int):
-        chunk = list(itertools.islice(self._iterator, min(self._chunk_records, limit)))
-        return p.CHUNK, (p.encode_records(chunk) if chunk else b""), len(chunk), None
+        size = min(self._chunk_records, limit)
+        chunk, self._pending = self._pending[:size], self._pending[size:]
+        chunk += itertools.islice(self._iterator, size - len(chunk))
+        if not chunk:
+            return p.CHUNK, b"", 0, None
+        payload, sent, self._chunk_records = encode_bounded(chunk, self._chunk_records)
+        self._pending = chunk[sent:] + self._pending
+        return p.CHUNK, payload, sent, chunk[:sent]
 
     def skip_rest(self) -> int:
-        return sum(1 for _ in self._iterator)
+        left, self._pending = len(self._pending), []
+        return left + sum(1 for _ in self._iterator)
+
+
+def encode_bounded(records: list, chunk_records: int) -> tuple[bytes, int, int]:
+    """``(payload, records encoded, chunk size to use next)``: the pickled head of ``records``
+    that fits a frame. Records average ``CHUNK_BYTES / chunk_records`` or less in the usual
+    case, and all of them go at once; wider ones shrink the next chunks, and a chunk over
+    the protocol's limit is halved until it fits (a record over it alone is refused)."""
+    count = len(records)
+    payload = p.encode_records(records)
+    while len(payload) > p.MAX_FRAME_BYTES:
+        if count == 1:
+            raise FeedError(f"a record of {len(payload):,} bytes pickled is over the feed's frame limit of "
+                            f"{p.MAX_FRAME_BYTES:,} bytes; split it, or read such data with InputMode.TENSORFLOW")
+        count //= 2
+        payload = p.encode_records(records[:count])
+    if len(payload) > CHUNK_BYTES:
+        chunk_records = max(1, count * CHUNK_BYTES // len(payload))
+    return payload, count, chunk_records
 
 
 #: bytes of pyspark's pickled batches gathered into one PICKLES frame, at most
@@ -99,32 +130,45 @@ class PickledBatches:
         self._sizes = list(sizes)
         self._next = 0  # index in _sizes of the next unread blob
         self._rest: list = []  # records of a cut batch, not sent yet
+        self._ahead: bytes | None = None  # a blob read by _peek, not consumed yet
         self._chunk_records = chunk_records
         self._frame_bytes = frame_bytes
 
     def take(self, limit: int) -> tuple[int, bytes, int]:
         if self._rest:
-            part, self._rest = self._rest[:limit], self._rest[limit:]
-            return p.CHUNK, p.encode_records(part), len(part)
+            return self._take_rest(limit)
         blobs: list[bytes] = []
         count = size = 0
-        while self._next < len(self._sizes) and count < self._chunk_records and size < self._frame_bytes:
+        while self._next < len(self._sizes) and count < self._chunk_records:
             records = self._sizes[self._next]
-            if count + records > limit:
-                if blobs:
-                    break
-                # the segment ends inside this batch: cut it
-                batch = p.decode_records(self._read())
-                part, self._rest = batch[:limit], batch[limit:]
-                return p.CHUNK, p.encode_records(part), len(part)
+            blob_size = len(self._peek())
+            cut = count + records > limit or blob_size > p.MAX_FRAME_BYTES
+            if blobs and (cut or size + blob_size > self._frame_bytes):
+                break  # send what is gathered; this batch starts the next frame
+            if cut:
+                # the segment ends inside this batch, or the batch alone is over a frame: cut it
+                self._rest = p.decode_records(self._read())
+                return self._take_rest(limit)
             blob = self._read()
             blobs.append(blob)
             count += records
             size += len(blob)
         return p.PICKLES, (p.encode_pickles(blobs) if blobs else b""), count
 
+    def _take_rest(self, limit: int) -> tuple[int, bytes, int]:
+        part = self._rest[:min(limit, self._chunk_records)]
+        payload, sent, _ = encode_bounded(part, len(part))
+        self._rest = self._rest[sent:]
+        return p.CHUNK, payload, sent
+
+    def _peek(self) -> bytes:
+        """The next blob, read ahead (kept for :meth:`_read`)."""
+        if self._ahead is None:
+            self._ahead = next(self._blobs, None)
+        return self._ahead if self._ahead is not None else b""
+
     def _read(self) -> bytes:
-        blob = next(self._blobs, None)
+        blob, self._ahead = (self._ahead, None) if self._ahead is not None else (next(self._blobs, None), None)
         if blob is None:
             raise FeedError(f"the partition ended after {self._next} of the {len(self._sizes)} batches the count "
                             f"job saw; the data is not deterministic: cache() it")
@@ -134,6 +178,7 @@ class PickledBatches:
     def skip_rest(self) -> int:
         left = len(self._rest) + sum(self._sizes[self._next:])
         self._next = len(self._sizes)
+        self._rest, self._ahead = [], None
         # batches the count did not see (data that changed) are counted, so the check notices
         return left + sum(len(p.decode_records(blob)) for blob in self._blobs)
 
@@ -146,6 +191,7 @@ class ArrowChunks:
         self._chunk_records = chunk_records
         self._current = None
         self._offset = 0
+        self._rows = chunk_records  # rows per chunk of the current batch (fewer when rows are wide)
 
     def take(self, limit: int) -> tuple[int, bytes | memoryview, int]:
         ftype, payload, count, _chunk = self.take_with_chunk(limit)
@@ -158,7 +204,9 @@ class ArrowChunks:
             self._offset = 0
             if self._current is None:
                 return p.ARROW, b"", 0, None
-        size = min(self._chunk_records, limit, self._current.num_rows - self._offset)
+            row_bytes = self._current.nbytes / max(1, self._current.num_rows)
+            self._rows = max(1, min(self._chunk_records, int(CHUNK_BYTES // max(row_bytes, 1))))
+        size = min(self._rows, limit, self._current.num_rows - self._offset)
         piece = self._current.slice(self._offset, size)
         self._offset += size
         return p.ARROW, p.encode_arrow(piece), size, piece

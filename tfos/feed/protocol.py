@@ -98,6 +98,9 @@ class FeedChannel:
     def send(self, ftype: int, payload: bytes | memoryview = b"") -> None:
         if isinstance(payload, memoryview) and payload.format != "B":
             payload = payload.cast("B")  # AESGCM takes unsigned bytes only (Arrow's views are signed)
+        if len(payload) > MAX_FRAME_BYTES:  # the peer would refuse it as malformed, and say less
+            raise FeedError(f"a {NAMES.get(ftype, ftype)} frame of {len(payload):,} bytes is over the feed's "
+                            f"limit of {MAX_FRAME_BYTES:,}")
         head = _HEAD.pack(ftype, len(payload) + TAG_BYTES)
         sealed = self._aead.encrypt(_GCM_NONCE.pack(self._out, self._send_seq), payload, head)
         self._send_seq += 1

@@ -186,9 +186,16 @@ def test_a_dataframe_feeds_ctx_dataset_with_a_spec_inferred_from_its_schema(spar
     rows = _skewed(sc, sizes).map(lambda r: (r[0], r[0] / 2, bytes([r[0] % 251, 1, 2, 3]),
                                              [0.5, 1.0, float(r[0])], f"n{r[0]}", r[0] % 2 == 0))
     df = spark.createDataFrame(rows, "id long, x double, img binary, arr array<float>, name string, flag boolean")
+    df.cache().count()
+    kept_before = set(sc._jsc.getPersistentRDDs().keys())
     cluster = tfos.run(sc, _dataset_of_dataframe, str(tmp_path), num_executors=2, input_mode=SPARK)
-    report = cluster.train(df.cache(), num_epochs=2)
+    report = cluster.train(df, num_epochs=2)
     cluster.shutdown(timeout=120)
+    # the Arrow batches Spark kept for the call's reads are released when it returns
+    deadline = time.monotonic() + 15
+    while set(sc._jsc.getPersistentRDDs().keys()) != kept_before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert set(sc._jsc.getPersistentRDDs().keys()) == kept_before
     results = [json.loads((tmp_path / f"{name}.json").read_text()) for name in ("chief", "worker")]
     assert results[0]["spec"] == {  # batches of the inferred per-record spec
         "id": ["int64", [None]], "x": ["float64", [None]], "img": ["string", [None]], "arr": ["float32", [None, 3]],

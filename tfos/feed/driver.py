@@ -63,6 +63,16 @@ class Prepared:
     arrow_schema: object = None  # a pyarrow.Schema, for a DataFrame's batches
     #: DataFrames: each array column's one length, if every row has the same
     array_lengths: dict = field(default_factory=dict)
+    #: DataFrames: the RDD of Arrow batches before its coalesce, kept while a call reads it
+    arrow_batches: object = None
+
+
+def _keep(rdd) -> None:
+    """Have Spark keep ``rdd`` once computed (memory, spilling to disk), if not already."""
+    from pyspark import StorageLevel
+
+    if not rdd.is_cached:
+        rdd.persist(StorageLevel.MEMORY_AND_DISK)
 
 
 def is_dataframe(data) -> bool:
@@ -97,7 +107,15 @@ class SparkFeeder:
     def train(self, data, num_epochs: int, feed_timeout: float, qname: str) -> FeedReport:
         _check_input(data)
         frame = is_dataframe(data)
-        prepared = self._prepared(data)
+        prepared = self._prepared(data, num_epochs)
+        try:
+            return self._train(data, frame, prepared, num_epochs, feed_timeout, qname)
+        finally:
+            if prepared.arrow_batches is not None and prepared.arrow_batches.is_cached:
+                prepared.arrow_batches.unpersist(blocking=False)
+
+    def _train(self, data, frame: bool, prepared: Prepared, num_epochs: int, feed_timeout: float,
+               qname: str) -> FeedReport:
         sizes = prepared.sizes
         plan = plan_feed(sizes, len(self.targets))
         report = FeedReport(
@@ -142,9 +160,15 @@ class SparkFeeder:
         """Feeding tasks worth running at once: the application's task slots."""
         return max(len(self.targets), self.sc.defaultParallelism)
 
-    def _prepared(self, data) -> Prepared:
+    def _prepared(self, data, num_epochs: int) -> Prepared:
         """The data as the feed jobs read it, counted: once per cached or checkpointed RDD or
-        DataFrame; a Spark job each time otherwise (its data may change between calls)."""
+        DataFrame; a Spark job each time otherwise (its data may change between calls).
+
+        A DataFrame's Arrow batches are kept by Spark (memory, spilling to disk) while a
+        ``train()`` call reads them more than once (the count and the first epoch, or
+        several epochs), so the JVM converts its rows to Arrow once per call, not once per
+        read: that conversion is most of a DataFrame feed's cost. ``train()`` releases them.
+        """
         frame = is_dataframe(data)
         if frame:
             level = data.storageLevel
@@ -153,15 +177,20 @@ class SparkFeeder:
             stable = data.is_cached or data.isCheckpointed()
         key = id(data)
         if stable and key in self._sizes and self._sizes[key][0] is data:
-            return self._sizes[key][1]
+            prepared = self._sizes[key][1]
+            if prepared.arrow_batches is not None and num_epochs > 1:
+                _keep(prepared.arrow_batches)
+            return prepared
         if frame:
             blobs, schema = arrow_batches(data)
+            _keep(blobs)  # read by the count job, then by the epochs
             view = feed_view(blobs, self._slots())
             arrays = [f.name for f in data.schema.fields if type(f.dataType).__name__ == "ArrayType"]
             counts = self._run_job("tfos: count partitions",
                                    lambda: view.mapPartitions(count_batches(schema, arrays)).collect())
             prepared = Prepared(view, [rows for rows, _ in counts], "arrow", arrow_schema=schema,
-                                array_lengths=one_length([lengths for _, lengths in counts], arrays))
+                                array_lengths=one_length([lengths for _, lengths in counts], arrays),
+                                arrow_batches=blobs)
         else:
             view = feed_view(data, self._slots())
             if (raw := raw_batches(view)) is not None:

@@ -19,8 +19,9 @@ that RDD and cached too.
   the time of its Spark jobs (the partition count, one job per epoch).
 * Spark's own read (a second reference): jobs that read the same RDD (through
   ``feed_view``, as the feed does) or DataFrame (the JVM's Arrow batches, as the feed reads
-  them; and through ``mapInArrow`` for comparison) into Python and only count it. No feed
-  from Spark can be faster; the gap to it is what tfos adds.
+  them; and through ``mapInArrow`` for comparison) into Python and only count it, one pass.
+  No feed from Spark can be faster, except a DataFrame's over several epochs per call
+  (its later epochs read the Arrow batches Spark keeps for the call).
 * Memory: before the timed feeds, each cluster is fed ``--rss-records`` records from a
   generator RDD while a driver thread samples the RSS of both TF processes every 0.1 s
   (the children of this run's ``tfos.node.supervisor`` processes). Reported: the peak

@@ -186,8 +186,12 @@ class SparkFeeder:
             _keep(blobs)  # read by the count job, then by the epochs
             view = feed_view(blobs, self._slots())
             arrays = [f.name for f in data.schema.fields if type(f.dataType).__name__ == "ArrayType"]
-            counts = self._run_job("tfos: count partitions",
-                                   lambda: view.mapPartitions(count_batches(schema, arrays)).collect())
+            try:
+                counts = self._run_job("tfos: count partitions",
+                                       lambda: view.mapPartitions(count_batches(schema, arrays)).collect())
+            except BaseException:
+                blobs.unpersist(blocking=False)  # train() never got them to release
+                raise
             prepared = Prepared(view, [rows for rows, _ in counts], "arrow", arrow_schema=schema,
                                 array_lengths=one_length([lengths for _, lengths in counts], arrays),
                                 arrow_batches=blobs)

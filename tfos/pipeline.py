@@ -380,13 +380,14 @@ def _resolve(reference: str):
 
 class _Writer(DefaultParamsWriter):
     def saveImpl(self, path: str) -> None:  # noqa: N802 - Spark's name
-        DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession,
+        # a SparkContext: pyspark 4 takes a session too, but 3.5 only a context
+        DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession.sparkContext,
                                          extraMetadata=self.instance._persisted_state())
 
 
 class _Reader(DefaultParamsReader):
     def load(self, path: str):
-        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
+        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession.sparkContext)
         expected = f"{self.cls.__module__}.{self.cls.__name__}"
         if metadata["class"] != expected:
             raise ConfigError(f"{path} holds a saved {metadata['class']}, not a {expected}; load it with that class")

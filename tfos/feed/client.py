@@ -168,7 +168,8 @@ class PickledBatches:
         return self._ahead if self._ahead is not None else b""
 
     def _read(self) -> bytes:
-        blob, self._ahead = (self._ahead, None) if self._ahead is not None else (next(self._blobs, None), None)
+        blob = self._ahead if self._ahead is not None else next(self._blobs, None)
+        self._ahead = None
         if blob is None:
             raise FeedError(f"the partition ended after {self._next} of the {len(self._sizes)} batches the count "
                             f"job saw; the data is not deterministic: cache() it")

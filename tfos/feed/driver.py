@@ -106,16 +106,14 @@ class SparkFeeder:
 
     def train(self, data, num_epochs: int, feed_timeout: float, qname: str) -> FeedReport:
         _check_input(data)
-        frame = is_dataframe(data)
         prepared = self._prepared(data, num_epochs)
         try:
-            return self._train(data, frame, prepared, num_epochs, feed_timeout, qname)
+            return self._train(data, prepared, num_epochs, feed_timeout, qname)
         finally:
             if prepared.arrow_batches is not None and prepared.arrow_batches.is_cached:
                 prepared.arrow_batches.unpersist(blocking=False)
 
-    def _train(self, data, frame: bool, prepared: Prepared, num_epochs: int, feed_timeout: float,
-               qname: str) -> FeedReport:
+    def _train(self, data, prepared: Prepared, num_epochs: int, feed_timeout: float, qname: str) -> FeedReport:
         sizes = prepared.sizes
         plan = plan_feed(sizes, len(self.targets))
         report = FeedReport(
@@ -132,7 +130,7 @@ class SparkFeeder:
                 plan.total, len(self.targets), plan.quota, plan.dropped_per_epoch,
             )
         info = {"quota": plan.quota}
-        if frame:
+        if prepared.arrow_schema is not None:  # a DataFrame
             info.update(columns=list(data.columns), schema=describe_schema(data.schema, prepared.array_lengths))
         for epoch in range(num_epochs):
             for i in range(len(self.targets)):

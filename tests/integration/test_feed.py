@@ -347,3 +347,56 @@ def test_mwms_fit_on_skewed_partitions_finishes_with_equal_steps(sc, tmp_path):
         result = json.loads((tmp_path / f"{name}.json").read_text())
         assert result["steps"] == [expected_steps] * 3
         assert len(result["loss"]) == 3 and 0 < result["loss"][-1] < result["loss"][0]
+
+
+def _mwms_fit_on_data_feed(args, ctx):
+    """TensorFlowOnSpark's mnist_spark.py shape: DataFeed.next_batch(1) in a generator, MWMS fit
+    for 90% of the node's share, then terminate()."""
+    import json as _json
+    import os as _os
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    feed = ctx.get_data_feed(train_mode=True)
+
+    def records():
+        while not feed.should_stop():
+            batch = feed.next_batch(1)
+            if not batch:
+                return
+            pixels, label = batch[0]
+            yield np.asarray(pixels, np.float32) / 255.0, np.float32(label)
+
+    ds = tf.data.Dataset.from_generator(
+        records, output_signature=(tf.TensorSpec((784,), tf.float32), tf.TensorSpec((), tf.float32)))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    ds = ds.batch(args["batch"]).with_options(options)
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(16, activation="relu"),
+                                  keras.layers.Dense(1)])
+        model.compile(optimizer="adam", loss="mse")
+    steps = int(0.9 * args["per_node"] / args["batch"])
+    history = model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
+    feed.terminate()
+    with open(_os.path.join(args["dir"], f"{ctx.job_name}.json"), "w") as f:
+        _json.dump({"records": feed.records, "loss": history.history["loss"]}, f)
+
+
+def test_mwms_fit_on_a_data_feed_of_wide_records_in_uneven_partitions_finishes(sc, tmp_path):
+    """The TensorFlowOnSpark example's deadlock: more partitions than task slots, uneven, each
+    node's share many times its buffer (MNIST-CSV-sized records), nodes advancing in lockstep."""
+    sizes = [9000, 300, 6500, 0, 3500, 7200, 1500, 2000]  # 30,000 records of ~1.6 kB pickled
+    data = _skewed(sc, sizes).map(lambda r: ([(r[0] * 7 + k) % 256 for k in range(784)], float(r[0] % 10)))
+    args = {"dir": str(tmp_path), "batch": 64, "per_node": sum(sizes) // 2}
+    cluster = tfos.run(sc, _mwms_fit_on_data_feed, args, num_executors=2, input_mode=SPARK)
+    report = cluster.train(data, num_epochs=1, feed_timeout=120)  # a stalled feed fails in 120 s
+    cluster.shutdown(timeout=120)
+    assert report.terminated or report.epochs_fed == 1
+    for name in ("chief", "worker"):
+        result = json.loads((tmp_path / f"{name}.json").read_text())
+        assert result["records"] >= int(0.9 * args["per_node"] / 32) * 32  # 90% of its share, read
+        assert len(result["loss"]) == 1

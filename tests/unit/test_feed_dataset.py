@@ -8,9 +8,8 @@ import threading
 import pytest
 
 from tfos.context import NodeContext
-from tfos.feed.client import ControlChannel, FeedTarget, feed_segments
+from tfos.feed.client import ControlChannel, FeedTarget, feed_partition
 from tfos.feed.node_feed import DataFeed, FeedServer
-from tfos.feed.plan import Segment
 
 pytestmark = pytest.mark.timeout(120)
 SECRET = b"s" * 32
@@ -30,8 +29,8 @@ def test_each_pass_reads_one_fed_epoch_trimmed_to_the_quota(batch_size):
         for epoch in range(2):
             control.epoch({"epoch": epoch, "quota": 9, "expected": 10, "columns": None})
             records = [([float(i), 1.0], epoch * 100 + i) for i in range(10)]
-            feeder = threading.Thread(target=feed_segments, args=(
-                records, [Segment(0, 0, 10)], [target], SECRET, {"qname": "input", "partition": 0},
+            feeder = threading.Thread(target=feed_partition, args=(
+                records, 10, [target], SECRET, {"qname": "input", "partition": 0},
                 10, 3))
             feeder.start()
             elements = list(ds.as_numpy_iterator())

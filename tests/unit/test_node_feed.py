@@ -1,7 +1,7 @@
 """The node's feed server and its readers, driven by the real feeding side over 127.0.0.1.
 
 Each test starts ``FeedServer``s on ``socket.create_server(("127.0.0.1", 0))``; feeding tasks
-(``feed_segments``, ``infer_partition``) and the driver's ``ControlChannel`` run as they do in
+(``feed_partition``, ``infer_partition``) and the driver's ``ControlChannel`` run as they do in
 Spark tasks, in threads; the test plays the TF process through ``DataFeed`` and
 ``epoch_chunks``. No Spark, no TensorFlow.
 """
@@ -23,11 +23,11 @@ from tfos.feed.client import (
     ControlChannel,
     FeedTarget,
     PickledBatches,
-    feed_segments,
+    feed_partition,
     infer_partition,
 )
 from tfos.feed.node_feed import DataFeed, FeedServer, epoch_chunks
-from tfos.feed.plan import Segment, plan_feed
+from tfos.feed.plan import plan_feed
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -50,16 +50,24 @@ def wait_until(predicate, timeout_s: float = 5.0, what: str = "a condition") -> 
 def make_server():
     """Factory of FeedServers; each is terminated, drained and closed after the test."""
     servers: list[FeedServer] = []
+    controls: list[ControlChannel] = []
 
-    def make(buffer_chunks: int = 4) -> FeedServer:
+    def make(buffer_chunks: int = 4, epoch_records: int | None = None) -> FeedServer:
+        """A server; with ``epoch_records``, the driver's plan of an epoch of that many is sent
+        first (a node grants room only within an epoch's plan)."""
         server = FeedServer(socket.create_server(("127.0.0.1", 0)), SECRET, buffer_chunks=buffer_chunks)
         servers.append(server)
+        if epoch_records is not None:
+            controls.append(ControlChannel(target(server), SECRET, "input", feed_timeout=10))
+            controls[-1].epoch({"epoch": 0, "quota": epoch_records, "expected": epoch_records, "columns": None})
         return server
 
     yield make
     for server in servers:
         DataFeed(server).terminate()  # releases connection threads blocked on a full queue
         server.close()
+    for control in controls:
+        control.close()
 
 
 def target(server: FeedServer, name: str = "worker:0", executor_id: str = "0") -> FeedTarget:
@@ -121,7 +129,7 @@ def partition(records, stored_batch: int | None, chunk_records: int):
     ],
 )
 @pytest.mark.parametrize("stored_batch", [None, 3, 10], ids=["records", "pickled-batches-of-3", "pickled-batches-of-10"])
-def test_every_record_reaches_its_planned_node_exactly_once(make_server, sizes, num_nodes, chunk_records, stored_batch):
+def test_every_record_reaches_one_node_exactly_once_and_each_node_gets_its_share(make_server, sizes, num_nodes, chunk_records, stored_batch):
     servers = [make_server() for _ in range(num_nodes)]
     targets = [target(s, f"worker:{i}", str(i)) for i, s in enumerate(servers)]
     plan = plan_feed(sizes, num_nodes)
@@ -132,8 +140,8 @@ def test_every_record_reaches_its_planned_node_exactly_once(make_server, sizes, 
                for i, s in enumerate(servers)]
     starts = [sum(sizes[:k]) for k in range(len(sizes))]
     feeders = [
-        Background(feed_segments, partition(range(start, start + size), stored_batch, chunk_records),
-                   plan.segments[k], targets, SECRET, meta(k), feed_timeout=10, chunk_records=chunk_records)
+        Background(feed_partition, partition(range(start, start + size), stored_batch, chunk_records),
+                   size, targets, SECRET, meta(k), feed_timeout=10, chunk_records=chunk_records)
         for k, (start, size) in enumerate(zip(starts, sizes, strict=True))
     ]
     assert [f.result() for f in feeders] == sizes
@@ -142,9 +150,9 @@ def test_every_record_reaches_its_planned_node_exactly_once(make_server, sizes, 
         control.close()
     received = [r.result() for r in readers]
 
-    total = sum(sizes)
+    assert sorted(r for records in received for r in records) == list(range(sum(sizes)))
     for i, records in enumerate(received):
-        assert sorted(records) == list(range(i * total // num_nodes, (i + 1) * total // num_nodes))
+        assert len(records) == plan.expected[i]  # the node's share, whichever partitions it came from
         # partitions feed concurrently, but each partition's records keep their order
         for start, size in zip(starts, sizes, strict=True):
             own = [r for r in records if start <= r < start + size]
@@ -157,7 +165,8 @@ def test_should_stop_turns_true_only_after_the_end_and_the_data_before_it(make_s
     control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
     feed = DataFeed(server, feed_timeout=10)
     try:
-        fed = feed_segments(range(10), [Segment(0, 0, 10)], [target(server)], SECRET, meta(),
+        control.epoch({"epoch": 0, "quota": 10, "expected": 10, "columns": None})
+        fed = feed_partition(range(10), 10, [target(server)], SECRET, meta(),
                             feed_timeout=10, chunk_records=3)
         assert fed == 10
         assert feed.next_batch(4) == [0, 1, 2, 3]
@@ -179,7 +188,8 @@ def test_last_batch_before_the_end_is_short_and_ends_the_feed(make_server):
     control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
     feed = DataFeed(server, feed_timeout=10)
     try:
-        feed_segments(range(5), [Segment(0, 0, 5)], [target(server)], SECRET, meta(),
+        control.epoch({"epoch": 0, "quota": 5, "expected": 5, "columns": None})
+        feed_partition(range(5), 5, [target(server)], SECRET, meta(),
                       feed_timeout=10, chunk_records=2)
         control.end()
         assert feed.next_batch(4) == [0, 1, 2, 3]
@@ -195,13 +205,13 @@ def test_next_batch_maps_dataframe_columns_to_tensor_names(make_server):
     control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
     try:
         control.epoch({"epoch": 0, "quota": 3, "expected": 3, "columns": ["label", "pixels"]})
-        feed_segments([(0, "a"), (1, "b"), (2, "c")], [Segment(0, 0, 3)], [target(server)], SECRET, meta(),
+        feed_partition([(0, "a"), (1, "b"), (2, "c")], 3, [target(server)], SECRET, meta(),
                       feed_timeout=10, chunk_records=2)
         feed = DataFeed(server, feed_timeout=10, input_mapping={"pixels": "x", "label": "y"})
         assert feed.next_batch(3) == {"x": ["a", "b", "c"], "y": [0, 1, 2]}
 
         control.epoch({"epoch": 1, "quota": 1, "expected": 1, "columns": ["label", "pixels"]})
-        feed_segments([(3, "d")], [Segment(0, 0, 1)], [target(server)], SECRET, meta(epoch=1), feed_timeout=10)
+        feed_partition([(3, "d")], 1, [target(server)], SECRET, meta(epoch=1), feed_timeout=10)
         wrong = DataFeed(server, feed_timeout=10, input_mapping={"image": "x"})
         with pytest.raises(FeedError) as error:
             wrong.next_batch(1)
@@ -230,7 +240,7 @@ def test_epoch_chunks_yield_the_quota_and_count_the_rest_as_dropped(
     control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
     try:
         control.epoch({"epoch": 0, "quota": quota, "expected": expected, "columns": ["x"]})
-        feeder = Background(feed_segments, range(expected), [Segment(0, 0, expected)] if expected else [],
+        feeder = Background(feed_partition, range(expected), expected,
                             [target(server)], SECRET, meta(), feed_timeout=10, chunk_records=chunk_records)
         yielded = list(epoch_chunks(server, "input", feed_timeout=5, node_name="worker:0"))
         assert feeder.result() == expected
@@ -247,7 +257,7 @@ def test_epoch_chunks_run_one_epoch_per_call_until_the_feed_ends(make_server):
     try:
         for epoch in range(2):
             control.epoch({"epoch": epoch, "quota": 4, "expected": 5, "columns": None})
-            assert feed_segments(range(epoch * 100, epoch * 100 + 5), [Segment(0, 0, 5)], [target(server)],
+            assert feed_partition(range(epoch * 100, epoch * 100 + 5), 5, [target(server)],
                                  SECRET, meta(epoch=epoch), feed_timeout=10, chunk_records=2) == 5
         control.end()
         epochs = [[r for chunk, _ in epoch_chunks(server, "input", feed_timeout=5) for r in chunk]
@@ -263,7 +273,7 @@ def test_epoch_chunks_refuse_a_feed_that_ends_inside_an_epoch(make_server):
     control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
     try:
         control.epoch({"epoch": 3, "quota": 7, "expected": 7, "columns": None})
-        feed_segments(range(3), [Segment(0, 0, 3)], [target(server)], SECRET, meta(), feed_timeout=10)
+        feed_partition(range(3), 3, [target(server)], SECRET, meta(), feed_timeout=10)
         control.end()
         with pytest.raises(FeedError) as error:
             list(epoch_chunks(server, "input", feed_timeout=5))
@@ -277,12 +287,13 @@ def test_epoch_chunks_time_out_saying_what_arrived(make_server):
     control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
     try:
         control.epoch({"epoch": 0, "quota": 7, "expected": 7, "columns": None})
-        feed_segments(range(3), [Segment(0, 0, 3)], [target(server)], SECRET, meta(), feed_timeout=10)
+        feed_partition(range(3), 3, [target(server)], SECRET, meta(), feed_timeout=10)
         with pytest.raises(FeedTimeout) as error:
             list(epoch_chunks(server, "input", feed_timeout=0.3, node_name="worker:1"))
         assert str(error.value) == (
-            "node worker:1 waited 0.3 s for data on queue 'input'; 3 records had arrived (1 chunks); "
-            "is cluster.train()/inference() running?"
+            "node worker:1 waited 0.3 s for data on queue 'input'; 3 records had arrived (1 chunks; buffer: "
+            "0 of 4 chunks queued, 0 granted; 3 of 7 records of the epoch in); is cluster.train()/inference() "
+            "running?"
         )
     finally:
         control.close()
@@ -291,16 +302,16 @@ def test_epoch_chunks_time_out_saying_what_arrived(make_server):
 # ------------------------------------------------------------------------------- back-pressure
 
 def test_back_pressure_holds_a_feeder_that_outruns_its_reader(make_server):
-    server = make_server(buffer_chunks=2)
+    server = make_server(buffer_chunks=2, epoch_records=200)
     records = big_records(200)  # 200 chunks of ~100 KB: 20 MB, far more than the pipe holds
-    feeder = Background(feed_segments, records, [Segment(0, 0, 200)], [target(server)], SECRET, meta(),
+    feeder = Background(feed_partition, records, 200, [target(server)], SECRET, meta(),
                         feed_timeout=20, chunk_records=1)
-    wait_until(lambda: server.queue("input").full(), what="the queue to fill")
+    wait_until(lambda: server.queue("input").queued >= 2, what="the queue to fill")
     time.sleep(1.0)  # the reader reads nothing for a second: the feeder must stay blocked
 
     assert feeder.alive()
-    assert server.queue("input").qsize() <= 2
-    assert server.stats["records"] <= 5  # 2 queued + 1 held by the connection, give or take
+    assert server.queue("input").queued == 2  # only granted room is filled
+    assert server.stats["records"] == 2
     feed = DataFeed(server, feed_timeout=10)
     assert indices(read_exactly(feed, 200, batch_size=10)) == list(range(200))
     assert feeder.result() == 200
@@ -308,30 +319,27 @@ def test_back_pressure_holds_a_feeder_that_outruns_its_reader(make_server):
 
 
 def test_feeder_times_out_naming_the_node_and_what_it_had_taken(make_server):
-    server = make_server(buffer_chunks=1)
+    server = make_server(buffer_chunks=1, epoch_records=500)
     started = time.monotonic()
     with pytest.raises(FeedTimeout) as error:
-        # 50 MB offered: more than loopback socket buffers hold, so a chunk send blocks
-        feed_segments(iter_big_records(500), [Segment(0, 0, 500)], [target(server, "worker:3", "7")], SECRET,
+        # nobody reads: the one chunk slot fills, and no more room is granted
+        feed_partition(iter_big_records(500), 500, [target(server, "worker:3", "7")], SECRET,
                       meta(), feed_timeout=1, chunk_records=1)
     assert time.monotonic() - started < 10
-    match = re.fullmatch(
-        r"waited 1 s for node worker:3 \(executor 7\) to take more data; it had taken (\d+) records of "
-        r"this partition's 500; is its main_fun reading the feed\?",
-        str(error.value),
-    )
-    assert match, str(error.value)
-    assert 0 < int(match.group(1)) < 500
+    assert str(error.value) == (
+        "waited 1 s for room on any node to feed partition 0 (1 of its 500 records sent): worker:3 (executor 7) "
+        "full, 1 records sent to it by this task; every node that still wants records is full and none took "
+        "data meanwhile: is each main_fun reading its feed?")
 
 
 @pytest.mark.parametrize(
     ("error", "raised", "message"),
     [
         (TimeoutError("timed out"), FeedTimeout,
-         "waited 1 s for node worker:3 (executor 7) to take more data; it had taken 5 records of this "
-         "partition's 5; is its main_fun reading the feed?"),
+         "waited 1 s for node worker:3 (executor 7) to read its feed (5 records of partition 0 sent to it); "
+         "did the node hang?"),
         (BrokenPipeError(32, "Broken pipe"), FeedError,
-         "feed to node worker:3 broke after 5 records: [Errno 32] Broken pipe; did the node fail?"),
+         "feed to node worker:3 broke after 5 records of partition 0: [Errno 32] Broken pipe; did the node fail?"),
     ],
 )
 def test_feeder_stuck_on_its_close_frame_fails_like_on_a_chunk(make_server, monkeypatch, error, raised, message):
@@ -344,9 +352,9 @@ def test_feeder_stuck_on_its_close_frame_fails_like_on_a_chunk(make_server, monk
         return real_send(channel, ftype, payload)
 
     monkeypatch.setattr(protocol.FeedChannel, "send", send)
-    server = make_server()
+    server = make_server(epoch_records=5)
     with pytest.raises(raised) as caught:
-        feed_segments(range(5), [Segment(0, 0, 5)], [target(server, "worker:3", "7")], SECRET, meta(),
+        feed_partition(range(5), 5, [target(server, "worker:3", "7")], SECRET, meta(),
                       feed_timeout=1, chunk_records=2)
     assert type(caught.value) is raised
     assert str(caught.value) == message
@@ -355,16 +363,18 @@ def test_feeder_stuck_on_its_close_frame_fails_like_on_a_chunk(make_server, monk
 @pytest.mark.parametrize(
     ("fed", "read", "message"),
     [
-        (0, 0, "node worker:2 waited 0.5 s for data on queue 'input'; 0 records had arrived (0 chunks); "
-               "is cluster.train()/inference() running?"),
-        (3, 3, "node worker:2 waited 0.5 s for data on queue 'input'; 3 records had arrived (1 chunks); "
-               "is cluster.train()/inference() running?"),
+        (0, 0, "node worker:2 waited 0.5 s for data on queue 'input'; 0 records had arrived (0 chunks; buffer: "
+               "0 of 4 chunks queued, 0 granted; 0 of 0 records of the epoch in); is "
+               "cluster.train()/inference() running?"),
+        (3, 3, "node worker:2 waited 0.5 s for data on queue 'input'; 3 records had arrived (1 chunks; buffer: "
+               "0 of 4 chunks queued, 0 granted; 3 of 3 records of the epoch in); is "
+               "cluster.train()/inference() running?"),
     ],
 )
 def test_next_batch_times_out_without_data(make_server, fed, read, message):
-    server = make_server()
+    server = make_server(epoch_records=fed) if fed else make_server()
     if fed:
-        feed_segments(range(fed), [Segment(0, 0, fed)], [target(server)], SECRET, meta(), feed_timeout=10)
+        feed_partition(range(fed), fed, [target(server)], SECRET, meta(), feed_timeout=10)
     feed = DataFeed(server, feed_timeout=0.5, node_name="worker:2")
     assert len(read_exactly(feed, read, batch_size=10)) == read
     started = time.monotonic()
@@ -377,47 +387,48 @@ def test_next_batch_times_out_without_data(make_server, fed, read, message):
 # ------------------------------------------------------------------------------------ terminate
 
 def test_terminate_releases_an_in_flight_feeder_and_refuses_new_feeds(make_server):
-    server = make_server(buffer_chunks=1)
-    feeder = Background(feed_segments, big_records(200), [Segment(0, 0, 200)], [target(server)], SECRET,
+    server = make_server(buffer_chunks=1, epoch_records=200)
+    feeder = Background(feed_partition, big_records(200), 200, [target(server)], SECRET,
                         meta(), feed_timeout=20, chunk_records=1)
-    wait_until(lambda: server.queue("input").full(), what="the queue to fill")
+    wait_until(lambda: server.queue("input").queued >= 1, what="the buffer's one slot to fill")
     feed = DataFeed(server, feed_timeout=10)
 
     feed.terminate()
     released = time.monotonic()
-    # the running feed drains to nowhere and counts the whole partition as fed; the driver
-    # learns of the stop from the next feed's OPEN
-    assert feeder.result(timeout_s=5) == 200
+    # the running feed stops at once and reports the partition cut short: the driver ends the feed
+    assert feeder.result(timeout_s=5) < 20
     assert time.monotonic() - released < 5
-    assert server.stats["records"] < 20  # the rest was skipped, not decoded
+    assert server.stats["records"] < 20  # the rest was skipped, not sent
     assert feed.should_stop()
     assert feed.next_batch(10) == []
 
     started = time.monotonic()
-    fed = feed_segments(range(50), [Segment(0, 0, 50)], [target(server)], SECRET, meta(1),
+    fed = feed_partition(range(50), 50, [target(server)], SECRET, meta(1),
                         feed_timeout=20, chunk_records=5)
     assert fed == 0  # fewer than planned: the driver sees the node stopped early
     assert time.monotonic() - started < 2
 
 
 def test_terminate_on_one_node_cuts_short_a_partition_spanning_two(make_server):
-    servers = [make_server(), make_server()]
+    servers = [make_server(epoch_records=5), make_server(epoch_records=5)]
     targets = [target(s, f"worker:{i}", str(i)) for i, s in enumerate(servers)]
     DataFeed(servers[1]).terminate()
-    fed = feed_segments(range(10), [Segment(0, 0, 5), Segment(1, 5, 10)], targets, SECRET, meta(),
+    fed = feed_partition(range(10), 10, targets, SECRET, meta(),
                         feed_timeout=10, chunk_records=2)
     assert fed == 5
     assert read_exactly(DataFeed(servers[0], feed_timeout=5), 5, batch_size=5) == [0, 1, 2, 3, 4]
 
 
 def test_terminate_releases_every_feeder_blocked_on_the_queue(make_server):
-    server = make_server(buffer_chunks=1)
-    feeders = [Background(feed_segments, big_records(100), [Segment(0, 0, 100)], [target(server)], SECRET,
+    server = make_server(buffer_chunks=1, epoch_records=300)
+    feeders = [Background(feed_partition, big_records(100), 100, [target(server)], SECRET,
                           meta(k), feed_timeout=20, chunk_records=1) for k in range(3)]
-    # every connection has decoded a chunk: one sits in the queue, the others wait to put theirs
-    wait_until(lambda: server.stats["chunks"] >= 3, what="three connections to block")
+    # the one chunk slot is filled; the three feeders wait for room
+    wait_until(lambda: server.stats["chunks"] >= 1, what="the slot to fill")
+    time.sleep(0.3)
     DataFeed(server).terminate()
-    assert [f.result(timeout_s=15) for f in feeders] == [100, 100, 100]
+    fed = [f.result(timeout_s=5) for f in feeders]
+    assert sum(fed) == 1  # cut short: one record went in, the rest was skipped
 
 
 # ------------------------------------------------------------------------------------ inference
@@ -506,7 +517,7 @@ def test_a_closed_node_is_skipped_at_once(make_server):
     port = server.port
     server.close()  # as when the node's TF process ended: connections are refused
     started = time.monotonic()
-    fed = feed_segments(range(3), [Segment(0, 0, 3)], [FeedTarget("worker:4", "127.0.0.1", port, "9")], SECRET,
+    fed = feed_partition(range(3), 3, [FeedTarget("worker:4", "127.0.0.1", port, "9")], SECRET,
                         meta(), feed_timeout=5)
     assert fed == 0  # fewer than planned: the driver sees the node stopped taking data
     assert time.monotonic() - started < 2
@@ -515,7 +526,7 @@ def test_a_closed_node_is_skipped_at_once(make_server):
 
 def test_feeding_an_unreachable_node_names_it():
     with pytest.raises(FeedError) as error:
-        feed_segments(range(3), [Segment(0, 0, 3)], [FeedTarget("worker:4", "no-such-host.invalid", 1, "9")],
+        feed_partition(range(3), 3, [FeedTarget("worker:4", "no-such-host.invalid", 1, "9")],
                       SECRET, meta(), feed_timeout=5)
     # the middle is the resolver's own words, which vary by platform
     assert re.fullmatch(r"cannot reach the feed of node worker:4 at no-such-host\.invalid:1 \(executor 9\): "
@@ -525,7 +536,7 @@ def test_feeding_an_unreachable_node_names_it():
 def test_feeding_with_another_runs_secret_is_refused(make_server):
     server = make_server()
     with pytest.raises(AuthenticationError) as error:
-        feed_segments(range(3), [Segment(0, 0, 3)], [target(server)], os.urandom(32), meta(), feed_timeout=5)
+        feed_partition(range(3), 3, [target(server)], os.urandom(32), meta(), feed_timeout=5)
     assert str(error.value) == f"feed endpoint 127.0.0.1:{server.port} refused this run's secret"
     assert server.stats == {}
 
@@ -593,7 +604,7 @@ def test_pickled_batches_that_do_not_match_the_count_fail_the_partition_clearly(
     # the count saw batches of 3 and 3; the data now holds 3 and 4 (it changed between jobs)
     blobs = [pickle.dumps([0, 1, 2]), pickle.dumps([3, 4, 5, 6])]
     with pytest.raises(FeedError) as error:
-        feed_segments(PickledBatches(blobs, [3, 3]), [Segment(0, 0, 6)], [target(server)], SECRET, meta(5),
+        feed_partition(PickledBatches(blobs, [3, 3]), 6, [target(server)], SECRET, meta(5),
                       feed_timeout=10)
     assert str(error.value) == ("node worker:0 received 7 records of partition 5 where 6 were sent; "
                                 "the data is not deterministic: cache() it")

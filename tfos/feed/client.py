@@ -4,11 +4,14 @@ driver's control connection that tells each node about epochs and the feed's end
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import queue
 import socket
+import struct
 import threading
+import time
 from dataclasses import dataclass
 
 from tfos.errors import FeedError, FeedTimeout
@@ -223,54 +226,235 @@ def _as_chunks(records, chunk_records: int) -> RecordChunks | ArrowChunks | Pick
     return RecordChunks(records, chunk_records)
 
 
-def feed_segments(records, segments, targets: list[FeedTarget], secret: bytes, meta: dict,
-                  feed_timeout: float, chunk_records: int = CHUNK_RECORDS) -> int:
-    """Stream one partition (records, or its :class:`ArrowChunks` or :class:`PickledBatches`) to
-    the nodes its ``segments`` name; returns the count."""
+def feed_partition(records, size: int, targets: list[FeedTarget], secret: bytes, meta: dict,
+                   feed_timeout: float, chunk_records: int = CHUNK_RECORDS) -> int:
+    """Stream one partition of ``size`` counted records (records, or its :class:`ArrowChunks`
+    or :class:`PickledBatches`) to whichever nodes grant room, a chunk per grant.
+
+    Holds a connection to every node, so it never waits on a full node while another
+    could take data (node_feed.py, buffer.py): it waits only when every node that still
+    wants records is full, at most ``feed_timeout`` seconds (``FeedTimeout`` naming each
+    node and its state). Returns the records read: fewer than ``size`` when nodes ended
+    their feed (``terminate()``, ``main_fun`` returned) before the partition's end, more
+    when the data grew since it was counted.
+    """
     chunks = _as_chunks(records, chunk_records)
+    if size <= 0:
+        return chunks.skip_rest()
     position = 0
-    for segment in segments:
-        target = targets[segment.node]
-        try:
-            channel = _open(target, secret, dict(meta, kind="train"), feed_timeout)
-        except NodeGone:
-            # main_fun returned (or terminate() ended it): the rest is not wanted; if the
-            # node crashed instead, the driver has its failure report and raises that
+    with _Links(targets, secret, dict(meta, kind="train"), feed_timeout) as links:
+        while position < size:
+            node, granted = links.next_grant(f"{position} of its {size} records sent")
+            if node is None:
+                break
+            ftype, payload, count = chunks.take(min(granted, size - position))
+            if not count:
+                break  # the data ended early: the driver's count check says so
+            links.send(node, ftype, payload, count)
+            position += count
+        links.close()
+        if links.cut_short:
             return position
-        try:
-            if _expect_ack(channel, target, "OPEN").get("terminated"):
-                return position  # the node called terminate(): skip the rest at once
-            try:
-                while position < segment.end:
-                    ftype, payload, count = chunks.take(segment.end - position)
-                    if not count:
-                        break
-                    channel.send(ftype, payload)
-                    position += count
-                # inside the try: with the socket's buffers full after the last chunk, CLOSE
-                # blocks like a chunk and must fail like one (not as a bare socket timeout)
-                channel.send(p.CLOSE, b"")
-            except TimeoutError:
-                raise FeedTimeout(
-                    f"waited {feed_timeout:g} s for node {target.name} (executor {target.executor_id}) to take "
-                    f"more data; it had taken {position - segment.start} records of this partition's "
-                    f"{segment.end - segment.start}; is its main_fun reading the feed?"
-                ) from None
-            except OSError as exc:
-                raise FeedError(f"feed to node {target.name} broke after {position} records: {exc}; "
-                                f"did the node fail?") from None
-            ack = _expect_ack(channel, target, "the end of a partition")
-            sent = position - segment.start
-            if not ack.get("terminated") and ack.get("records", sent) != sent:
-                raise FeedError(
-                    f"node {target.name} received {ack['records']} records of partition {meta.get('partition')} "
-                    f"where {sent} were sent; the data is not deterministic: cache() it"
-                )
-        finally:
-            channel.close()
-        if position < segment.end:
-            break
     return position + chunks.skip_rest()
+
+
+class _Links:
+    """A feeding task's connections to every node: the grants they sent, their final ACKs."""
+
+    def __init__(self, targets: list[FeedTarget], secret: bytes, meta: dict, feed_timeout: float):
+        self._targets = targets
+        self._meta = meta
+        self._timeout = feed_timeout
+        self._events: queue.Queue = queue.Queue()  # (node, frame or None, error text)
+        self._channels: dict[int, p.FeedChannel] = {}
+        self._grants = {i: collections.deque() for i in range(len(targets))}
+        self._sent = dict.fromkeys(range(len(targets)), 0)
+        #: why a node takes no more: "capped" (its share is in), "terminated", "gone"
+        self.done: dict[int, str] = {}
+        self._acks: dict[int, dict] = {}
+        self._readers: set[int] = set()  # connections whose frames a thread reads
+        self._next = meta.get("partition", 0) % max(1, len(targets))  # where the round-robin starts
+        try:
+            for i, target in enumerate(targets):
+                self._connect(i, target, secret)
+        except BaseException:
+            self._close_channels()
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self._close_channels()
+
+    @property
+    def cut_short(self) -> bool:
+        """Whether a node ended its feed, so the rest of the partition is not wanted."""
+        return any(why in ("terminated", "gone") for why in self.done.values())
+
+    def _connect(self, i: int, target: FeedTarget, secret: bytes) -> None:
+        try:
+            channel = _open(target, secret, self._meta, self._timeout)
+        except NodeGone:
+            # main_fun returned (or terminate() ended it): it wants no more; if the node
+            # crashed instead, the driver has its failure report and raises that
+            self.done[i] = "gone"
+            return
+        self._channels[i] = channel
+        if _expect_ack(channel, target, "OPEN").get("terminated"):
+            self.done[i] = "terminated"
+            return
+        # a thread reads grants for as long as the partition lasts: no timeout on reads, but
+        # sends still give up after feed_timeout (the kernel's send timeout, not the socket's,
+        # which would apply to the reads too)
+        channel.sock.settimeout(None)
+        seconds = max(self._timeout, 0.001)
+        channel.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                                struct.pack("ll", int(seconds), int(seconds % 1 * 1e6)))
+        self._readers.add(i)
+        threading.Thread(target=self._read, args=(i, channel), name="tfos-feed-grants", daemon=True).start()
+
+    def _read(self, i: int, channel: p.FeedChannel) -> None:
+        """Everything node ``i`` sends (grants, then the final ACK), as events."""
+        try:
+            while True:
+                frame = channel.recv()
+                self._events.put((i, frame, ""))
+                if frame is None or frame[0] != p.CREDIT:
+                    return
+        except (OSError, FeedError) as exc:  # FeedError: the stream was cut inside a frame
+            self._events.put((i, None, str(exc)))
+
+    def _handle(self, i: int, frame, error: str) -> None:
+        if frame is None:
+            if i not in self._acks:
+                self.done.setdefault(i, "gone")
+                self._acks[i] = {"gone": error or "closed the connection"}
+            return
+        ftype, payload = frame
+        info = json.loads(payload) if payload else {}
+        if ftype == p.CREDIT:
+            if info.get("records"):
+                self._grants[i].append(int(info["records"]))
+            else:
+                self.done[i] = info.get("done") or "capped"
+        elif ftype in (p.ACK, p.ERROR):
+            self._acks[i] = info
+            if ftype == p.ERROR:
+                self._refused(i, info)
+        else:
+            raise FeedError(f"node {self._targets[i].name} sent an unexpected {p.NAMES.get(ftype, ftype)} frame")
+
+    def _refused(self, i: int, info: dict) -> None:
+        """Node ``i`` refused a chunk: raise why."""
+        name, partition = self._targets[i].name, self._meta.get("partition")
+        if "records" in info:  # more records than it granted room for: the data changed since its count
+            raise FeedError(f"node {name} received {info['records']} records of partition {partition} where "
+                            f"{self._sent[i]} were sent; the data is not deterministic: cache() it")
+        raise FeedError(f"node {name} refused the feed of partition {partition}: {info.get('error')}")
+
+    def _drain(self, block_s: float = 0.0) -> bool:
+        """Handle the events that came; wait up to ``block_s`` for the first. False if none came."""
+        try:
+            event = self._events.get(timeout=block_s) if block_s > 0 else self._events.get_nowait()
+        except queue.Empty:
+            return False
+        self._handle(*event)
+        while True:
+            try:
+                self._handle(*self._events.get_nowait())
+            except queue.Empty:
+                return True
+
+    def next_grant(self, progress: str) -> tuple[int | None, int]:
+        """``(node, records)`` of a grant, round-robin over the nodes holding one; ``(None, 0)``
+        once no node takes more. Blocks at most ``feed_timeout`` for one."""
+        deadline = time.monotonic() + self._timeout
+        n = len(self._targets)
+        while True:
+            self._drain()
+            for k in range(n):
+                i = (self._next + k) % n
+                if self._grants[i]:
+                    self._next = (i + 1) % n
+                    return i, self._grants[i].popleft()
+            if len(self.done) == n:
+                return None, 0
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise FeedTimeout(
+                    f"waited {self._timeout:g} s for room on any node to feed partition "
+                    f"{self._meta.get('partition')} ({progress}): {self._states()}; every node that still "
+                    f"wants records is full and none took data meanwhile: is each main_fun reading its feed?"
+                )
+            self._drain(min(left, 1.0))
+
+    def _states(self) -> str:
+        states = []
+        for i, target in enumerate(self._targets):
+            why = self.done.get(i)
+            state = {"capped": "has its share", "terminated": "ended its feed", "gone": "is gone"}.get(why, "full")
+            states.append(f"{target.name} (executor {target.executor_id}) {state}, "
+                          f"{self._sent[i]} records sent to it by this task")
+        return "; ".join(states)
+
+    def send(self, i: int, ftype: int, payload, count: int = 0) -> None:
+        target = self._targets[i]
+        try:
+            self._channels[i].send(ftype, payload)
+        except (TimeoutError, BlockingIOError):  # BlockingIOError: SO_SNDTIMEO ran out
+            raise FeedTimeout(f"waited {self._timeout:g} s for node {target.name} (executor {target.executor_id}) "
+                              f"to read its feed ({self._sent[i]} records of partition {self._meta.get('partition')} "
+                              f"sent to it); did the node hang?") from None
+        except OSError as exc:
+            raise FeedError(f"feed to node {target.name} broke after {self._sent[i]} records of partition "
+                            f"{self._meta.get('partition')}: {exc}; did the node fail?") from None
+        self._sent[i] += count
+
+    def close(self) -> None:
+        """End every open connection (CLOSE) and check each node's count of what it received."""
+        waiting = []
+        for i in self._channels:
+            if i not in self._readers or i in self._acks:
+                continue  # ended at OPEN (terminated), or its connection is gone
+            try:
+                self.send(i, p.CLOSE, b"")
+            except FeedError:
+                if self._sent[i]:
+                    raise  # records it may not have taken
+                self.done.setdefault(i, "gone")
+                continue
+            waiting.append(i)
+        deadline = time.monotonic() + self._timeout
+        while any(i not in self._acks for i in waiting):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                names = [self._targets[i].name for i in waiting if i not in self._acks]
+                raise FeedTimeout(f"node(s) {', '.join(names)} did not acknowledge the end of partition "
+                                  f"{self._meta.get('partition')} within {self._timeout:g} s")
+            self._drain(min(left, 1.0))
+        for i in waiting:
+            ack = self._acks[i]
+            if "gone" in ack:
+                if self._sent[i]:
+                    raise FeedError(f"node {self._targets[i].name} closed the feed connection during the end of "
+                                    f"partition {self._meta.get('partition')}: {ack['gone']}; did it fail?")
+                continue
+            if ack.get("terminated"):
+                self.done[i] = "terminated"
+            elif ack.get("records", self._sent[i]) != self._sent[i]:
+                raise FeedError(
+                    f"node {self._targets[i].name} received {ack['records']} records of partition "
+                    f"{self._meta.get('partition')} where {self._sent[i]} were sent; the data is not "
+                    f"deterministic: cache() it"
+                )
+
+    def _close_channels(self) -> None:
+        for channel in self._channels.values():
+            try:
+                channel.close()
+            except OSError:
+                pass
 
 
 def infer_partition(records, target: FeedTarget, secret: bytes, meta: dict, feed_timeout: float,

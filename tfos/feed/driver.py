@@ -13,7 +13,7 @@ from tfos.feed.client import (
     ControlChannel,
     FeedTarget,
     PickledBatches,
-    feed_segments,
+    feed_partition,
     infer_partition,
 )
 from tfos.feed.plan import FeedPlan, plan_feed
@@ -304,9 +304,8 @@ def _feed_partition(records, index: int, plan: FeedPlan, targets, secret: bytes,
                     feed_timeout: float) -> tuple[int, bool]:
     """Stream partition ``index`` as the plan says; (records counted, cut short)."""
     meta = {"qname": qname, "partition": index, "epoch": epoch}
-    segments = plan.segments[index] if index < len(plan.segments) else ()
-    count = feed_segments(records, segments, targets, secret, meta, feed_timeout)
     expected = plan.partition_sizes[index] if index < len(plan.partition_sizes) else 0
+    count = feed_partition(records, expected, targets, secret, meta, feed_timeout)
     return count, count < expected
 
 

@@ -1,9 +1,11 @@
 """The TF process's end of the feed: a server that accepts feeding tasks, and the
 ``DataFeed`` / ``tf.data`` views user code reads from.
 
-Chunks go into one bounded queue per ``qname`` (a few chunks deep). A connection's
-handler blocks on a full queue and stops reading its socket, so TCP pushes back on
-the feeding task: neither side ever holds more than a few chunks of a partition.
+Chunks go into one :class:`~tfos.feed.buffer.FeedBuffer` per ``qname`` (a few chunks
+deep). A training connection is sent CREDIT frames, one per chunk slot its handler
+reserved in the buffer, and may send a chunk only against one, so a feeding task never
+writes to a full node (see buffer.py for why); inference connections push back through
+TCP as their handler waits for room.
 """
 
 from __future__ import annotations
@@ -18,17 +20,20 @@ import time
 
 from tfos.errors import AuthenticationError, FeedError, FeedTimeout
 from tfos.feed import protocol as p
+from tfos.feed.buffer import FeedBuffer
 from tfos.feed.records import head, mapped_arrow_columns, rows_of
 
 log = logging.getLogger(__name__)
 
 #: chunks buffered per queue: at most ~32 MB (chunks aim at 8 MB; 1000 MNIST records are 0.8 MB)
 BUFFER_CHUNKS = 4
+#: grants a training connection may hold at once: two, so the feeding task encodes the next
+#: chunk while the node reads the last
+CREDITS_PER_CONNECTION = 2
+#: records one grant allows at most (a chunk of records, a frame of pickled batches or Arrow rows)
+MAX_GRANT_RECORDS = 1 << 16
 
 _CHUNK, _PARTITION_END, _EPOCH, _END = "chunk", "partition_end", "epoch", "end"
-
-#: how often a connection blocked on a full queue checks whether the node terminated
-_PUT_SLICE_S = 0.2
 
 
 class FeedServer:
@@ -38,7 +43,7 @@ class FeedServer:
         self._listener = listener
         self._secret = secret
         self._buffer_chunks = buffer_chunks
-        self._queues: dict[str, queue.Queue] = {}
+        self._queues: dict[str, FeedBuffer] = {}
         self._lock = threading.Lock()
         self.terminated = threading.Event()
         self.stats = collections.Counter()
@@ -52,11 +57,19 @@ class FeedServer:
     def port(self) -> int:
         return self._listener.getsockname()[1]
 
-    def queue(self, qname: str) -> queue.Queue:
+    def queue(self, qname: str) -> FeedBuffer:
         with self._lock:
             if qname not in self._queues:
-                self._queues[qname] = queue.Queue(maxsize=self._buffer_chunks)
+                self._queues[qname] = FeedBuffer(self._buffer_chunks)
             return self._queues[qname]
+
+    def terminate(self) -> None:
+        """The node wants no more data: every queue drops what it holds and refuses the rest."""
+        self.terminated.set()
+        with self._lock:
+            buffers = list(self._queues.values())
+        for buffer in buffers:
+            buffer.terminate()
 
     def wait_schema(self, qname: str, timeout_s: float) -> list | None:
         """The schema of the DataFrame fed on ``qname``, once ``cluster.train`` sent it."""
@@ -110,65 +123,82 @@ class FeedServer:
         meta = json.loads(frame[1])
         kind = meta.get("kind")
         qname = meta.get("qname", "input")
-        q = self.queue(qname)
+        buffer = self.queue(qname)
         if kind == "control":
-            self._control(channel, q, qname)
+            self._control(channel, buffer, qname)
             return
         if self.terminated.is_set():
             channel.send_json(p.ACK, {"terminated": True})
             return
         channel.send_json(p.ACK, {"terminated": False})
-        source = _Source(channel) if kind == "inference" else None
+        if kind == "inference":
+            self._inference(channel, buffer, meta)
+        else:
+            self._train(channel, buffer, meta)
+
+    def _train(self, channel: p.FeedChannel, buffer: FeedBuffer, meta: dict) -> None:
+        """A training connection: grant room as the buffer frees, take one chunk per grant."""
+        granter = _Granter(channel, buffer)
         received = 0
+        try:
+            while True:
+                ftype, payload = _next_frame(channel, meta)
+                if ftype in (p.CHUNK, p.ARROW, p.PICKLES):
+                    granted = granter.take_grant()
+                    if granted is None:
+                        raise FeedError(f"feeding task for partition {meta.get('partition')} sent a chunk "
+                                        f"without a grant")
+                    records = _DECODERS[ftype](payload)
+                    if len(records) > granted:
+                        # more than the partition's count said: the data changed since; say so
+                        buffer.release(granted)
+                        granter.stop()
+                        channel.send_json(p.ERROR, {"records": received + len(records), "granted": granted})
+                        raise FeedError(f"a feeding task sent {len(records)} records of partition "
+                                        f"{meta.get('partition')} on a grant of {granted}")
+                    buffer.fill(granted, (_CHUNK, records, None), len(records))
+                    received += len(records)
+                    self.stats["records"] += len(records)
+                    self.stats["chunks"] += 1
+                elif ftype == p.CLOSE:
+                    granter.stop()
+                    channel.send_json(p.ACK, {"records": received, "terminated": self.terminated.is_set()})
+                    return
+                else:
+                    raise FeedError(f"unexpected {p.NAMES[ftype]} frame in a feed stream")
+        finally:
+            granter.stop()
+
+    def _inference(self, channel: p.FeedChannel, buffer: FeedBuffer, meta: dict) -> None:
+        """An inference connection: chunks wait for room; results go back on the connection."""
+        source = _Source(channel)
         while True:
-            frame = channel.recv()
-            if frame is None:
-                raise FeedError(f"feeding task for partition {meta.get('partition')} hung up mid-stream")
-            ftype, payload = frame
+            ftype, payload = _next_frame(channel, meta)
             if ftype in (p.CHUNK, p.ARROW, p.PICKLES):
                 if self.terminated.is_set():
                     continue  # drain, so the feeding task finishes promptly
                 records = _DECODERS[ftype](payload)
-                received += len(records)
                 self.stats["records"] += len(records)
                 self.stats["chunks"] += 1
-                if source is not None:
-                    source.sent += len(records)
-                self._put(q, (_CHUNK, records, source))
+                source.sent += len(records)
+                buffer.put((_CHUNK, records, source))
             elif ftype == p.CLOSE:
-                if source is not None:
-                    timeout = float(meta.get("feed_timeout", 600))
-                    if not (self._put(q, (_PARTITION_END, None, source)) and source.wait_done(
-                            timeout, self.terminated)):
-                        # never leave the feeding task waiting for results that will not come
-                        channel.send(p.ERROR, (
-                            f"node answered {source.answered} of {source.sent} records of partition "
-                            f"{meta.get('partition')} "
-                            + ("before terminate() ended its feed" if self.terminated.is_set() else
-                               f"within {timeout:g} s; main_fun must call batch_results() once per batch")
-                        ).encode())
-                        return
-                channel.send_json(p.ACK, {"records": received, "terminated": self.terminated.is_set()})
+                timeout = float(meta.get("feed_timeout", 600))
+                if not (buffer.put((_PARTITION_END, None, source)) and source.wait_done(timeout, self.terminated)):
+                    # never leave the feeding task waiting for results that will not come
+                    channel.send(p.ERROR, (
+                        f"node answered {source.answered} of {source.sent} records of partition "
+                        f"{meta.get('partition')} "
+                        + ("before terminate() ended its feed" if self.terminated.is_set() else
+                           f"within {timeout:g} s; main_fun must call batch_results() once per batch")
+                    ).encode())
+                    return
+                channel.send_json(p.ACK, {"records": source.sent, "terminated": self.terminated.is_set()})
                 return
             else:
                 raise FeedError(f"unexpected {p.NAMES[ftype]} frame in a feed stream")
 
-    def _put(self, q: queue.Queue, item) -> bool:
-        """Queue ``item``, blocking while the queue is full (back-pressure).
-
-        Returns False, dropping the item, once the node terminated: ``terminate`` empties
-        the queue only once, which frees one slot per queued chunk, not one per connection
-        waiting to put, so a waiting connection must notice the termination itself.
-        """
-        while not self.terminated.is_set():
-            try:
-                q.put(item, timeout=_PUT_SLICE_S)
-                return True
-            except queue.Full:
-                pass
-        return False
-
-    def _control(self, channel: p.FeedChannel, q: queue.Queue, qname: str) -> None:
+    def _control(self, channel: p.FeedChannel, buffer: FeedBuffer, qname: str) -> None:
         """The driver's orders: epoch plans and the end of the feed, in queue order."""
         channel.send_json(p.ACK, {})
         while True:
@@ -182,10 +212,74 @@ class FeedServer:
                     self.schemas[qname] = info["schema"]
                     with self._lock:
                         self._schema_ready[qname].set()
-                q.put((_EPOCH, info, None))
+                buffer.put_marker((_EPOCH, info, None), epoch_records=int(info.get("expected", 0)))
             elif ftype == p.END:
-                q.put((_END, info, None))
+                buffer.put_marker((_END, info, None))
             channel.send_json(p.ACK, {})
+
+
+def _next_frame(channel: p.FeedChannel, meta: dict) -> tuple[int, bytes]:
+    """The feeding task's next frame; its end of stream is an error (it ends with CLOSE)."""
+    frame = channel.recv()
+    if frame is None:
+        raise FeedError(f"feeding task for partition {meta.get('partition')} hung up mid-stream")
+    return frame
+
+
+class _Granter:
+    """Sends a training connection its CREDIT frames from a thread of its own, as the buffer
+    frees room: at most ``CREDITS_PER_CONNECTION`` unused at once. ``stop`` returns the
+    unused ones to the buffer; after it, nothing more is sent on the channel."""
+
+    def __init__(self, channel: p.FeedChannel, buffer: FeedBuffer):
+        self._channel = channel
+        self._buffer = buffer
+        self._cond = threading.Condition()
+        self._grants: collections.deque = collections.deque()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="tfos-feed-credit", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._stopped or len(self._grants) < CREDITS_PER_CONNECTION)
+                    if self._stopped:
+                        return
+                records, why = self._buffer.grant(MAX_GRANT_RECORDS, cancelled=lambda: self._stopped)
+                with self._cond:
+                    if self._stopped:
+                        if records:
+                            self._buffer.release(records)
+                        return
+                    if records:
+                        self._grants.append(records)
+                    # sent under the lock: stop() waits for it, so no frame follows the final ACK
+                    self._channel.send_json(p.CREDIT, {"records": records, "done": why})
+                    if not records:
+                        return  # capped or terminated: this connection gets nothing more
+        except OSError as exc:
+            log.debug("feed credit not sent: %s", exc)
+
+    def take_grant(self) -> int | None:
+        with self._cond:
+            if not self._grants:
+                return None
+            granted = self._grants.popleft()
+            self._cond.notify_all()
+            return granted
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        self._buffer.wake()
+        self._thread.join()
+        with self._cond:
+            unused, self._grants = list(self._grants), collections.deque()
+        for granted in unused:
+            self._buffer.release(granted)
 
 
 _DECODERS = {p.CHUNK: p.decode_records, p.ARROW: p.decode_arrow, p.PICKLES: p.decode_pickles}
@@ -318,26 +412,21 @@ class DataFeed:
 
     def terminate(self) -> None:
         """Stop early: the rest of the feed is skipped (feeding tasks finish at once)."""
-        self._server.terminated.set()
+        self._server.terminate()
         self.done_feeding = True
-        # unblock handlers waiting on a full queue
-        try:
-            while True:
-                self._queue.get_nowait()
-        except queue.Empty:
-            pass
 
     def _get(self):
         deadline = time.monotonic() + self.feed_timeout
         while True:
             try:
-                return self._queue.get(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+                return self._queue.get(min(1.0, max(0.0, deadline - time.monotonic())))
             except queue.Empty:
                 if time.monotonic() >= deadline:
                     raise FeedTimeout(
                         f"node {self.node_name} waited {self.feed_timeout:g} s for data on queue "
                         f"{self.qname_in!r}; {self.records} records had arrived "
-                        f"({self._server.stats['chunks']} chunks); is cluster.train()/inference() running?"
+                        f"({self._server.stats['chunks']} chunks; buffer: {self._queue.describe()}); "
+                        f"is cluster.train()/inference() running?"
                     ) from None
 
     def _map_columns(self, pieces: list) -> dict:

@@ -40,10 +40,11 @@ _GCM_NONCE = struct.Struct(">c3xQ")  # direction, padding, sequence number: 12 b
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 # frame types; CHUNK carries pickled records (RDDs), ARROW one Arrow record batch (DataFrames),
-# PICKLES several of pyspark's own pickled batches of records, forwarded as Spark stored them
-OPEN, CHUNK, CLOSE, ACK, RESULTS, ERROR, END, ARROW, PICKLES = range(1, 10)
+# PICKLES several of pyspark's own pickled batches of records, forwarded as Spark stored them;
+# CREDIT (node to feeding task) grants room for one chunk of at most N records (buffer.py)
+OPEN, CHUNK, CLOSE, ACK, RESULTS, ERROR, END, ARROW, PICKLES, CREDIT = range(1, 11)
 NAMES = {OPEN: "OPEN", CHUNK: "CHUNK", CLOSE: "CLOSE", ACK: "ACK", RESULTS: "RESULTS", ERROR: "ERROR",
-         END: "END", ARROW: "ARROW", PICKLES: "PICKLES"}
+         END: "END", ARROW: "ARROW", PICKLES: "PICKLES", CREDIT: "CREDIT"}
 _BLOB_LENGTH = struct.Struct(">I")
 
 
@@ -127,6 +128,12 @@ class FeedChannel:
         self.send(ftype, json.dumps(obj).encode())
 
     def close(self) -> None:
+        try:
+            # wake a thread reading this channel first: the buffered reader's close waits
+            # for its lock, which a blocked read holds
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             self._file.close()
         finally:

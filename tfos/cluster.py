@@ -294,6 +294,13 @@ class Cluster:
         if self.state.failures:
             raise ClusterFailedError(list(self.state.failures), context)
 
+    def _raise_on_node_failure(self, context: str, cause: BaseException) -> None:
+        """After ``cause`` broke a feed: raise the run's failure if a node reports one within a moment."""
+        with self.state.cond:
+            self.state.cond.wait_for(lambda: bool(self.state.failures), timeout=_NODE_REPORT_GRACE_S)
+        if self.state.failures:
+            raise ClusterFailedError(list(self.state.failures), context) from cause
+
     # ------------------------------------------------------------------- feed
 
     def train(self, data, num_epochs: int = 1, feed_timeout: float = 600, qname: str = "input"):
@@ -312,7 +319,13 @@ class Cluster:
             FeedError / FeedTimeout: the feed itself failed.
         """
         feeder = self._require_feeder()
-        return feeder.train(data, num_epochs, feed_timeout, qname)
+        try:
+            return feeder.train(data, num_epochs, feed_timeout, qname)
+        except FeedError as exc:
+            # the feed broke because a node failed (its control channel refused, its connection
+            # dropped): the node's report, which may be a moment behind, is the error to raise
+            self._raise_on_node_failure("while feeding", exc)
+            raise
 
     def inference(self, data, feed_timeout: float = 600, qname: str = "input", output_schema=None):
         """An RDD with one result per record of ``data``, in the same order (InputMode.SPARK).
@@ -379,9 +392,7 @@ class Cluster:
         thread.start()
         thread.join()
         if "error" in outcome:
-            with self.state.cond:
-                self.state.cond.wait_for(lambda: bool(self.state.failures), timeout=_NODE_REPORT_GRACE_S)
-            self._raise_if_failed(description)
+            self._raise_on_node_failure(description, outcome["error"])
             raise FeedError(f"{description} failed: {_first_line(outcome['error'])}") from outcome["error"]
         return outcome["value"]
 
@@ -416,13 +427,10 @@ class Cluster:
             if self._feeder is not None:
                 self._feeder.end()  # DataFeed.should_stop() turns true once the data is read
             deadline = Deadline(timeout, "the chief and workers to finish main_fun")
-            with self.state.cond:
-                ok = deadline.wait_for(self.state.cond, lambda: self.state.failures or self._training_done())
+            ok = self._wait_training_done(deadline)
             self._raise_if_failed("while waiting for the nodes to finish")
             if not ok:
-                busy = [f"{n.role} ({n.state})" for n in self.state.snapshot()
-                        if n.role.job_name in TRAINING_JOBS and n.state not in TERMINAL_NODE_STATES]
-                raise ClusterTimeout(deadline.message(f"still running: {', '.join(busy)}",
+                raise ClusterTimeout(deadline.message(f"still running: {', '.join(self._awaited())}",
                                                       "raise shutdown(timeout=...) for longer training"))
             if grace_secs:
                 # the evaluator (and anything else not serving) may finish on its own meanwhile
@@ -438,13 +446,44 @@ class Cluster:
             self._teardown()
         self._raise_if_failed("during the run")
 
+    def _wait_training_done(self, deadline: Deadline) -> bool:
+        """Wait for training to end (or a failure), logging every ``_WAIT_LOG_S`` what it waits on."""
+        while True:
+            with self.state.cond:
+                done = self.state.cond.wait_for(lambda: self.state.failures or self._training_done(),
+                                                timeout=deadline.slice(_WAIT_LOG_S))
+            if done or deadline.expired():
+                return bool(done)
+            log.info("shutdown() has waited %.0f s for %s to finish main_fun: %s", deadline.elapsed(),
+                     "the chief (ParameterServerStrategy's coordinator)" if self.config.num_ps else
+                     "the chief and workers", "; ".join(self._awaited(explain=True)))
+
+    def _awaited(self, explain: bool = False) -> list[str]:
+        """The training nodes shutdown() waits on, with their states (and, if asked, the likely cause)."""
+        out = []
+        for n in self._training_nodes(self.state.snapshot()):
+            if not _finished_training(n):
+                cause = ""
+                if explain:
+                    cause = (" (not registered: its executor never started the task)" if n.state == "unregistered"
+                             else " (still in main_fun: still training, blocked reading a feed that ended, "
+                                  "or waiting in a collective for a peer)")
+                out.append(f"{n.role} ({n.state}){cause}")
+        return out
+
+    def _training_nodes(self, nodes) -> list:
+        """The nodes whose end is the end of training. Under ParameterServerStrategy only the
+        coordinator (the chief, or worker:0 without one): its workers and ps serve it, whether
+        through ``ctx.serve()`` or TF's own ``tf.distribute.Server(...).join()``, and are
+        stopped once it returns. Otherwise every chief and worker."""
+        training = [n for n in nodes if n.role.job_name in TRAINING_JOBS]
+        if not self.config.num_ps:
+            return training
+        chiefs = [n for n in training if n.role.job_name in ("chief", "master")]
+        return chiefs or [n for n in training if n.role.task_index == 0][:1]
+
     def _training_done(self) -> bool:
-        nodes = self.state.nodes
-        return all(
-            n.state in TERMINAL_NODE_STATES or n.state == "serving"
-            for n in nodes
-            if n.role.job_name in TRAINING_JOBS
-        )
+        return all(_finished_training(n) for n in self._training_nodes(self.state.nodes))
 
     def _only_servers_left(self) -> bool:
         return all(n.state in TERMINAL_NODE_STATES or n.state == "serving" or n.role.job_name == "ps"
@@ -452,10 +491,17 @@ class Cluster:
 
     def _wait_all_stopped(self, timeout_s: float) -> bool:
         with self.state.cond:
-            return bool(self.state.cond.wait_for(
+            stopped = bool(self.state.cond.wait_for(
                 lambda: all(n.state in TERMINAL_NODE_STATES or n.state == "unregistered" for n in self.state.nodes),
                 timeout=timeout_s,
             ))
+        if not stopped:
+            running = [f"{n.role} ({n.state})" for n in self.state.snapshot()
+                       if n.state not in TERMINAL_NODE_STATES and n.state != "unregistered"]
+            log.warning("after %.0f s these nodes had not reported stopping: %s; their executors stop them "
+                        "when the run's Spark job ends (a lost executor or a stuck TF process is the likely "
+                        "cause)", timeout_s, ", ".join(running))
+        return stopped
 
     def _teardown(self) -> None:
         """Stop everything of this run; safe to call twice."""
@@ -530,7 +576,13 @@ def _spark_thread(target, name: str) -> threading.Thread:
         return threading.Thread(target=target, name=name, daemon=True)
 
 
+def _finished_training(node) -> bool:
+    return node.state in TERMINAL_NODE_STATES or node.state == "serving"
+
+
 _NODE_REPORT_GRACE_S = 3.0
+#: how often a shutdown() waiting on nodes says which, and why
+_WAIT_LOG_S = 30.0
 _BARRIER_TASK = re.compile(r"barrier task ResultTask\(\d+, (\d+)\)")
 
 

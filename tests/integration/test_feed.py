@@ -300,6 +300,31 @@ def test_a_node_failing_mid_feed_ends_train_with_its_traceback_in_seconds(sc, tm
         cluster.shutdown(timeout=60)
 
 
+def _fail_before_reading(args, ctx):
+    import time as _time
+
+    if ctx.job_name == "worker":
+        _time.sleep(2)  # after tfos.run returned: while train() counts and opens the feed
+        raise RuntimeError("bad input pipeline (raised on purpose)")
+    feed = ctx.get_data_feed(train_mode=True)
+    while not feed.should_stop():
+        feed.next_batch(100)
+
+
+def test_a_node_failing_as_the_feed_starts_ends_train_with_its_traceback_not_a_feed_error(sc):
+    # the worker's feed endpoint goes while train() counts the data and opens its channels:
+    # the feed's own error (NodeGone, refused connections) must give way to the node's report
+    cluster = tfos.run(sc, _fail_before_reading, None, num_executors=2, input_mode=SPARK)
+    started = time.monotonic()
+    with pytest.raises(tfos.ClusterFailedError) as err:
+        cluster.train(_skewed(sc, [5_000, 5_000]), num_epochs=2, feed_timeout=600)
+    assert time.monotonic() - started < 30
+    assert "node worker:0" in str(err.value)
+    assert 'raise RuntimeError("bad input pipeline (raised on purpose)")' in str(err.value)
+    with pytest.raises(tfos.ClusterFailedError):
+        cluster.shutdown(timeout=60)
+
+
 def _mwms_fit_on_feed(args, ctx):
     import json as _json
     import os as _os

@@ -54,10 +54,17 @@ def _ps_strategy(args, ctx):
     import json as _json
     import os as _os
 
-    if ctx.job_name == "worker":
-        ctx.serve()
-        return
     import tensorflow as tf
+
+    if ctx.job_name == "worker":
+        if args["serve"] == "ctx.serve":
+            ctx.serve()
+        else:  # TensorFlow's tutorial: the worker serves until the job is killed
+            resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+            server = tf.distribute.Server(resolver.cluster_spec(), job_name=resolver.task_type,
+                                          task_index=resolver.task_id, protocol="grpc", start=True)
+            server.join()
+        return
 
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     strategy = tf.distribute.ParameterServerStrategy(resolver)
@@ -73,13 +80,15 @@ def _ps_strategy(args, ctx):
     for _ in range(20):
         coordinator.schedule(step)
     coordinator.join()
-    with open(_os.path.join(args, "chief.json"), "w") as f:
+    with open(_os.path.join(args["dir"], "chief.json"), "w") as f:
         _json.dump({"total": float(total.numpy()), "ps": ctx.cluster_spec["ps"],
                     "variable_device": total.device}, f)
 
 
-def test_parameter_server_strategy_run_ends_when_the_chief_is_done(sc, tmp_path):
-    cluster = tfos.run(sc, _ps_strategy, str(tmp_path), num_executors=3, num_ps=1)
+@pytest.mark.parametrize("serve", ["ctx.serve", "tf.distribute.Server.join"])
+def test_parameter_server_strategy_run_ends_when_the_chief_is_done(sc, tmp_path, serve):
+    # however the worker serves, the coordinator's end is the job's end: the worker is stopped
+    cluster = tfos.run(sc, _ps_strategy, {"dir": str(tmp_path), "serve": serve}, num_executors=3, num_ps=1)
     assert [(n.job_name, n.task_index) for n in cluster.cluster_info] == [("ps", 0), ("chief", 0), ("worker", 0)]
     start = time.monotonic()
     cluster.shutdown(timeout=180)

@@ -28,6 +28,7 @@ import argparse
 import importlib
 import json
 import logging
+import numbers
 
 from pyspark.ml.param.shared import Param, Params, TypeConverters
 from pyspark.ml.pipeline import Estimator, Model
@@ -53,12 +54,34 @@ def _to_mapping(value) -> dict:
     return dict(value)
 
 
+def _to_int(value) -> int:
+    """pyspark's ``toInt`` takes only plain ints and floats: ``InputMode.SPARK`` (an IntEnum) and
+    NumPy ints, which TensorFlowOnSpark scripts pass, are whole numbers too."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return TypeConverters.toInt(value)
+
+
+def _to_float(value) -> float:
+    """``toFloat``, also for NumPy floats and ints of every width (pyspark knows a few types)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    return TypeConverters.toFloat(value)
+
+
+def _to_bool(value) -> bool:
+    """``toBoolean``, also for NumPy bools (``args.flag`` read from an array)."""
+    if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):  # NumPy 2, 1
+        return bool(value)
+    return TypeConverters.toBoolean(value)
+
+
 def _to_optional_string(value) -> str | None:
     return None if value is None else TypeConverters.toString(value)
 
 
 def _to_optional_int(value) -> int | None:
-    return None if value is None else TypeConverters.toInt(value)
+    return None if value is None else _to_int(value)
 
 
 def _param(name: str, doc: str, converter) -> Param:
@@ -69,7 +92,7 @@ def _param(name: str, doc: str, converter) -> Param:
 
 
 class HasBatchSize(Params):
-    batch_size = _param("batch_size", "records per batch (model calls in transform)", TypeConverters.toInt)
+    batch_size = _param("batch_size", "records per batch (model calls in transform)", _to_int)
 
     def setBatchSize(self, value: int):  # noqa: N802 - TensorFlowOnSpark's names, here and below
         return self._set(batch_size=value)
@@ -90,7 +113,7 @@ class HasClusterSize(Params):
 
 
 class HasEpochs(Params):
-    epochs = _param("epochs", "number of epochs to feed", TypeConverters.toInt)
+    epochs = _param("epochs", "number of epochs to feed", _to_int)
 
     def setEpochs(self, value: int):  # noqa: N802
         return self._set(epochs=value)
@@ -101,7 +124,7 @@ class HasEpochs(Params):
 
 class HasGraceSecs(Params):
     grace_secs = _param("grace_secs", "seconds the evaluator may take to finish after training",
-                        TypeConverters.toInt)
+                        _to_int)
 
     def setGraceSecs(self, value: int):  # noqa: N802
         return self._set(grace_secs=value)
@@ -121,7 +144,7 @@ class HasInputMapping(Params):
 
 
 class HasInputMode(Params):
-    input_mode = _param("input_mode", "how the nodes get data (0=TENSORFLOW, 1=SPARK)", TypeConverters.toInt)
+    input_mode = _param("input_mode", "how the nodes get data (0=TENSORFLOW, 1=SPARK)", _to_int)
 
     def setInputMode(self, value: int):  # noqa: N802
         return self._set(input_mode=value)
@@ -152,9 +175,9 @@ class HasModelDir(Params):
 
 
 class HasNumPS(Params):
-    num_ps = _param("num_ps", "number of parameter server nodes", TypeConverters.toInt)
+    num_ps = _param("num_ps", "number of parameter server nodes", _to_int)
     driver_ps_nodes = _param("driver_ps_nodes", "run the ps nodes on the driver (not supported)",
-                             TypeConverters.toBoolean)
+                             _to_bool)
 
     def setNumPS(self, value: int):  # noqa: N802
         return self._set(num_ps=value)
@@ -190,7 +213,7 @@ class HasProtocol(Params):
 
 
 class HasReaders(Params):
-    readers = _param("readers", "reader threads (passed to train_fn only)", TypeConverters.toInt)
+    readers = _param("readers", "reader threads (passed to train_fn only)", _to_int)
 
     def setReaders(self, value: int):  # noqa: N802
         return self._set(readers=value)
@@ -200,7 +223,7 @@ class HasReaders(Params):
 
 
 class HasSteps(Params):
-    steps = _param("steps", "maximum training steps (passed to train_fn only)", TypeConverters.toInt)
+    steps = _param("steps", "maximum training steps (passed to train_fn only)", _to_int)
 
     def setSteps(self, value: int):  # noqa: N802
         return self._set(steps=value)
@@ -210,7 +233,7 @@ class HasSteps(Params):
 
 
 class HasTensorboard(Params):
-    tensorboard = _param("tensorboard", "start TensorBoard on the chief's executor", TypeConverters.toBoolean)
+    tensorboard = _param("tensorboard", "start TensorBoard on the chief's executor", _to_bool)
 
     def setTensorboard(self, value: bool):  # noqa: N802
         return self._set(tensorboard=value)
@@ -264,7 +287,7 @@ class HasTagSet(Params):
 
 class HasFeedTimeout(Params):
     feed_timeout = _param("feed_timeout", "seconds a node or feeding task waits for the other side (tfos)",
-                          TypeConverters.toFloat)
+                          _to_float)
 
     def setFeedTimeout(self, value: float):  # noqa: N802
         return self._set(feed_timeout=value)

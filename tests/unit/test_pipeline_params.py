@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import pytest
 from pyspark.sql import types as T
 
+from tfos.compat import TFCluster
 from tfos.errors import ConfigError
+from tfos.input_mode import InputMode
 from tfos.pipeline import TFEstimator, TFModel, function_reference, merge_args
 from tfos.predict import ModelInfo, TensorInfo, plan, spark_type
 
@@ -58,6 +61,29 @@ def test_estimator_args_carry_every_param_under_its_tensorflowonspark_name():
         "grace_secs": 5, "readers": 2, "steps": 10, "protocol": "grpc", "driver_ps_nodes": False,
         "master_node": "chief", "tfrecord_dir": "/t", "feed_timeout": 60.0,
     }
+
+
+@pytest.mark.parametrize("mode", [InputMode.SPARK, TFCluster.InputMode.SPARK, np.int64(1), np.int32(1), 1])
+def test_input_mode_takes_the_enum_and_numpy_ints_as_tensorflowonspark_scripts_pass_them(mode):
+    # pyspark's toInt refuses an IntEnum and most NumPy ints ("Could not convert 1 to int")
+    args = TFEstimator(module_level_train_fn).setInputMode(mode).merged_args()
+    assert args.input_mode == 1 and type(args.input_mode) is int
+
+
+def test_numeric_params_take_numpy_numbers_and_still_refuse_what_is_not_a_number():
+    estimator = (TFEstimator(module_level_train_fn).setEpochs(np.int16(3)).setBatchSize(np.uint32(64))
+                 .setFeedTimeout(np.float32(2.5)).setGraceSecs(np.int8(4)).setTensorboard(np.bool_(True)))
+    args = estimator.merged_args()
+    assert (args.epochs, args.batch_size, args.feed_timeout, args.grace_secs, args.tensorboard) == (
+        3, 64, 2.5, 4, True)
+    assert [type(v) for v in (args.epochs, args.batch_size, args.feed_timeout, args.tensorboard)] == [
+        int, int, float, bool]
+    with pytest.raises(TypeError, match="Could not convert 2.5 to int"):
+        TFEstimator(module_level_train_fn).setEpochs(2.5)
+    with pytest.raises(TypeError, match="Could not convert x to int"):
+        TFEstimator(module_level_train_fn).setEpochs("x")
+    with pytest.raises(TypeError, match="Boolean Param requires value of type bool"):
+        TFEstimator(module_level_train_fn).setTensorboard(1)
 
 
 def test_defaults_are_tensorflowonsparks():

@@ -85,6 +85,8 @@ class NodeContext:
         if any(s in path for s in _SCHEMES_PASSED_THROUGH):
             return path
         fs = (self.default_fs or "file:///").rstrip("/")
+        if fs.endswith(":"):  # a default filesystem without a host ("hdfs://"): keep the "//"
+            fs += "//"
         if fs.startswith("file:"):
             return "file://" + os.path.abspath(os.path.join(self.working_dir, path))
         if path.startswith("/"):

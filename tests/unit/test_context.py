@@ -26,6 +26,10 @@ def ctx(**kw) -> NodeContext:
     ("hdfs://nn:8020", "data", f"hdfs://nn:8020/user/{getpass.getuser()}/data"),
     ("hdfs://nn:8020/", "s3a://bucket/key", "s3a://bucket/key"),
     ("viewfs://cluster", "/a", "viewfs://cluster/a"),
+    # no host: the name node comes from the Hadoop configuration (TensorFlowOnSpark kept the "//")
+    ("hdfs://", "/foo/bar", "hdfs:///foo/bar"),
+    ("hdfs:///", "/foo/bar", "hdfs:///foo/bar"),
+    ("hdfs://", "data", f"hdfs:///user/{getpass.getuser()}/data"),
 ])
 def test_absolute_path_resolves_like_tensorflowonspark(default_fs, path, expected):
     assert ctx(default_fs=default_fs).absolute_path(path) == expected

@@ -295,7 +295,7 @@ def test_feed_server_drops_a_wrong_secret_peer_without_decoding_anything(caplog)
             assert not peer.accepted()
             peer.wait_closed_by_peer()
             peer.close()
-        assert server.queue("input").qsize() == 0
+        assert server.queue("input").queued == 0
         assert server.stats == {}
         assert [r.getMessage() for r in caplog.records] == [
             f"refused feed connection from ('127.0.0.1', {peer_port}): "
@@ -320,7 +320,7 @@ def test_feed_server_drops_a_tampered_stream_and_says_why(caplog, flip_at):
             peer.send_raw(opening + _flip(chunk, index))
             peer.wait_closed_by_peer()
             peer.close()
-        assert server.queue("input").qsize() == 0
+        assert server.queue("input").queued == 0
         assert server.stats == {}
         assert [r.getMessage() for r in caplog.records] == [
             f"feed connection from ('127.0.0.1', {peer_port}) failed: feed frame failed its integrity check"

@@ -46,6 +46,8 @@ OPEN, CHUNK, CLOSE, ACK, RESULTS, ERROR, END, ARROW, PICKLES, CREDIT = range(1, 
 NAMES = {OPEN: "OPEN", CHUNK: "CHUNK", CLOSE: "CLOSE", ACK: "ACK", RESULTS: "RESULTS", ERROR: "ERROR",
          END: "END", ARROW: "ARROW", PICKLES: "PICKLES", CREDIT: "CREDIT"}
 _BLOB_LENGTH = struct.Struct(">I")
+#: frames smaller than this go out in one write
+_COALESCE_BYTES = 64 * 1024
 
 
 class FeedChannel:
@@ -60,6 +62,9 @@ class FeedChannel:
         self._send_seq = 0
         self._recv_seq = 0
         self._file = sock.makefile("rb", buffering=1 << 20)
+        # small frames (CREDIT, ACK) must leave at once: under Nagle's algorithm a frame's second
+        # write waits for the peer's delayed ACK (40 ms), once per credit
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     # -------------------------------------------------------------- handshake
 
@@ -81,7 +86,6 @@ class FeedChannel:
     def connect(cls, address: tuple[str, int], secret: bytes, timeout_s: float = 30.0) -> FeedChannel:
         """Client side: connect and answer the node's challenge."""
         sock = socket.create_connection(address, timeout=timeout_s)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         nonce = _recv_exact(sock, NONCE_BYTES)
         if nonce is None:
             sock.close()
@@ -105,8 +109,11 @@ class FeedChannel:
         head = _HEAD.pack(ftype, len(payload) + TAG_BYTES)
         sealed = self._aead.encrypt(_GCM_NONCE.pack(self._out, self._send_seq), payload, head)
         self._send_seq += 1
-        self.sock.sendall(head)
-        self.sock.sendall(sealed)
+        if len(sealed) < _COALESCE_BYTES:  # one segment; a big frame is not worth the copy
+            self.sock.sendall(head + sealed)
+        else:
+            self.sock.sendall(head)
+            self.sock.sendall(sealed)
 
     def recv(self) -> tuple[int, bytes] | None:
         """The next (type, payload), or ``None`` at a clean end of stream."""

@@ -6,6 +6,25 @@ os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
+#: importing tfos.compat.TFCluster (or .pipeline) sets TF_USE_LEGACY_KERAS=1 for ported scripts;
+#: test modules import it, which must not switch the rest of the session to tf-keras
+_LEGACY_KERAS = os.environ.get("TF_USE_LEGACY_KERAS")
+
+
+def _restore_legacy_keras() -> None:
+    if _LEGACY_KERAS is None:
+        os.environ.pop("TF_USE_LEGACY_KERAS", None)
+    else:
+        os.environ["TF_USE_LEGACY_KERAS"] = _LEGACY_KERAS
+
+
+def pytest_collection_finish(session):
+    _restore_legacy_keras()
+
+
+def pytest_runtest_teardown(item, nextitem):
+    _restore_legacy_keras()
+
 
 def pytest_collection_modifyitems(session, config, items):
     """Run the integration modules on the default Spark application in a row, so they share

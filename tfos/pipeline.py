@@ -533,6 +533,10 @@ class TFEstimator(Estimator, _TFParams, _Persistence, HasInputMapping, HasOutput
                               f"its columns: {names}")
         return sorted(mapping)
 
+    def _run_options(self, sc) -> dict:
+        """Extra :func:`tfos.run` options of ``fit``'s cluster (``tfos.compat.pipeline`` picks Keras)."""
+        return {}
+
     def _fit(self, dataset):
         from tfos.cluster import run
 
@@ -550,7 +554,8 @@ class TFEstimator(Estimator, _TFParams, _Persistence, HasInputMapping, HasOutput
         log.info("TFEstimator: training on %s with args %s", columns, args)
         cluster = run(dataset.sparkSession.sparkContext, self.train_fn, args, num_executors=args.cluster_size,
                       num_ps=args.num_ps, tensorboard=args.tensorboard, input_mode=mode,
-                      master_node=args.master_node, driver_ps_nodes=args.driver_ps_nodes)
+                      master_node=args.master_node, driver_ps_nodes=args.driver_ps_nodes,
+                      **self._run_options(dataset.sparkSession.sparkContext))
         try:
             if mode == InputMode.SPARK:
                 cluster.train(data, num_epochs=args.epochs, feed_timeout=args.feed_timeout)

@@ -2,9 +2,11 @@
 
 compat_scripts/mnist_tf.py (InputMode.TENSORFLOW, each node reads the CSV itself) and
 compat_scripts/mnist_spark.py (InputMode.SPARK, an RDD fed through TFNode.DataFeed into a
-generator) train a Keras 3 model under MultiWorkerMirroredStrategy on local-cluster[2,1,1024]
-and export it with compat.export_saved_model. Checked: the run ends with exit code 0, the
-chief's SavedModel classifies the digits, and the non-chief's temporary copy is gone.
+generator) are Keras 2 scripts: tfos.compat runs them under tf-keras (driver and nodes) with
+MultiWorkerMirroredStrategy on local-cluster[2,1,1024]; mnist_tf.py keeps weights-only
+checkpoints, and both export with compat.export_saved_model. Checked: the run ends with exit
+code 0, the checkpoints and the SavedModel are tf-keras's, the SavedModel classifies the
+digits, and the non-chief's temporary copy is gone.
 """
 
 from __future__ import annotations
@@ -64,7 +66,12 @@ def accuracy_of_export(export_dir: str, images, labels) -> float:
     import tensorflow as tf
 
     served = tf.saved_model.load(export_dir)
-    probabilities = served.serve(tf.constant(images)).numpy()
+    if hasattr(served, "serve"):  # Keras 3's model.export
+        probabilities = served.serve(tf.constant(images)).numpy()
+    else:  # tf-keras's model.save(dir, save_format="tf")
+        signature = served.signatures["serving_default"]
+        (name,) = signature.structured_input_signature[1]
+        (probabilities,) = [t.numpy() for t in signature(**{name: tf.constant(images)}).values()]
     return float(np.mean(np.argmax(probabilities, axis=1) == labels))
 
 
@@ -83,11 +90,17 @@ def test_tensorflowonspark_style_script_trains_and_exports_a_model(script, mode,
     export_dir = tmp_path / "export"
     before = worker_temp_dirs()
 
+    model_dir = tmp_path / "model"
     result = submit(script, ["--images_labels", f"file://{csv}", "--export_dir", str(export_dir),
-                             "--epochs", "3", "--batch_size", "64"], timeout_s=220)
+                             "--model_dir", str(model_dir), "--epochs", "3", "--batch_size", "64"],
+                    timeout_s=220)
 
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     assert f"COMPAT DONE {mode}" in result.stdout
+    assert "driver tf.keras: tf_keras\n" in result.stdout  # tfos.compat chose tf-keras on the driver
+    assert os.path.isfile(export_dir / "keras_metadata.pb")  # a tf-keras SavedModel: the nodes' Keras
+    if mode == "tensorflow":  # Keras 2's weights-only checkpoints, refused by Keras 3
+        assert os.path.isfile(model_dir / "weights-0003.index"), sorted(os.listdir(tmp_path))
     if mode == "tensorflow":  # cluster_info as TensorFlowOnSpark's dicts
         assert "nodes: [('chief', 0), ('worker', 0)]" in result.stdout
     assert os.path.isfile(export_dir / "saved_model.pb"), sorted(os.listdir(tmp_path))

@@ -99,14 +99,15 @@ def test_run_keeps_tensorflowonspark_parameter_names_and_order():
         ["sc", "main_fun"] + TFOS_RUN_PARAMS[2:-1]
 
 
-def test_run_passes_every_positional_argument_to_tfos_run_in_place(recorded):
+def test_run_passes_every_positional_argument_to_tfos_run_in_place(recorded, monkeypatch):
+    monkeypatch.setenv("TF_USE_LEGACY_KERAS", "1")  # what importing tfos.compat.TFCluster sets
     fun = object()
     TFCluster.run("sc", fun, ["--x"], 3, 1, True, TFCluster.InputMode.SPARK, "/logs", False, "chief", 30,
                   ["input", "output"], True, False)
     (args, kwargs), = recorded
     assert args == ("sc", fun, ["--x"], 3, 1, True, InputMode.SPARK, "/logs", False, "chief", 30,
                     ["input", "output"], True, False)
-    assert kwargs == {}
+    assert kwargs == {"keras": "tf_keras"}  # a TensorFlowOnSpark script is a Keras 2 script
 
 
 def test_run_defaults_are_tensorflowonspark_s(recorded):
@@ -222,7 +223,8 @@ def test_compat_pipeline_is_tfos_pipeline():
     from tfos import pipeline as tfos_pipeline
     from tfos.compat import pipeline
 
-    assert pipeline.TFEstimator is tfos_pipeline.TFEstimator
+    # the estimator is tfos's, picking tf-keras for its nodes (keras_default.py)
+    assert issubclass(pipeline.TFEstimator, tfos_pipeline.TFEstimator)
     assert pipeline.TFModel is tfos_pipeline.TFModel
     with pytest.raises(AttributeError):
         pipeline.NoSuchStage  # noqa: B018

@@ -19,6 +19,7 @@ from typing import Any
 
 from tfos.cluster import Cluster
 from tfos.cluster import run as _tfos_run
+from tfos.compat.keras_default import keras_option, prefer_tf_keras_on_the_driver
 from tfos.config import DEFAULT_SHUTDOWN_TIMEOUT_S
 from tfos.input_mode import InputMode
 
@@ -26,6 +27,8 @@ from tfos.input_mode import InputMode
 UNSPECIFIED_EPOCHS = 10
 
 _TFOS_QUEUES = ("input", "output", "error")
+
+prefer_tf_keras_on_the_driver()
 
 
 class TFCluster:
@@ -122,8 +125,9 @@ def run(sc, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: int
         release_port: bool = True, **options: Any) -> TFCluster:
     """TensorFlowOnSpark's ``TFCluster.run``: :func:`tfos.run` with its defaults.
 
-    Blocks until the cluster is up. ``queues`` and ``release_port`` are accepted and have no
-    effect; ``driver_ps_nodes=True`` is refused (``ConfigError``). Extra keyword ``options``
+    Blocks until the cluster is up. The nodes run under tf-keras unless the script chose
+    (``keras=``, ``TF_USE_LEGACY_KERAS``; see :mod:`tfos.compat.keras_default`). ``queues``
+    and ``release_port`` are accepted and have no effect; ``driver_ps_nodes=True`` is refused (``ConfigError``). Extra keyword ``options``
     go to :func:`tfos.run` (``keras=``, ``env=``, ``max_restarts=``...).
 
     Returns:
@@ -132,6 +136,7 @@ def run(sc, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: int
     Raises:
         ConfigError, ReservationTimeout, ClusterFailedError: as :func:`tfos.run`.
     """
+    options["keras"] = keras_option(sc, options)  # tf-keras unless the script chose (keras_default.py)
     cluster = _tfos_run(
         sc, map_fun, tf_args, num_executors, num_ps, tensorboard, input_mode, log_dir,
         driver_ps_nodes, master_node, reservation_timeout, queues, eval_node, release_port, **options,

@@ -73,9 +73,13 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", help="number of epochs", type=int, default=3)
     parser.add_argument("--images_labels", help="path to the CSV of label,pixels rows")
     parser.add_argument("--export_dir", help="path to export saved_model", default="mnist_export")
+    parser.add_argument("--model_dir", help="path to save checkpoint", default="mnist_model")
     parser.add_argument("--tensorboard", help="launch tensorboard process", action="store_true")
     args = parser.parse_args()
     print("args:", args)
+    import tensorflow as tf
+
+    print("driver tf.keras:", tf.keras.__name__.split(".")[0])  # tf_keras, or keras (Keras 3)
 
     def parse(line):
         values = [float(x) for x in line.split(",")]

@@ -1,4 +1,5 @@
-# InputMode.TENSORFLOW: each node reads the data itself (TensorFlowOnSpark's mnist_tf.py shape).
+# InputMode.TENSORFLOW: each node reads the data itself (TensorFlowOnSpark's mnist_tf.py shape,
+# a Keras 2 script: weights-only checkpoints without a .weights.h5 suffix, which Keras 3 refuses).
 # The only tfos-specific lines are the imports from tfos.compat.
 
 
@@ -36,8 +37,11 @@ def main_fun(args, ctx):
 
     with strategy.scope():
         multi_worker_model = build_and_compile_model()
+    callbacks = [tf.keras.callbacks.ModelCheckpoint(
+        filepath=args.model_dir + "/weights-{epoch:04d}" if ctx.job_name == "chief" else
+        "/tmp/tfos-compat-weights-{epoch:04d}", save_weights_only=True)]
     multi_worker_model.fit(x=train_datasets, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                           verbose=0)
+                           callbacks=callbacks, verbose=0)
 
     compat.export_saved_model(multi_worker_model, args.export_dir, ctx.job_name == "chief")
 
@@ -61,10 +65,14 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", help="number of epochs", type=int, default=3)
     parser.add_argument("--images_labels", help="path to the CSV of label,pixels rows")
     parser.add_argument("--export_dir", help="path to export saved_model", default="mnist_export")
+    parser.add_argument("--model_dir", help="path to save checkpoint", default="mnist_model")
     parser.add_argument("--steps_per_epoch", help="steps per epoch", type=int, default=40)
     parser.add_argument("--tensorboard", help="launch tensorboard process", action="store_true")
     args = parser.parse_args()
     print("args:", args)
+    import tensorflow as tf
+
+    print("driver tf.keras:", tf.keras.__name__.split(".")[0])  # tf_keras, or keras (Keras 3)
 
     cluster = TFCluster.run(sc, main_fun, args, args.cluster_size, num_ps, args.tensorboard,
                             TFCluster.InputMode.TENSORFLOW, master_node="chief")

@@ -404,11 +404,12 @@ def _mwms_fit_on_data_feed(args, ctx):
         model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(16, activation="relu"),
                                   keras.layers.Dense(1)])
         model.compile(optimizer="adam", loss="mse")
-    steps = int(0.9 * args["per_node"] / args["batch"])
+    # the batch is global: each node steps through batch / num_workers of its own records
+    steps = int(0.9 * args["per_node"] / (args["batch"] // ctx.num_workers))
     history = model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
     feed.terminate()
     with open(_os.path.join(args["dir"], f"{ctx.job_name}.json"), "w") as f:
-        _json.dump({"records": feed.records, "loss": history.history["loss"]}, f)
+        _json.dump({"records": feed.records, "steps": steps, "loss": history.history["loss"]}, f)
 
 
 def test_mwms_fit_on_a_data_feed_of_wide_records_in_uneven_partitions_finishes(sc, tmp_path):
@@ -423,5 +424,6 @@ def test_mwms_fit_on_a_data_feed_of_wide_records_in_uneven_partitions_finishes(s
     assert report.terminated or report.epochs_fed == 1
     for name in ("chief", "worker"):
         result = json.loads((tmp_path / f"{name}.json").read_text())
-        assert result["records"] >= int(0.9 * args["per_node"] / 32) * 32  # 90% of its share, read
+        assert result["steps"] == int(0.9 * args["per_node"] / 32)
+        assert result["records"] >= result["steps"] * 32  # 90% of its share, read in lockstep
         assert len(result["loss"]) == 1

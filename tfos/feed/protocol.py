@@ -64,7 +64,8 @@ class FeedChannel:
         self._file = sock.makefile("rb", buffering=1 << 20)
         # small frames (CREDIT, ACK) must leave at once: under Nagle's algorithm a frame's second
         # write waits for the peer's delayed ACK (40 ms), once per credit
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     # -------------------------------------------------------------- handshake
 

@@ -7,6 +7,7 @@ point, not the cluster); the node side uses real NodeContexts and a real FeedSer
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import os
 import socket
@@ -392,3 +393,37 @@ def test_util_single_node_env_leaves_tfos_s_gpu_choice(monkeypatch):
     assert util.single_node_env() is None
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
     assert util.get_ip_address() == "127.0.0.1"
+
+
+# ------------------------------------------------------------------ pipeline's args helpers
+
+def test_pipeline_namespace_behaves_as_tensorflowonspark_s_tests_expect():
+    from tfos.compat.pipeline import Namespace
+
+    d = {"string": "foo", "integer": 1, "float": 3.14, "array": [1, 2, 3], "map": {"a": 1, "b": 2}}
+    for n in (Namespace(d), Namespace(Namespace(d)), Namespace(argparse.Namespace(**d))):
+        assert (n.string, n.integer, n.float, n.array, n.map) == ("foo", 1, 3.14, [1, 2, 3], {"a": 1, "b": 2})
+        assert "string" in n and "extra" not in n
+        assert sorted(n) == sorted(d)
+        assert n == Namespace(d) and n != Namespace({"string": "bar"})
+    argv = ["--foo", "1", "--bar", "test", "--baz", "3.14"]
+    n3 = Namespace(argv)
+    assert n3.argv == argv and list(n3) == argv and "--bar" in n3 and n3 == argv
+    assert repr(Namespace({"b": 2, "a": 1})) == "Namespace(a=1, b=2)"
+    with pytest.raises(ConfigError, match="Namespace takes a dict, a list"):
+        Namespace("--foo 1")
+
+
+def test_tfparams_merges_namespace_args_with_the_params_set():
+    from tfos.compat.pipeline import Namespace, TFParams
+    from tfos.pipeline import HasBatchSize, HasSteps
+
+    class Foo(TFParams, HasBatchSize, HasSteps):
+        def __init__(self, args):
+            super().__init__()
+            self.args = args
+
+    n = Namespace({"a": 1, "b": 2})
+    merged = Foo(n).setBatchSize(10).setSteps(100).merge_args_params()
+    assert merged == Namespace({"a": 1, "b": 2, "batch_size": 10, "steps": 100})
+    assert n == Namespace({"a": 1, "b": 2})  # args themselves unchanged

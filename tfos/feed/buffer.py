@@ -47,9 +47,9 @@ class FeedBuffer:
         self._reserved_records = 0
         self._allowance = 0  # records of the current epoch not granted yet
         self._terminated = False
-        #: what the buffer saw, for the errors that explain a stall
-        self.epoch_expected = 0
-        self.epoch_received = 0
+        # what the buffer saw, for the errors that explain a stall
+        self._epoch_expected = 0
+        self._epoch_received = 0
 
     # ------------------------------------------------------------------ feeding side
 
@@ -76,17 +76,19 @@ class FeedBuffer:
                     return records, ""
                 self._cond.wait(poll_s)
 
-    def fill(self, granted: int, item, records: int) -> None:
-        """Queue ``item`` (``records`` records) into the slot of a ``granted``-record grant."""
+    def fill(self, granted: int, item, records: int, partition=None) -> None:
+        """Queue ``item`` (``records`` records of ``partition``) into the slot of a
+        ``granted``-record grant; more records than granted return the grant and raise."""
         with self._cond:
             if records > granted:
                 # the grant's slot and records are returned; the connection is then dropped
                 self._return(granted)
-                raise FeedError(f"a feeding task sent {records} records on a grant of {granted}")
+                raise FeedError(f"a feeding task sent {records} records of partition {partition} "
+                                f"on a grant of {granted}")
             self._reserved_slots -= 1
             self._reserved_records -= granted
             self._allowance += granted - records
-            self.epoch_received += records
+            self._epoch_received += records
             if not self._terminated:
                 self._items.append((True, item))
                 self._chunks += 1
@@ -122,8 +124,8 @@ class FeedBuffer:
         with self._cond:
             if epoch_records is not None:
                 self._allowance = epoch_records
-                self.epoch_expected = epoch_records
-                self.epoch_received = 0
+                self._epoch_expected = epoch_records
+                self._epoch_received = 0
             self._items.append((False, item))
             self._cond.notify_all()
 
@@ -162,12 +164,8 @@ class FeedBuffer:
         with self._cond:
             return self._chunks
 
-    @property
-    def terminated(self) -> bool:
-        return self._terminated
-
     def describe(self) -> str:
         """The buffer's state, for errors that explain a stall."""
         with self._cond:
             return (f"{self._chunks} of {self._capacity} chunks queued, {self._reserved_slots} granted; "
-                    f"{self.epoch_received} of {self.epoch_expected} records of the epoch in")
+                    f"{self._epoch_received} of {self._epoch_expected} records of the epoch in")

@@ -451,10 +451,7 @@ class _Links:
 
     def _close_channels(self) -> None:
         for channel in self._channels.values():
-            try:
-                channel.close()
-            except OSError:
-                pass
+            channel.close()
 
 
 def infer_partition(records, target: FeedTarget, secret: bytes, meta: dict, feed_timeout: float,

@@ -246,10 +246,7 @@ class SparkFeeder:
 
     def close(self) -> None:
         for control in self._controls.values():
-            try:
-                control.close()
-            except OSError:
-                pass
+            control.close()
         self._controls.clear()
 
 

@@ -149,14 +149,13 @@ class FeedServer:
                         raise FeedError(f"feeding task for partition {meta.get('partition')} sent a chunk "
                                         f"without a grant")
                     records = _DECODERS[ftype](payload)
-                    if len(records) > granted:
+                    try:
+                        buffer.fill(granted, (_CHUNK, records, None), len(records), meta.get("partition"))
+                    except FeedError:
                         # more than the partition's count said: the data changed since; say so
-                        buffer.release(granted)
                         granter.stop()
                         channel.send_json(p.ERROR, {"records": received + len(records), "granted": granted})
-                        raise FeedError(f"a feeding task sent {len(records)} records of partition "
-                                        f"{meta.get('partition')} on a grant of {granted}")
-                    buffer.fill(granted, (_CHUNK, records, None), len(records))
+                        raise
                     received += len(records)
                     self.stats["records"] += len(records)
                     self.stats["chunks"] += 1

@@ -136,6 +136,7 @@ class FeedChannel:
         self.send(ftype, json.dumps(obj).encode())
 
     def close(self) -> None:
+        """Close, never raising: there is nothing a caller could do about a failed close."""
         try:
             # wake a thread reading this channel first: the buffered reader's close waits
             # for its lock, which a blocked read holds
@@ -144,6 +145,8 @@ class FeedChannel:
             pass
         try:
             self._file.close()
+        except OSError:
+            pass
         finally:
             self.sock.close()
 

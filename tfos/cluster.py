@@ -82,8 +82,9 @@ def run(
     """Start a TF cluster: one node per executor, each running ``main_fun(tf_args, ctx)``.
 
     Blocks until every node registered and got its role (TENSORFLOW mode), or until every
-    TF process runs (SPARK mode). Parameter names are TensorFlowOnSpark's; ``queues`` and
-    ``release_port`` are accepted for porting and have no effect. Extra keyword options
+    TF process runs (SPARK mode). Parameter names are TensorFlowOnSpark's; ``queues`` is accepted
+    for porting and has no effect; ``release_port=False`` keeps each node's TF port held
+    into ``main_fun`` until ``ctx.release_port()``. Extra keyword options
     are :class:`~tfos.config.RunConfig` fields (``keras``, ``env``, ``executor_wait_timeout``,
     ``heartbeat_timeout_s``...).
 
@@ -114,7 +115,7 @@ def run(
     config = RunConfig(
         num_executors=num_executors, num_ps=num_ps, tensorboard=tensorboard, input_mode=input_mode,
         log_dir=log_dir, master_node=master_node, eval_node=eval_node,
-        reservation_timeout=reservation_timeout, **options,
+        reservation_timeout=reservation_timeout, release_port=release_port, **options,
     )
     check_preconditions(facts, config.num_executors)
     wait_for_executors(sc, config.num_executors, min(config.executor_wait_timeout, config.reservation_timeout))
@@ -152,7 +153,7 @@ class Cluster:
         self.state = ReservationState(self.run_id, config.roles(), config.tensorboard, config.log_dir or "")
         self.server = ReservationServer(self.state, self._secret, facts.server_host,
                                         port=facts.server_port, bind_host=facts.server_bind_host,
-                                        tls=config.tls, port_range=config.port_range)
+                                        tls=config.tls, port_range=facts.server_port_range or config.port_range)
         self._launch = NodeLaunch(
             run_id=self.run_id, server_address=self.server.address, secret=self._secret,
             input_mode=int(config.input_mode),
@@ -163,6 +164,7 @@ class Cluster:
             env=dict(config.env),
             tls=config.tls.client() if config.tls else None,
             port_range=str(config.port_range or ""),
+            release_port=config.release_port,
             attempt=attempt,
             payload=cloudpickle.dumps((main_fun, tf_args, describe_source(main_fun))),
         )

@@ -53,6 +53,9 @@ class RunConfig:
     #: ports tfos listens on (reservation server, TF servers, feed, TensorBoard), e.g.
     #: "40000-40100"; default: spark.tfos.portRange when set, else any free port
     port_range: PortRange | str | None = None
+    #: False: each node's TF port stays held into main_fun, as ``ctx.tmp_socket``, until
+    #: ``ctx.release_port()`` (TensorFlowOnSpark's option; see NodeContext.tmp_socket)
+    release_port: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.input_mode, int) and not isinstance(self.input_mode, (InputMode, bool)):
@@ -65,7 +68,7 @@ class RunConfig:
                 f"input_mode must be tfos.InputMode.TENSORFLOW or tfos.InputMode.SPARK; "
                 f"received: input_mode={self.input_mode!r}"
             )
-        for name in ("tensorboard", "eval_node"):
+        for name in ("tensorboard", "eval_node", "release_port"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False; received: {name}={getattr(self, name)!r}")
         if self.master_node not in MASTER_NODES:

@@ -55,6 +55,7 @@ class NodeContext:
     _server: Any = field(default=None, repr=False)
     _events: Any = field(default=None, repr=False)
     _feed: Any = field(default=None, repr=False)
+    _tmp_socket: Any = field(default=None, repr=False)
 
     @property
     def tensorboard_dir(self) -> str:
@@ -75,23 +76,8 @@ class NodeContext:
         )
 
     def absolute_path(self, path: str) -> str:
-        """Resolve ``path`` the way TensorFlowOnSpark did.
-
-        Paths with a scheme (``hdfs://``, ``file://``, ``s3a://``, ``viewfs://``...) pass through.
-        On a local default filesystem a relative path is taken from ``working_dir`` and
-        returned as ``file://...``; on a distributed one, absolute paths are prefixed with
-        ``default_fs`` and relative ones with ``default_fs/user/<user>/``.
-        """
-        if any(s in path for s in _SCHEMES_PASSED_THROUGH):
-            return path
-        fs = (self.default_fs or "file:///").rstrip("/")
-        if fs.endswith(":"):  # a default filesystem without a host ("hdfs://"): keep the "//"
-            fs += "//"
-        if fs.startswith("file:"):
-            return "file://" + os.path.abspath(os.path.join(self.working_dir, path))
-        if path.startswith("/"):
-            return fs + path
-        return f"{fs}/user/{getpass.getuser()}/{path}"
+        """``path`` resolved the way TensorFlowOnSpark did; see :func:`absolute_path`."""
+        return absolute_path(path, self.default_fs, self.working_dir)
 
     def shard_files(self, pattern, allow_empty: bool = False) -> list[str]:
         """This training node's share of the files matching ``pattern`` (sharding by file).
@@ -135,8 +121,22 @@ class NodeContext:
         """TensorFlowOnSpark's name for :meth:`start_server` (its GPU/RDMA arguments are ignored)."""
         return self.start_server()
 
+    @property
+    def tmp_socket(self):
+        """The socket holding this node's TF port, with ``tfos.run(..., release_port=False)``.
+
+        tfos holds each node's TF port from the moment it picks it until ``main_fun`` runs,
+        so no other process can take it meanwhile. With ``release_port=False`` (TensorFlowOnSpark's
+        option) the hold lasts into ``main_fun``: call :meth:`release_port` before the TF
+        server starts (a strategy, ``start_server``). ``None`` once released.
+        """
+        return self._tmp_socket
+
     def release_port(self) -> None:
-        """No-op: tfos picks ports just before TF binds them, so there is nothing to release."""
+        """Release this node's TF port for TF to bind (``release_port=False`` runs only)."""
+        if self._tmp_socket is not None:
+            self._tmp_socket.close()
+            self._tmp_socket = None
 
     @property
     def mgr(self) -> NodeContext:
@@ -269,3 +269,23 @@ class NodeContext:
                 "(ps and evaluator nodes are never fed)"
             )
         return self._feed
+
+
+def absolute_path(path: str, default_fs: str, working_dir: str) -> str:
+    """Resolve ``path`` against the default filesystem, the way TensorFlowOnSpark did.
+
+    Paths with a scheme (``hdfs://``, ``file://``, ``s3a://``, ``viewfs://``...) pass through.
+    On a local default filesystem a relative path is taken from ``working_dir`` and
+    returned as ``file://...``; on a distributed one, absolute paths are prefixed with
+    ``default_fs`` and relative ones with ``default_fs/user/<user>/``.
+    """
+    if any(s in path for s in _SCHEMES_PASSED_THROUGH):
+        return path
+    fs = (default_fs or "file:///").rstrip("/")
+    if fs.endswith(":"):  # a default filesystem without a host ("hdfs://"): keep the "//"
+        fs += "//"
+    if fs.startswith("file:"):
+        return "file://" + os.path.abspath(os.path.join(working_dir, path))
+    if path.startswith("/"):
+        return fs + path
+    return f"{fs}/user/{getpass.getuser()}/{path}"

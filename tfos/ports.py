@@ -108,6 +108,28 @@ def listen(host: str, port_range: PortRange | None = None, offset: int = 0, excl
     )
 
 
+def reserve(host: str, port_range: PortRange | None = None, offset: int = 0,
+            exclude: Iterable[int] = ()) -> socket.socket:
+    """A socket bound (not listening) to a free port of ``host``: it holds the port for a
+    server that binds it later, and nobody can bind the port until it is closed.
+
+    No ``SO_REUSEADDR``: two holders (nodes sharing a host and a port range) can never get
+    the same port, and the server the port is for must wait for the release.
+    """
+    def bind(port: int) -> socket.socket:
+        sock = socket.socket(_family(host), socket.SOCK_STREAM)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    if port_range is None:
+        return bind(0)
+    return port_range.first_free(bind, host, offset, exclude)
+
+
 def pick(host: str, port_range: PortRange | None = None, offset: int = 0, exclude: Iterable[int] = ()) -> int:
     """A port that was free on ``host`` a moment ago, in ``port_range`` when given (the caller
     binds it soon after; another process may take it meanwhile)."""

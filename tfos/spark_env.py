@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 
 from tfos.deadline import Deadline
-from tfos.errors import SparkPreconditionError
+from tfos.errors import ConfigError, SparkPreconditionError
+from tfos.ports import PortRange
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,11 @@ class SparkFacts:
     omp_num_threads_set: bool
     #: where the reservation server binds when it differs from driver_host (spark.driver.bindAddress)
     server_bind_host: str | None = None
-    #: TFOS_SERVER_HOST overrides the advertised address, TFOS_SERVER_PORT the port (0: any free)
+    #: TFOS_SERVER_HOST overrides the advertised address, TFOS_SERVER_PORT the port (0: any
+    #: free) or, as "FIRST-LAST", the range the reservation server binds in (as in TensorFlowOnSpark)
     server_host_override: str | None = None
     server_port: int = 0
+    server_port_range: PortRange | None = None
     default_parallelism_set: bool = False
 
     @property
@@ -85,7 +88,7 @@ def read_facts(sc) -> SparkFacts:
         omp_num_threads_set=get("spark.executorEnv.OMP_NUM_THREADS") is not None,
         server_bind_host=os.environ.get("TFOS_SERVER_HOST") or get("spark.driver.bindAddress"),
         server_host_override=os.environ.get("TFOS_SERVER_HOST") or None,
-        server_port=_port(os.environ.get("TFOS_SERVER_PORT")),
+        **_server_port(os.environ.get("TFOS_SERVER_PORT")),
         default_parallelism_set=get("spark.default.parallelism") is not None,
     )
 
@@ -177,11 +180,21 @@ def _source(facts: SparkFacts) -> str:
     return "spark.executor.instances"
 
 
-def _port(value) -> int:
-    port = _int(value)
-    if value not in (None, "") and (port is None or not 0 <= port <= 65535):
-        raise SparkPreconditionError(f"TFOS_SERVER_PORT must be a TCP port (0..65535); received: {value!r}")
-    return port or 0
+def _server_port(value) -> dict:
+    """``server_port`` / ``server_port_range`` from ``TFOS_SERVER_PORT``: "9999" or "9997-9999"."""
+    if value in (None, ""):
+        return {}
+    if "-" in value:
+        try:
+            return {"server_port_range": PortRange.parse(value)}
+        except ConfigError:
+            pass
+    else:
+        port = _int(value)
+        if port is not None and 0 <= port <= 65535:
+            return {"server_port": port}
+    raise SparkPreconditionError(
+        f"TFOS_SERVER_PORT must be a TCP port (0..65535) or a range FIRST-LAST; received: {value!r}")
 
 
 def _int(value) -> int | None:

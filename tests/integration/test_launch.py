@@ -50,7 +50,23 @@ def _report_context(out_dir, ctx):
             "tf_config": _json.loads(_os.environ["TF_CONFIG"]), "num_workers": ctx.num_workers,
             "worker_num": ctx.worker_num, "executor_id": ctx.executor_id, "working_dir": ctx.working_dir,
             "omp": _os.environ.get("OMP_NUM_THREADS"), "pid": _os.getpid(),
+            "tmp_socket": ctx.tmp_socket is not None, "port_free": _own_port_binds(ctx),
         }, f)
+
+
+def _own_port_binds(ctx) -> bool:
+    """Whether a plain bind of this node's TF port (from its cluster spec) succeeds."""
+    import socket as _socket
+
+    port = int(ctx.cluster_spec[ctx.job_name][ctx.task_index].rsplit(":", 1)[1])
+    probe = _socket.socket()
+    try:
+        probe.bind(("0.0.0.0", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 def test_every_node_sees_the_same_cluster_spec_with_unique_roles(sc, tmp_path):
@@ -67,11 +83,38 @@ def test_every_node_sees_the_same_cluster_spec_with_unique_roles(sc, tmp_path):
         assert r["tf_config"] == {"cluster": spec, "task": {"type": r["job_name"], "index": r["task_index"]}}
         assert r["num_workers"] == 2
         assert r["omp"] is None  # pyspark's OMP_NUM_THREADS=1 must not throttle TF
+        assert (r["tmp_socket"], r["port_free"]) == (False, True)  # released before main_fun
     assert sorted(r["worker_num"] for r in reports) == [0, 1]
     assert len({r["executor_id"] for r in reports}) == 2
     info = cluster.cluster_info
     assert [(n.job_name, n.state) for n in info] == [("chief", "done"), ("worker", "done")]
     assert {n.executor_id for n in info} == {r["executor_id"] for r in reports}
+
+
+def _hold_then_release_the_port(out_dir, ctx):
+    import json as _json
+    import os as _os
+
+    held = ctx.tmp_socket is not None and not _own_port_binds(ctx)
+    own = ctx.cluster_spec[ctx.job_name][ctx.task_index].rsplit(":", 1)[1]
+    same = ctx.tmp_socket is not None and str(ctx.tmp_socket.getsockname()[1]) == own
+    ctx.release_port()
+    released = ctx.tmp_socket is None
+    ctx.start_server()  # TF binds the port it was given
+    with open(_os.path.join(out_dir, f"{ctx.job_name}.json"), "w") as f:
+        _json.dump({"held": held, "same_port": same, "released": released}, f)
+
+
+def test_release_port_false_holds_the_tf_port_until_main_fun_releases_it(sc, tmp_path, monkeypatch):
+    from tests.unit.test_tls_ports import free_block
+
+    block = free_block(3)
+    monkeypatch.setenv("TFOS_SERVER_PORT", str(block))  # TensorFlowOnSpark's range form
+    cluster = tfos.run(sc, _hold_then_release_the_port, str(tmp_path), num_executors=2, release_port=False)
+    assert block.first <= cluster.server.port <= block.last
+    cluster.shutdown(timeout=120)
+    reports = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
+    assert reports == [{"held": True, "same_port": True, "released": True}] * 2
 
 
 def test_too_many_executors_requested_fails_at_once(sc):

@@ -320,6 +320,23 @@ def test_hdfs_path_resolves_as_tensorflowonspark_did(default_fs, path, expected)
     assert TFNode.hdfs_path(context(default_fs), path) == expected
 
 
+def test_hdfs_path_takes_tensorflowonspark_style_contexts_too():
+    mock = type("MockContext", (), {"defaultFS": "viewfs://", "working_dir": "/work/dir"})
+    user = __import__("getpass").getuser()
+    assert TFNode.hdfs_path(mock, "foo/bar") == f"viewfs:///user/{user}/foo/bar"
+    assert TFNode.hdfs_path(mock, "/foo/bar") == "viewfs:///foo/bar"
+
+
+@pytest.mark.parametrize("call", ["start", "connect"])
+def test_a_tfmanager_of_ones_own_is_refused_with_what_to_use(call):
+    from tfos.compat import TFManager
+
+    with pytest.raises(ConfigError) as err:
+        getattr(TFManager, call)(b"abc", ["input"])
+    assert f"TFManager.{call}(...): tfos has no per-executor TFManager: inside main_fun(args, ctx), ctx.mgr is " \
+           "the node's context" in str(err.value)
+
+
 def test_tf1_session_export_is_refused_with_the_tf2_form():
     with pytest.raises(ConfigError) as err:
         TFNode.export_saved_model("sess", "/tmp/x", "serve", {"sig": {}})

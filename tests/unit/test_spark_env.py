@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tfos.errors import SparkPreconditionError
-from tfos.spark_env import SparkFacts, check_preconditions
+from tfos.ports import PortRange
+from tfos.spark_env import SparkFacts, _server_port, check_preconditions
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -54,3 +55,21 @@ def test_unusable_spark_settings_are_refused_with_the_fix(overrides, num_executo
 ])
 def test_usable_spark_settings_pass(overrides):
     check_preconditions(facts(**overrides), 2)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("9999", {"server_port": 9999}),
+    ("0", {"server_port": 0}),
+    ("9997-9999", {"server_port_range": PortRange(9997, 9999)}),
+    ("", {}),
+])
+def test_tfos_server_port_is_a_port_or_a_range(value, expected):
+    assert _server_port(value) == expected
+
+
+@pytest.mark.parametrize("value", ["http", "70000", "9999-9997", "-1", "1-2-3"])
+def test_a_bad_tfos_server_port_names_the_value(value):
+    with pytest.raises(SparkPreconditionError) as info:
+        _server_port(value)
+    assert str(info.value) == (
+        f"TFOS_SERVER_PORT must be a TCP port (0..65535) or a range FIRST-LAST; received: {value!r}")

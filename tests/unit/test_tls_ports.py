@@ -10,7 +10,7 @@ import pytest
 from tests.unit.certs import _with_openssl, self_signed
 from tests.unit.reservation_wire import RUN_ID, SECRET, SwappableState, assert_no_secret
 from tfos.errors import ConfigError, ReservationTimeout
-from tfos.ports import PortRange, listen, pick, port_range_from_conf
+from tfos.ports import PortRange, listen, pick, port_range_from_conf, reserve
 from tfos.reservation.client import ReservationClient
 from tfos.reservation.server import ReservationServer
 from tfos.reservation.state import ReservationState
@@ -308,3 +308,17 @@ def test_node_launch_ships_the_ca_but_not_the_key(certs):
         assert json.loads(header)["tls"] == {"root_certificates": f.read(), "server_name": None}
     assert json.loads(header)["port_range"] == "41000-41010"
     assert_no_secret(repr(launch))
+
+
+def test_reserved_port_cannot_be_bound_until_released():
+    block = free_block(2)
+    held = reserve("127.0.0.1", block)
+    port = held.getsockname()[1]
+    assert port == block.first
+    with pytest.raises(OSError):
+        socket.socket().bind(("0.0.0.0", port))
+    with reserve("127.0.0.1", block) as other:
+        assert other.getsockname()[1] == block.last  # a second holder moves on
+    held.close()
+    with socket.create_server(("127.0.0.1", port)):
+        pass

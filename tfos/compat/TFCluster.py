@@ -127,7 +127,9 @@ def run(sc, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: int
 
     Blocks until the cluster is up. The nodes run under tf-keras unless the script chose
     (``keras=``, ``TF_USE_LEGACY_KERAS``; see :mod:`tfos.compat.keras_default`). ``queues``
-    and ``release_port`` are accepted and have no effect; ``driver_ps_nodes=True`` is refused (``ConfigError``). Extra keyword ``options``
+    is accepted and has no effect; ``release_port=False`` keeps each node's TF port held
+    into ``map_fun`` as ``ctx.tmp_socket``, until ``ctx.release_port()``;
+    ``driver_ps_nodes=True`` is refused (``ConfigError``). Extra keyword ``options``
     go to :func:`tfos.run` (``keras=``, ``env=``, ``max_restarts=``...).
 
     Returns:

@@ -71,8 +71,14 @@ def start_cluster_server(ctx, num_gpus: int = 1, rdma: bool = False):
 
 
 def hdfs_path(ctx, path: str) -> str:
-    """``path`` made absolute on the cluster's default filesystem (``ctx.absolute_path``)."""
-    return ctx.absolute_path(path)
+    """``path`` made absolute on the cluster's default filesystem (``ctx.absolute_path``).
+
+    ``ctx`` is a tfos context, or any object with TensorFlowOnSpark's ``defaultFS`` and
+    ``working_dir`` attributes.
+    """
+    from tfos.context import absolute_path
+
+    return absolute_path(path, ctx.defaultFS, ctx.working_dir)
 
 
 def export_saved_model(model, export_dir: str, is_chief=False, signatures=None):

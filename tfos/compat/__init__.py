@@ -18,10 +18,13 @@ import lines and nothing else changes::
 ``pipeline``       :mod:`tfos.pipeline` (``TFEstimator``, ``TFModel``), imported on first use
 ``TFParallel``     ``run`` -> :func:`tfos.parallel_run`
 ``util``           ``single_node_env`` (a no-op: tfos set the process up), ``get_ip_address``
+``gpu_info``       ``get_gpus``, ``is_gpu_available``, ``AS_STRING``/``AS_LIST``: the GPUs in
+                   ``CUDA_VISIBLE_DEVICES`` (Spark's), else idle ones from ``nvidia-smi``
+``TFManager``      an internal tfos does not have: ``start``/``connect`` raise, saying what to use
 =================  ==============================================================
 
 Each submodule is imported when it is named, so ``import tfos.compat`` loads none of
 them (nor TensorFlow, nor ``pyspark.ml``). docs/porting.md maps every name.
 """
 
-__all__ = ["TFCluster", "TFNode", "TFParallel", "compat", "dfutil", "pipeline", "util"]
+__all__ = ["TFCluster", "TFManager", "TFNode", "TFParallel", "compat", "dfutil", "gpu_info", "pipeline", "util"]

@@ -31,6 +31,8 @@ class NodeLaunch:
     tls: ClientTLS | None = None
     #: "FIRST-LAST": the ports this node may listen on (TF server, feed, TensorBoard); "" = any
     port_range: str = ""
+    #: release each node's TF port before main_fun (False: main_fun calls ctx.release_port())
+    release_port: bool = True
     #: 0 for the first start of the run, one more per restart (``ctx.attempt``)
     attempt: int = 0
     #: cloudpickled (main_fun, args, source): unpickled only in the TF process

@@ -29,7 +29,7 @@ from tfos.node import frames
 from tfos.node.gpus import cuda_visible_devices
 from tfos.node.observe import Observer
 from tfos.node.process import OutputTail, PidWatch, describe_exit, terminate
-from tfos.ports import PORTS_PER_NODE, PortRange, listen, pick
+from tfos.ports import PORTS_PER_NODE, PortRange, listen, pick, reserve
 from tfos.reservation.auth import Secret
 from tfos.reservation.client import ReservationClient
 from tfos.roles import Role, cluster_spec, tf_config, training_rank
@@ -70,6 +70,7 @@ class Supervisor:
         self.stop_reason = ""
         self.stop_ordered = False
         self.feed_listener: socket.socket | None = None
+        self.port_holder: socket.socket | None = None
         self.feed_port = 0
         self._stop = threading.Event()
         self._events_done = threading.Event()
@@ -83,7 +84,9 @@ class Supervisor:
         # in a port range, each slot starts at its own offset: nodes sharing a host try different ports
         ports = PortRange.parse(self.h["port_range"]) if self.h.get("port_range") else None
         offset = self.slot * PORTS_PER_NODE
-        port = pick(host, ports, offset)
+        # held (bound) until the TF process is about to run main_fun, or until ctx.release_port()
+        self.port_holder = reserve(host, ports, offset)
+        port = self.port_holder.getsockname()[1]
         tb_port = pick(host, ports, offset + 1, exclude=[port]) if self.h["tensorboard"] else 0
         if self.h["input_mode"] == InputMode.SPARK:
             # bound here, inherited by the TF process: the port is never free for a moment
@@ -121,25 +124,27 @@ class Supervisor:
             env["CUDA_VISIBLE_DEVICES"] = devices  # the GPUs Spark gave this task, and no others
         env["PYTHONUNBUFFERED"] = "1"
         read_fd, write_fd = os.pipe()
-        fds = [write_fd]
+        fds = [write_fd, self.port_holder.fileno()]
         feed_fd = -1
         if self.feed_listener is not None:
             feed_fd = self.feed_listener.fileno()
             fds.append(feed_fd)
         self.child = subprocess.Popen(
             [sys.executable, "-m", "tfos.node.tf_process", "--status-fd", str(write_fd),
-             "--parent-pid", str(os.getpid()), "--feed-fd", str(feed_fd)],
+             "--parent-pid", str(os.getpid()), "--feed-fd", str(feed_fd),
+             "--port-fd", str(self.port_holder.fileno())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             pass_fds=tuple(fds), cwd=self.h["working_dir"], env=env, start_new_session=True,
         )
         os.close(write_fd)
+        self.port_holder.close()  # the TF process holds the TF port now
         if self.feed_listener is not None:
             self.feed_listener.close()  # the TF process owns it now
         self.tail = OutputTail(self.child.stdout, self.tag, on_line=self.observer.line)
         threading.Thread(target=self._read_child_events, args=(os.fdopen(read_fd, "rb"),),
                          name="tfos-child-events", daemon=True).start()
         child_header = {k: self.h[k] for k in ("run_id", "slot", "executor_id", "host", "working_dir",
-                                               "default_fs", "keras", "input_mode")}
+                                               "default_fs", "keras", "input_mode", "release_port")}
         child_header["gpus"] = self.h.get("gpus") or []
         child_header["attempt"] = self.h.get("attempt", 0)
         try:

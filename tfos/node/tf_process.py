@@ -64,6 +64,7 @@ def main() -> int:
     parser.add_argument("--status-fd", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--feed-fd", type=int, default=-1)
+    parser.add_argument("--port-fd", type=int, default=-1)
     opts = parser.parse_args()
     if not die_with_parent(opts.parent_pid):
         return 70  # the supervisor is already gone
@@ -89,6 +90,7 @@ def main() -> int:
         main_fun, args, source = cloudpickle.loads(payload)
         restore_source(main_fun, source)
         ctx = _context(header, cluster, events)
+        ctx._tmp_socket = _held_port(opts.port_fd, header.get("release_port", True))
         if opts.feed_fd >= 0 and cluster["job_name"] not in ("ps", "evaluator"):
             ctx._feed = _feed_server(opts.feed_fd, cluster["secret"])
         if cluster["job_name"] == "ps":
@@ -124,6 +126,20 @@ def _context(header: dict, cluster: dict, events):
         log_dir=cluster["log_dir"], run_id=header["run_id"], host=header["host"],
         gpus=list(header.get("gpus", [])), attempt=header.get("attempt", 0), _events=events,
     )
+
+
+def _held_port(fd: int, release: bool):
+    """The supervisor's hold on this node's TF port: closed now (``release_port=True``, the
+    default), or handed to ``main_fun`` as ``ctx.tmp_socket`` until ``ctx.release_port()``."""
+    if fd < 0:
+        return None
+    import socket
+
+    held = socket.socket(fileno=fd)
+    if release:
+        held.close()
+        return None
+    return held
 
 
 def _feed_server(fd: int, secret_hex: str):

@@ -233,6 +233,30 @@ class NodeContext:
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         return dataset.with_options(options)
 
+    def tfrecord_dataset(self, files, compression_type: str | None = None, buffer_size: int | None = None,
+                         num_parallel_reads: int | None = None, max_stage_bytes: int | None = None):
+        """``tf.data.TFRecordDataset(files, ...)`` for files on any storage (hdfs://, s3://...).
+
+        ``files`` is a path or a list of paths (``ctx.shard_files(...)`` gives this node's);
+        each is resolved with :meth:`absolute_path`. Local files are read in place; remote
+        ones are staged to this executor's disk ahead of TensorFlow's reader, at most
+        ``max_stage_bytes`` at a time (default 2 GiB); see :mod:`tfos.storage.records`.
+        The records and their order are TFRecordDataset's. tf.data's auto-sharding is off:
+        the files already are this node's share.
+        """
+        import tensorflow as tf
+
+        from tfos.storage.records import MAX_STAGE_BYTES, tfrecord_dataset
+
+        paths = [files] if isinstance(files, str) else list(files)
+        dataset = tfrecord_dataset([self.absolute_path(p) for p in paths], compression_type, buffer_size,
+                                   num_parallel_reads, max_stage_bytes=max_stage_bytes or MAX_STAGE_BYTES)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        sharded = dataset.with_options(options)
+        sharded._tfos_stager = getattr(dataset, "_tfos_stager", None)  # the staging lives as long
+        return sharded
+
     def report_progress(self, **fields) -> None:
         """Tell the driver how training goes (``epoch=2, epochs=5, step=40, metrics={...}``).
 

@@ -53,6 +53,11 @@ class DataError(TfosError, ValueError):
     """Data cannot be converted between Spark and TFRecords (type, null, corrupt file)."""
 
 
+class StorageError(TfosError, OSError):
+    """Cluster storage (HDFS, S3, GCS, ABFS, local) refused or failed an operation; the
+    message names the URI (credentials redacted) and what to set."""
+
+
 @dataclass(frozen=True)
 class NodeFailure:
     """What one node reported (or what was observed) when it failed."""

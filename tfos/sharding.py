@@ -2,7 +2,7 @@
 
 >>> def main_fun(args, ctx):
 ...     files = ctx.shard_files("hdfs:///data/train/part-*")   # this node's files
-...     dataset = tf.data.TFRecordDataset(files)
+...     dataset = ctx.tfrecord_dataset(files)                  # hdfs://, s3://... too
 
 Sharding is by file: the matching files are sorted by name and node ``worker_num``
 of ``num_workers`` takes files ``worker_num, worker_num + num_workers, ...`` (the chief
@@ -18,29 +18,28 @@ import os
 from collections.abc import Sequence
 
 from tfos.errors import ConfigError
+from tfos.storage.filesystems import glob as storage_glob
+from tfos.storage.filesystems import local_path
 
 
 def list_files(pattern: str) -> list[str]:
     """The files matching a glob ``pattern``, sorted by name.
 
-    Local paths (no scheme, or ``file://``) are listed with Python's ``glob``; other
-    schemes (``hdfs://``, ``gs://``...) with ``tf.io.gfile.glob``. A ``file://`` pattern
-    gives plain local paths back.
+    Local paths (no scheme, or ``file://``) are listed with Python's ``glob`` and come
+    back as plain local paths; remote ones (``hdfs://``, ``s3://``, ``gs://``,
+    ``abfs://``...) through tfos's storage layer (:func:`tfos.storage.glob`), since
+    TensorFlow 2.21 cannot list ``hdfs://`` or ``s3://``.
     """
-    pattern = _without_file_scheme(pattern)
-    if "://" not in pattern:
-        return sorted(path for path in glob.glob(pattern) if os.path.isfile(path))
-    import tensorflow as tf
-
-    return sorted(tf.io.gfile.glob(pattern))
+    local = local_path(pattern)
+    if local is None:
+        return storage_glob(pattern)
+    return sorted(path for path in glob.glob(local) if os.path.isfile(path))
 
 
 def _without_file_scheme(path: str) -> str:
-    """``file:///a/b`` and ``file:/a/b`` -> ``/a/b``; other paths unchanged."""
-    if path.startswith("file:"):
-        path = path[len("file:"):]
-        return "/" + path.lstrip("/") if path.startswith("//") else path
-    return path
+    """``file:///a/b`` -> ``/a/b``; remote URIs unchanged."""
+    local = local_path(path)
+    return path if local is None else local
 
 
 def shard_files(files: str | Sequence[str], num_shards: int, index: int, allow_empty: bool = False) -> list[str]:

@@ -1,0 +1,87 @@
+"""Cluster storage on a real cluster path: 2 executors, MWMS, TFRecords read from an S3-API
+server (moto, its own process, loopback) through ctx.shard_files and ctx.tfrecord_dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import cloudpickle
+import pytest
+
+import tfos
+from tests.s3_server import serve_bucket
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+BUCKET = "tfos-train"
+FILES = 4
+RECORDS = 64
+
+
+@pytest.fixture(scope="module")
+def s3():
+    yield from serve_bucket(BUCKET)
+
+
+@pytest.fixture(scope="module")
+def train_files(s3, tmp_path_factory):
+    """FILES TFRecord files of tf.train.Examples (x: 4 floats, y = x . w) in s3://BUCKET/train/."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(3)
+    w = np.array([1.0, -2.0, 0.5, 3.0], dtype=np.float32)
+    local = tmp_path_factory.mktemp("train")
+    fs = s3.filesystem()
+    for f in range(FILES):
+        path = local / f"part-{f:05d}"
+        with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
+            for _ in range(RECORDS):
+                x = rng.normal(size=4).astype(np.float32)
+                example = tf.train.Example(features=tf.train.Features(feature={
+                    "x": tf.train.Feature(float_list=tf.train.FloatList(value=x)),
+                    "y": tf.train.Feature(float_list=tf.train.FloatList(value=[float(x @ w)])),
+                }))
+                writer.write(example.SerializeToString())
+        with open(path, "rb") as src, fs.open_output_stream(f"{BUCKET}/train/part-{f:05d}") as dst:
+            dst.write(src.read())
+    return f"s3://{BUCKET}/train/part-*"
+
+
+def _fit_from_s3(args, ctx):
+    import json as _json
+    import os as _os
+
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    files = ctx.shard_files(args["pattern"])
+    spec = {"x": tf.io.FixedLenFeature([4], tf.float32), "y": tf.io.FixedLenFeature([1], tf.float32)}
+    records = ctx.tfrecord_dataset(files, compression_type="GZIP", num_parallel_reads=2)
+    count = sum(1 for _ in records)
+    dataset = records.map(lambda r: tf.io.parse_single_example(r, spec)).map(lambda e: (e["x"], e["y"]))
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+        model.compile(optimizer=tf.keras.optimizers.SGD(0.05), loss="mse")
+    history = model.fit(dataset.batch(16).repeat(), steps_per_epoch=8, epochs=2, verbose=0)
+    with open(_os.path.join(args["out"], f"{ctx.job_name}.json"), "w") as f:
+        _json.dump({"files": files, "records": count, "loss": history.history["loss"],
+                    "stage_dir": records._tfos_stager.dir, "staged": _os.path.isdir(records._tfos_stager.dir)}, f)
+
+
+def test_mwms_fit_reads_its_shard_of_tfrecords_from_s3(sc, s3, train_files, tmp_path):
+    cluster = tfos.run(sc, _fit_from_s3, {"pattern": train_files, "out": str(tmp_path)}, num_executors=2,
+                       env=s3.env())
+    cluster.shutdown(timeout=180)
+    reports = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
+    assert sorted(reports) == ["chief", "worker"]
+    assert reports["chief"]["files"] == [f"s3://{BUCKET}/train/part-00000", f"s3://{BUCKET}/train/part-00002"]
+    assert reports["worker"]["files"] == [f"s3://{BUCKET}/train/part-00001", f"s3://{BUCKET}/train/part-00003"]
+    assert [r["records"] for r in reports.values()] == [2 * RECORDS] * 2
+    for report in reports.values():
+        assert report["loss"][-1] < report["loss"][0]
+        assert report["staged"] and not os.path.exists(report["stage_dir"])  # gone with the node

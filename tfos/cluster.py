@@ -118,6 +118,10 @@ def run(
         reservation_timeout=reservation_timeout, release_port=release_port, **options,
     )
     check_preconditions(facts, config.num_executors)
+    if config.storage:
+        from tfos.storage.filesystems import check_writable
+
+        check_writable(config.storage)  # credentials, bucket and endpoint checked before any node starts
     wait_for_executors(sc, config.num_executors, min(config.executor_wait_timeout, config.reservation_timeout))
     check_slots_per_executor(sc, facts, config.num_executors)
     if config.max_restarts:
@@ -165,6 +169,7 @@ class Cluster:
             tls=config.tls.client() if config.tls else None,
             port_range=str(config.port_range or ""),
             release_port=config.release_port,
+            storage=config.storage or "",
             attempt=attempt,
             payload=cloudpickle.dumps((main_fun, tf_args, describe_source(main_fun))),
         )

@@ -18,6 +18,10 @@ MASTER_NODES = ("chief", "master", None)
 DEFAULT_SHUTDOWN_TIMEOUT_S = 259200.0
 
 
+#: Spark conf key read when ``tfos.run`` gets no ``storage=``
+STORAGE_KEY = "spark.tfos.storage"
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything ``tfos.run`` needs to start a cluster, validated in ``__post_init__``.
@@ -56,6 +60,10 @@ class RunConfig:
     #: False: each node's TF port stays held into main_fun, as ``ctx.tmp_socket``, until
     #: ``ctx.release_port()`` (TensorFlowOnSpark's option; see NodeContext.tmp_socket)
     release_port: bool = True
+    #: the run's remote directory (hdfs://, s3://, gs://, abfss://, or a shared path): the lead
+    #: node's ctx.local_dir(...) trees are mirrored there and restored from it (docs/data.md);
+    #: default: spark.tfos.storage when set
+    storage: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.input_mode, int) and not isinstance(self.input_mode, (InputMode, bool)):
@@ -105,6 +113,9 @@ class RunConfig:
             raise ConfigError(f"tls must be a tfos.TLSConfig or None; received: tls={self.tls!r}")
         if self.port_range is not None:
             object.__setattr__(self, "port_range", PortRange.parse(self.port_range))
+        if self.storage is not None and (not isinstance(self.storage, str) or not self.storage.strip()):
+            raise ConfigError(f"storage must be a URI such as 's3://bucket/run-1' or None; received: "
+                              f"storage={self.storage!r}")
         self.roles()  # raises ConfigError when the counts leave no trainer
 
     def roles(self) -> list[Role]:
@@ -114,7 +125,8 @@ class RunConfig:
 
 def spark_conf_options(get) -> dict:
     """``RunConfig`` options set in the Spark conf (``get(key, default)``): ``tls`` from
-    ``spark.tfos.tls.*``, ``port_range`` from ``spark.tfos.portRange``. Arguments given to
+    ``spark.tfos.tls.*``, ``port_range`` from ``spark.tfos.portRange``, ``storage`` from
+    ``spark.tfos.storage``. Arguments given to
     ``tfos.run`` win over these."""
     options: dict = {}
     tls = tls_from_conf(get)
@@ -123,6 +135,9 @@ def spark_conf_options(get) -> dict:
     port_range = port_range_from_conf(get)
     if port_range is not None:
         options["port_range"] = port_range
+    storage = get(STORAGE_KEY, None)
+    if storage:
+        options["storage"] = storage
     return options
 
 

@@ -52,10 +52,15 @@ class NodeContext:
     run_id: str = ""
     host: str = ""
     gpus: list[str] = field(default_factory=list)
+    #: this node's local directories (``local_dir``); the lead node's are mirrored to ``storage``
+    local_root: str = ""
+    #: the run's storage URI (``tfos.run(storage=...)``), "" without
+    storage: str = ""
     _server: Any = field(default=None, repr=False)
     _events: Any = field(default=None, repr=False)
     _feed: Any = field(default=None, repr=False)
     _tmp_socket: Any = field(default=None, repr=False)
+    _local_dirs: dict = field(default_factory=dict, repr=False)
 
     @property
     def tensorboard_dir(self) -> str:
@@ -232,6 +237,40 @@ class NodeContext:
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         return dataset.with_options(options)
+
+    def local_dir(self, name: str) -> str:
+        """A local directory ``name`` on this node's disk, for checkpoints, exports, summaries.
+
+        With ``tfos.run(..., storage=URI)``: the first call downloads ``URI/<name>`` into it
+        when storage has it (a restart, or a later run with the same storage, resumes from
+        there), and the lead node's directories (chief, or ``worker:0`` without one) are
+        mirrored to ``URI/<name>`` while the run goes and completely before ``shutdown()``
+        returns. Without storage it is just a local directory. See :mod:`tfos.storage.mirror`.
+
+        Raises:
+            ValueError: ``name`` is empty, absolute or leaves the node's root (``..``).
+            StorageError: storage has ``name`` but it cannot be downloaded (the file is named).
+        """
+        import tempfile
+
+        parts = [p for p in str(name).replace("\\", "/").split("/") if p not in ("", ".")]
+        if not parts or ".." in parts or str(name).startswith("/"):
+            raise ValueError(f"local_dir(name) takes a relative name such as 'backup' or 'export/v1'; "
+                             f"received: {name!r}")
+        rel = "/".join(parts)
+        if rel in self._local_dirs:
+            return self._local_dirs[rel]
+        root = self.local_root or os.path.join(tempfile.gettempdir(), f"tfos-local-{self.run_id or os.getpid()}")
+        path = os.path.join(root, *parts)
+        os.makedirs(path, exist_ok=True)
+        if self.storage:
+            from tfos.storage.mirror import restore, write_restored_manifest
+
+            restored = restore(f"{self.storage.rstrip('/')}/{rel}", path)
+            if restored:
+                write_restored_manifest(root, rel, restored)
+        self._local_dirs[rel] = path
+        return path
 
     def tfrecord_dataset(self, files, compression_type: str | None = None, buffer_size: int | None = None,
                          num_parallel_reads: int | None = None, max_stage_bytes: int | None = None):

@@ -85,3 +85,63 @@ def test_mwms_fit_reads_its_shard_of_tfrecords_from_s3(sc, s3, train_files, tmp_
     for report in reports.values():
         assert report["loss"][-1] < report["loss"][0]
         assert report["staged"] and not os.path.exists(report["stage_dir"])  # gone with the node
+
+
+def _train_with_storage(args, ctx):
+    import json as _json
+    import os as _os
+    import signal as _signal
+    import time as _time
+
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    spec = {"x": tf.io.FixedLenFeature([4], tf.float32), "y": tf.io.FixedLenFeature([1], tf.float32)}
+    dataset = ctx.tfrecord_dataset(ctx.shard_files(args["pattern"]), compression_type="GZIP")
+    dataset = dataset.map(lambda r: tf.io.parse_single_example(r, spec)).map(lambda e: (e["x"], e["y"]))
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+        model.compile(optimizer=tf.keras.optimizers.SGD(0.05), loss="mse")
+    epochs_run = []
+
+    class Record(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            epochs_run.append(epoch)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if ctx.attempt == 0 and ctx.job_name == "worker" and epoch == 1:
+                _time.sleep(args["mirror_lag_s"])  # the chief's epoch-1 backup reaches storage
+                _os.kill(_os.getpid(), _signal.SIGKILL)
+
+    callbacks = [tf.keras.callbacks.BackupAndRestore(ctx.local_dir("backup")),
+                 tf.keras.callbacks.TensorBoard(ctx.log_dir), Record()]
+    model.fit(dataset.batch(16).repeat(), steps_per_epoch=4, epochs=4, verbose=0, callbacks=callbacks)
+    if ctx.is_chief:
+        model.save(_os.path.join(ctx.local_dir("export"), "model.keras"))
+    with open(_os.path.join(args["out"], f"{ctx.job_name}-{ctx.attempt}.json"), "w") as f:
+        _json.dump({"epochs": epochs_run}, f)
+
+
+def test_checkpoints_exports_and_events_reach_storage_and_a_restart_resumes(sc, s3, train_files, tmp_path,
+                                                                           monkeypatch):
+    import pyarrow.fs as pafs
+
+    for name, value in s3.env().items():  # the driver checks it can write there before starting
+        monkeypatch.setenv(name, value)
+    from tfos.storage.mirror import INTERVAL_S
+
+    storage = f"s3://{BUCKET}/runs/run-1"
+    args = {"pattern": train_files, "out": str(tmp_path), "mirror_lag_s": INTERVAL_S + 3}
+    cluster = tfos.run(sc, _train_with_storage, args, num_executors=2, env=s3.env(), storage=storage,
+                       tensorboard=True, max_restarts=1)
+    cluster.shutdown(timeout=200)
+    reports = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
+    assert sorted(reports) == ["chief-1", "worker-1"]  # attempt 0 never finished
+    assert reports["chief-1"]["epochs"][0] >= 2, reports  # resumed from the restored backup
+    fs = s3.filesystem()
+    names = [i.path.split(f"{BUCKET}/runs/run-1/", 1)[1] for i in
+             fs.get_file_info(pafs.FileSelector(f"{BUCKET}/runs/run-1", recursive=True))
+             if i.type == pafs.FileType.File]
+    assert "export/model.keras" in names
+    assert any(n.startswith("tensorboard/") and "events.out.tfevents" in n for n in names), names
+    assert not any(n.startswith("backup/") for n in names), names  # BackupAndRestore removes it after training

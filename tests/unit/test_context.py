@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import os
 
 import pytest
 
@@ -56,3 +57,17 @@ def test_get_data_feed_without_a_feed_says_why():
     with pytest.raises(FeedError) as err:
         ctx().get_data_feed()
     assert "input_mode=tfos.InputMode.SPARK" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["", "/abs", "../up", "a/../../b"])
+def test_local_dir_takes_relative_names_only(name, tmp_path):
+    context = ctx(local_root=str(tmp_path))
+    with pytest.raises(ValueError, match="local_dir\\(name\\) takes a relative name"):
+        context.local_dir(name)
+
+
+def test_local_dir_without_storage_is_a_plain_local_directory(tmp_path):
+    context = ctx(local_root=str(tmp_path))
+    path = context.local_dir("export/v1")
+    assert path == str(tmp_path / "export" / "v1") and os.path.isdir(path)
+    assert context.local_dir("export/v1") == path

@@ -24,6 +24,19 @@ def s3():
 
 
 @pytest.fixture
+def dying_s3(monkeypatch):
+    """A server of the test's own, with the environment to reach it; the test may stop it."""
+    server = S3Server().start()
+    try:
+        server.make_bucket(BUCKET)
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def s3_env(s3, monkeypatch):
     for name, value in s3.env().items():
         monkeypatch.setenv(name, value)
@@ -196,26 +209,20 @@ def test_files_that_fit_are_downloaded_once_for_every_epoch(s3_env, tmp_path, mo
     assert sorted(downloads) == [0, 1, 2]
 
 
-def test_a_server_that_stops_mid_read_fails_the_dataset_naming_the_file(tmp_path, monkeypatch):
+def test_a_server_that_stops_mid_read_fails_the_dataset_naming_the_file(tmp_path, dying_s3):
     import tensorflow as tf
 
-    server = S3Server().start()
-    try:
-        server.make_bucket(BUCKET)
-        for name, value in server.env().items():
-            monkeypatch.setenv(name, value)
-        paths = write_tfrecords(str(tmp_path), 3, 20)
-        uris = upload(server, paths, "dying")
-        dataset = tfrecord_dataset(uris, stage_dir=str(tmp_path / "stage"), max_stage_bytes=1)
-        iterator = iter(dataset)
-        next(iterator)
-        server.stop()
-        with pytest.raises(tf.errors.OpError) as info:  # tf.data carries the StorageError's message
-            for _ in iterator:
-                pass
-        assert "cannot read s3://tfos-data/dying/part-0000" in str(info.value)
-    finally:
-        server.stop()
+    server = dying_s3
+    paths = write_tfrecords(str(tmp_path), 3, 20)
+    uris = upload(server, paths, "dying")
+    dataset = tfrecord_dataset(uris, stage_dir=str(tmp_path / "stage"), max_stage_bytes=1)
+    iterator = iter(dataset)
+    next(iterator)
+    server.stop()
+    with pytest.raises(tf.errors.OpError) as info:  # tf.data carries the StorageError's message
+        for _ in iterator:
+            pass
+    assert "cannot read s3://tfos-data/dying/part-0000" in str(info.value)
 
 
 def test_local_files_are_read_in_place_by_tensorflow(tmp_path):
@@ -242,3 +249,118 @@ def test_credentials_in_the_uri_work_and_never_show(s3_env, monkeypatch, tmp_pat
     with pytest.raises(StorageError) as info:
         glob(raw)
     assert s3_env.secret_key not in str(info.value) and s3_env.access_key not in str(info.value)
+
+
+# ------------------------------------------------------------------ mirror
+
+
+def remote_tree(s3, prefix: str) -> dict[str, bytes]:
+    import pyarrow.fs as pafs
+
+    fs = s3.filesystem()
+    infos = fs.get_file_info(pafs.FileSelector(f"{BUCKET}/{prefix}", recursive=True, allow_not_found=True))
+    out = {}
+    for info in infos:
+        if info.type == pafs.FileType.File:
+            with fs.open_input_file(info.path) as f:
+                out[info.path[len(f"{BUCKET}/{prefix}/"):]] = f.read()
+    return out
+
+
+def test_mirror_keeps_storage_equal_to_the_local_tree(s3_env, tmp_path):
+    from tfos.storage.mirror import Mirror
+
+    root = tmp_path / "root"
+    (root / "ckpt").mkdir(parents=True)
+    (root / "ckpt" / "ckpt-1.data-00000-of-00001").write_bytes(b"weights-1")
+    (root / "ckpt" / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"')
+    big = os.urandom(12 << 20)  # multipart upload
+    (root / "export").mkdir()
+    (root / "export" / "model.keras").write_bytes(big)
+    mirror = Mirror(str(root), f"s3://{BUCKET}/mirror-run")
+    report = mirror.sync()
+    assert report.uploaded == 3 and not report.failed
+    assert remote_tree(s3_env, "mirror-run") == {
+        "ckpt/ckpt-1.data-00000-of-00001": b"weights-1", "ckpt/checkpoint": b'model_checkpoint_path: "ckpt-1"',
+        "export/model.keras": big}
+    assert mirror.sync().uploaded == 0  # nothing changed, nothing sent
+    (root / "ckpt" / "ckpt-1.data-00000-of-00001").unlink()
+    (root / "ckpt" / "ckpt-2.data-00000-of-00001").write_bytes(b"weights-2")
+    (root / "ckpt" / "checkpoint").write_text('model_checkpoint_path: "ckpt-2"')
+    report = mirror.finish()
+    assert (report.uploaded, report.deleted) == (2, 1)
+    tree = remote_tree(s3_env, "mirror-run")
+    assert sorted(tree) == ["ckpt/checkpoint", "ckpt/ckpt-2.data-00000-of-00001", "export/model.keras"]
+    assert tree["ckpt/checkpoint"] == b'model_checkpoint_path: "ckpt-2"'
+
+
+def test_pointer_files_go_after_the_data_they_point_to():
+    from tfos.storage.mirror import _upload_order
+
+    names = ["ckpt/checkpoint", "ckpt/ckpt-2.index", "ckpt/ckpt-2.data-00000-of-00001", "events.out"]
+    assert sorted(names, key=_upload_order) == [
+        "ckpt/ckpt-2.data-00000-of-00001", "events.out", "ckpt/checkpoint", "ckpt/ckpt-2.index"]
+
+
+def test_restore_downloads_and_the_mirror_does_not_send_it_back(s3_env, tmp_path):
+    from tfos.storage.mirror import Mirror, restore, write_restored_manifest
+
+    first = tmp_path / "first"
+    (first / "backup").mkdir(parents=True)
+    (first / "backup" / "chief" / "state").parent.mkdir()
+    (first / "backup" / "chief" / "state").write_bytes(b"epoch=3")
+    Mirror(str(first), f"s3://{BUCKET}/restore-run").finish()
+    second = tmp_path / "second"
+    (second / "backup").mkdir(parents=True)
+    restored = restore(f"s3://{BUCKET}/restore-run/backup", str(second / "backup"))
+    assert list(restored) == ["chief/state"]
+    assert (second / "backup" / "chief" / "state").read_bytes() == b"epoch=3"
+    write_restored_manifest(str(second), "backup", restored)
+    mirror = Mirror(str(second), f"s3://{BUCKET}/restore-run")
+    assert mirror.sync().uploaded == 0
+    assert restore(f"s3://{BUCKET}/restore-run/nothing-here", str(tmp_path / "empty")) == {}
+
+
+def test_a_mirror_that_cannot_save_fails_naming_the_files(tmp_path, dying_s3):
+    from tfos.storage.mirror import Mirror
+
+    server = dying_s3
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "saved-early").write_bytes(b"x")
+    mirror = Mirror(str(root), f"s3://{BUCKET}/dying-run")
+    assert mirror.sync().uploaded == 1
+    (root / "model.keras").write_bytes(os.urandom(1 << 20))
+    server.stop()
+    with pytest.raises(StorageError) as info:
+        mirror.finish()
+    message = str(info.value)
+    assert message.startswith(f"could not save 1 file(s) to s3://{BUCKET}/dying-run: model.keras: cannot write "
+                              f"s3://{BUCKET}/dying-run/model.keras")
+    assert server.secret_key not in message
+
+
+def test_check_writable_fails_at_once_on_a_bad_credential(s3_env, monkeypatch):
+    from tfos.storage.filesystems import check_writable
+
+    check_writable(f"s3://{BUCKET}/probe-ok")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-Qq")
+    with pytest.raises(StorageError) as info:
+        check_writable(f"s3://{BUCKET}/probe-bad")
+    assert str(info.value).startswith(f"cannot write to s3://{BUCKET}/probe-bad: ")
+    assert "wrong-secret-Qq" not in str(info.value)
+
+
+def test_restored_files_deleted_before_any_pass_are_deleted_in_storage(s3_env, tmp_path):
+    from tfos.storage.mirror import Mirror, restore, write_restored_manifest
+
+    first = tmp_path / "first"
+    (first / "backup").mkdir(parents=True)
+    (first / "backup" / "state").write_bytes(b"epoch=1")
+    Mirror(str(first), f"s3://{BUCKET}/gone-run").finish()
+    second = tmp_path / "second"
+    (second / "backup").mkdir(parents=True)
+    write_restored_manifest(str(second), "backup", restore(f"s3://{BUCKET}/gone-run/backup", str(second / "backup")))
+    (second / "backup" / "state").unlink()  # training ended and removed its backup
+    assert Mirror(str(second), f"s3://{BUCKET}/gone-run").finish().deleted == 1
+    assert remote_tree(s3_env, "gone-run") == {}

@@ -33,6 +33,8 @@ class NodeLaunch:
     port_range: str = ""
     #: release each node's TF port before main_fun (False: main_fun calls ctx.release_port())
     release_port: bool = True
+    #: the run's storage URI ("" = none): the lead node mirrors its local dirs there
+    storage: str = ""
     #: 0 for the first start of the run, one more per restart (``ctx.attempt``)
     attempt: int = 0
     #: cloudpickled (main_fun, args, source): unpickled only in the TF process

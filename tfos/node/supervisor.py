@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -71,6 +72,8 @@ class Supervisor:
         self.stop_ordered = False
         self.feed_listener: socket.socket | None = None
         self.port_holder: socket.socket | None = None
+        self.local_root = ""
+        self.mirror = None  # the lead node's Mirror, with storage=
         self.feed_port = 0
         self._stop = threading.Event()
         self._events_done = threading.Event()
@@ -108,7 +111,23 @@ class Supervisor:
             return self._abort(f"the run is {cluster.run_state} before the cluster formed")
         self._hand_cluster(cluster, host, tb_port)
         threading.Thread(target=self._heartbeat_loop, name="tfos-heartbeat", daemon=True).start()
-        return self._wait_child()
+        return self._saved(self._wait_child())
+
+    def _saved(self, outcome: _Outcome) -> _Outcome:
+        """The last mirror pass, after the TF process ended (even when it failed or was
+        killed): the node ends only once its files are in storage, or fails naming them."""
+        if self.mirror is not None:
+            from tfos.errors import StorageError
+
+            try:
+                self.mirror.finish()
+            except StorageError as exc:
+                log.error("%s %s", self.tag, exc)
+                if outcome.event in ("done", "stopped"):
+                    return _Outcome("failed", str(exc), outcome.exit_code)
+        if self.local_root:
+            shutil.rmtree(self.local_root, ignore_errors=True)
+        return outcome
 
     def _start_child(self) -> None:
         env = dict(os.environ)
@@ -164,11 +183,26 @@ class Supervisor:
         spec = cluster_spec(roles, [join_host_port(n.host, n.port) for n in nodes])
         worker_num, num_workers = training_rank(roles, self.role)
         tb_node = _tensorboard_slot(roles)
-        log_dir = cluster.log_dir or os.path.join(self.h["working_dir"], "tensorboard")
+        storage = self.h.get("storage") or ""
+        self.local_root = _local_root(self.h["run_id"], self.slot)
+        lead = self.slot == tb_node  # writes checkpoints, exports and events: its tree is mirrored
+        if storage and not cluster.log_dir:
+            # events go to a local dir TensorBoard serves as written; the lead's is mirrored
+            log_dir = os.path.join(self.local_root, "tensorboard")
+        else:
+            log_dir = cluster.log_dir or os.path.join(self.h["working_dir"], "tensorboard")
+        if storage and lead:
+            from tfos.storage.mirror import Mirror
+
+            # the run's env= reaches the mirror too: storage credentials and endpoints live there
+            os.environ.update(self.h["env"])
+            self.mirror = Mirror(self.local_root, storage)
+            self.mirror.start()
         message = {
             "job_name": self.role.job_name, "task_index": self.role.task_index,
             "cluster_spec": spec, "tf_config": tf_config(spec, self.role),
             "worker_num": worker_num, "num_workers": num_workers, "log_dir": log_dir,
+            "local_root": self.local_root, "storage": storage,
             "server_address": self.h["server_address"],
             # the TF process checks feeding connections with it (SPARK mode only)
             "secret": self.h["secret"] if self.h["input_mode"] == InputMode.SPARK else "",
@@ -320,6 +354,13 @@ class Supervisor:
         self._signal_task({"event": "result", "outcome": outcome.event, "message": outcome.message,
                            "exit_code": outcome.exit_code, "role": str(self.role or self.tag)})
         self.client.close()
+
+
+def _local_root(run_id: str, slot: int) -> str:
+    """This node's local directories (``ctx.local_dir``): Spark's scratch dir, else the temp dir."""
+    from tfos.storage.records import local_scratch_dir
+
+    return os.path.join(local_scratch_dir(), f"tfos-local-{run_id}-{slot}")
 
 
 def _tensorboard_slot(roles: list[Role]) -> int:

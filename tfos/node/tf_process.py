@@ -125,6 +125,7 @@ def _context(header: dict, cluster: dict, events):
         default_fs=header["default_fs"], working_dir=header["working_dir"],
         log_dir=cluster["log_dir"], run_id=header["run_id"], host=header["host"],
         gpus=list(header.get("gpus", [])), attempt=header.get("attempt", 0), _events=events,
+        local_root=cluster.get("local_root", ""), storage=cluster.get("storage", ""),
     )
 
 

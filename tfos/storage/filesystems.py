@@ -143,6 +143,26 @@ def glob(pattern: str) -> list[str]:
     return sorted(location.uri(p) for p in found)
 
 
+def check_writable(uri: str) -> None:
+    """Write and delete a small probe file under ``uri``: a run with ``storage=`` fails at
+    the start, not after hours of training, when it could not save.
+
+    Raises:
+        StorageError: naming the URI and what to set (credentials, bucket, endpoint, libhdfs).
+    """
+    import secrets
+
+    location = resolve(uri)
+    probe = f"{location.path.rstrip('/')}/.tfos-probe-{secrets.token_hex(4)}"
+    try:
+        location.fs.create_dir(location.path, recursive=True)
+        with location.fs.open_output_stream(probe) as out:
+            out.write(b"tfos")
+        location.fs.delete_file(probe)
+    except (OSError, ValueError) as exc:
+        raise storage_error("write to", uri, exc) from None
+
+
 def local_path(uri: str) -> str | None:
     """The local path a ``file:`` URI or plain path names; ``None`` for remote URIs."""
     return None if is_remote(uri) else _local_path(uri)

@@ -70,8 +70,11 @@ def tfrecord_dataset(files, compression_type: str | None = None, buffer_size: in
                                                  output_signature=tf.TensorSpec((), tf.string))
         return records.concatenate(release)
 
-    dataset = local_paths.interleave(read, cycle_length=num_parallel_reads or 1,
-                                     num_parallel_calls=num_parallel_reads, deterministic=True)
+    if num_parallel_reads:
+        dataset = local_paths.interleave(read, cycle_length=num_parallel_reads,
+                                         num_parallel_calls=num_parallel_reads, deterministic=True)
+    else:
+        dataset = local_paths.interleave(read, cycle_length=1)
     dataset._tfos_stager = stager  # keeps the stager (and its directory) alive with the dataset
     return dataset
 
@@ -187,12 +190,17 @@ class Stager:
         return int(info.size or 0)
 
 
-def _default_stage_root() -> str:
-    for name in ("SPARK_LOCAL_DIRS", "LOCAL_DIRS"):  # Spark's scratch dirs; YARN's container dirs
+def local_scratch_dir() -> str:
+    """The executor's scratch disk: Spark's local dir, YARN's container dir, else the temp dir."""
+    for name in ("SPARK_LOCAL_DIRS", "LOCAL_DIRS"):
         value = os.environ.get(name)
         if value:
-            return os.path.join(value.split(",")[0], "tfos-stage")
-    return os.path.join(tempfile.gettempdir(), "tfos-stage")
+            return value.split(",")[0]
+    return tempfile.gettempdir()
+
+
+def _default_stage_root() -> str:
+    return os.path.join(local_scratch_dir(), "tfos-stage")
 
 
 def _cleanup(pool: futures.ThreadPoolExecutor, directory: str) -> None:

@@ -158,8 +158,10 @@ def save_as_tfrecords(df, output_dir: str, compression: str | None = None,
 
     ``output_dir`` is resolved as Spark resolves paths (a path without a scheme is on
     ``fs.defaultFS``). The executors write ``file:`` paths themselves (on a cluster: a
-    file system mounted on every host), and other schemes through ``tf.io.gfile``
-    (``hdfs://``, ``gs://``...), which imports TensorFlow in the Spark workers.
+    file system mounted on every host), and ``hdfs://``, ``s3a://``, ``gs://``,
+    ``abfss://`` through tfos's storage layer (:mod:`tfos.storage`, ``pyarrow.fs``:
+    TensorFlow 2.21 has no ``hdfs``/``s3``), with the credentials of the executors'
+    environment (docs/data.md#cluster-storage).
 
     Args:
         df: the DataFrame.
@@ -401,9 +403,9 @@ def _qualify(sc, path: str) -> str:
 
 def _local(path: str) -> str | None:
     """The local path of a ``file:`` URI (``None`` for other schemes)."""
-    if path.startswith("file:"):
-        return re.sub(r"^file:(//)?", "", path) or "/"
-    return None
+    from tfos.storage.filesystems import local_path
+
+    return local_path(path)
 
 
 def _join(directory: str, name: str) -> str:
@@ -414,9 +416,14 @@ def _open_write(path: str):
     local = _local(path)
     if local is not None:
         return open(local, "wb", buffering=1 << 20)
-    import tensorflow as tf  # hdfs://, gs://...: TensorFlow's file systems
+    # hdfs://, s3a://, gs://, abfss://...: tfos's storage layer (TF 2.21 has no hdfs/s3)
+    from tfos.storage.filesystems import resolve, storage_error
 
-    return tf.io.gfile.GFile(path, "wb")
+    location = resolve(path)
+    try:
+        return location.fs.open_output_stream(location.path)
+    except (OSError, ValueError) as exc:
+        raise storage_error("write", path, exc) from None
 
 
 def _rename(src: str, dst: str) -> None:
@@ -424,9 +431,13 @@ def _rename(src: str, dst: str) -> None:
     if local_src is not None and local_dst is not None:
         os.replace(local_src, local_dst)
         return
-    import tensorflow as tf
+    from tfos.storage.filesystems import resolve, storage_error
 
-    tf.io.gfile.rename(src, dst, overwrite=True)
+    source, target = resolve(src), resolve(dst)
+    try:
+        source.fs.move(source.path, target.path)
+    except (OSError, ValueError) as exc:
+        raise storage_error("rename", f"{src} to {dst}", exc) from None
 
 
 def _remove(path: str) -> None:
@@ -435,11 +446,14 @@ def _remove(path: str) -> None:
         if local is not None:
             os.remove(local)
         else:
-            import tensorflow as tf
+            from tfos.storage.filesystems import resolve
 
-            tf.io.gfile.remove(path)
+            location = resolve(path)
+            location.fs.delete_file(location.path)
     except Exception as exc:  # noqa: BLE001 - cleaning up after the real error, which is raised
-        log.debug("could not remove %s: %s", path, exc)
+        from tfos.storage.filesystems import redact
+
+        log.debug("could not remove %s: %s", redact(path), exc)
 
 
 def _hadoop_fs(sc, path: str):
@@ -460,27 +474,31 @@ def _prepare_dir(sc, target: str, overwrite: bool) -> None:
             raise DataError(f"{target} exists and is a file; output_dir must be a directory")
         os.makedirs(local, exist_ok=True)
         return
-    fs, hpath = _hadoop_fs(sc, target)
-    if fs.exists(hpath):
-        if not overwrite:
-            raise DataError(f"{target} already exists; pass overwrite=True to replace it, "
-                            "or choose another output_dir")
-        fs.delete(hpath, True)
-    fs.mkdirs(hpath)
+    import pyarrow.fs as pafs
+
+    from tfos.storage.filesystems import resolve, storage_error
+
+    location = resolve(target)  # the executors write through the same layer
+    try:
+        info = location.fs.get_file_info(location.path)
+        if info.type == pafs.FileType.File:
+            raise DataError(f"{target} exists and is a file; output_dir must be a directory")
+        if info.type == pafs.FileType.Directory and location.fs.get_file_info(
+                pafs.FileSelector(location.path, allow_not_found=True)):
+            if not overwrite:
+                raise DataError(f"{target} already exists and is not empty; pass overwrite=True "
+                                "to replace it, or choose another output_dir")
+            location.fs.delete_dir_contents(location.path, missing_dir_ok=True)
+        location.fs.create_dir(location.path, recursive=True)
+    except DataError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise storage_error("write to", target, exc) from None
 
 
 def _write_small_file(sc, path: str, text: str) -> None:
-    local = _local(path)
-    if local is not None:
-        with open(local, "w", encoding="utf-8") as f:
-            f.write(text)
-        return
-    fs, hpath = _hadoop_fs(sc, path)
-    out = fs.create(hpath, True)
-    try:
-        out.write(bytearray(text.encode("utf-8")))
-    finally:
-        out.close()
+    with _open_write(path) as out:
+        out.write(text.encode("utf-8"))
 
 
 def _saved_schema(sc, input_dir: str):

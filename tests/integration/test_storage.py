@@ -145,3 +145,35 @@ def test_checkpoints_exports_and_events_reach_storage_and_a_restart_resumes(sc, 
     assert "export/model.keras" in names
     assert any(n.startswith("tensorboard/") and "events.out.tfevents" in n for n in names), names
     assert not any(n.startswith("backup/") for n in names), names  # BackupAndRestore removes it after training
+
+
+@pytest.fixture
+def executors_reach_s3(sc, s3, monkeypatch):
+    """The S3 environment in the driver and in the executors' Python workers (sc.environment)."""
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    sc.environment.update(s3.env())
+    yield
+    for name in s3.env():
+        sc.environment.pop(name, None)
+
+
+def test_save_as_tfrecords_writes_to_s3_through_the_storage_layer(spark, s3, executors_reach_s3):
+    import pyarrow.fs as pafs
+
+    from tfos import dfutil
+    from tfos.storage import glob, tfrecord_dataset
+
+    df = spark.range(0, 500, 1, numPartitions=4).selectExpr("id", "cast(id * 2 as double) as twice")
+    target = f"s3a://{BUCKET}/frames/out"
+    saved = dfutil.save_as_tfrecords(df, target, compression="GZIP")
+    assert saved.total_records == 500 and len(saved.files) == 4
+    parts = glob(f"s3://{BUCKET}/frames/out/part-*")
+    assert [p.rsplit("/", 1)[1] for p in parts] == [f"part-{i:05d}.tfrecord.gz" for i in range(4)]
+    fs = s3.filesystem()
+    names = {i.path.rsplit("/", 1)[1] for i in fs.get_file_info(pafs.FileSelector(f"{BUCKET}/frames/out"))}
+    assert names == {"_SUCCESS", "_tfos_schema.json", *(p.rsplit("/", 1)[1] for p in parts)}  # no temp left
+    assert sum(1 for _ in tfrecord_dataset(parts, compression_type="GZIP")) == 500
+    with pytest.raises(tfos.DataError, match="already exists and is not empty"):
+        dfutil.save_as_tfrecords(df, target)
+    assert dfutil.save_as_tfrecords(df.limit(10), target, overwrite=True).total_records == 10

@@ -5,6 +5,7 @@ returns a :class:`Cluster` to feed, watch and shut it down.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -36,6 +37,7 @@ from tfos.spark_env import (
     read_facts,
     wait_for_executors,
 )
+from tfos.storage.credentials import apply_missing, storage_env_from_conf
 from tfos.submit_conf import defaults_from_conf
 from tfos.user_code import describe_source
 
@@ -121,7 +123,11 @@ def run(
     if config.storage:
         from tfos.storage.filesystems import check_writable
 
-        check_writable(config.storage)  # credentials, bucket and endpoint checked before any node starts
+        # spark.hadoop.fs.s3a.* -> AWS_*, as the nodes will see them; credentials, bucket and
+        # endpoint checked before any node starts
+        environ = dict(os.environ)
+        apply_missing(environ, storage_env_from_conf(sc.getConf().get))
+        check_writable(config.storage, environ)
     wait_for_executors(sc, config.num_executors, min(config.executor_wait_timeout, config.reservation_timeout))
     check_slots_per_executor(sc, facts, config.num_executors)
     if config.max_restarts:
@@ -170,6 +176,7 @@ class Cluster:
             port_range=str(config.port_range or ""),
             release_port=config.release_port,
             storage=config.storage or "",
+            storage_env=storage_env_from_conf(sc.getConf().get),
             attempt=attempt,
             payload=cloudpickle.dumps((main_fun, tf_args, describe_source(main_fun))),
         )

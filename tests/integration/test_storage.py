@@ -73,9 +73,23 @@ def _fit_from_s3(args, ctx):
                     "stage_dir": records._tfos_stager.dir, "staged": _os.path.isdir(records._tfos_stager.dir)}, f)
 
 
-def test_mwms_fit_reads_its_shard_of_tfrecords_from_s3(sc, s3, train_files, tmp_path):
+@pytest.fixture
+def s3a_conf(sc, s3):
+    """The S3 server set the way Spark users set it: spark.hadoop.fs.s3a.* in the conf."""
+    conf = {"spark.hadoop.fs.s3a.endpoint": f"127.0.0.1:{s3.port}",
+            "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
+            "spark.hadoop.fs.s3a.endpoint.region": "us-east-1",
+            "spark.hadoop.fs.s3a.access.key": s3.access_key, "spark.hadoop.fs.s3a.secret.key": s3.secret_key}
+    for key, value in conf.items():
+        sc._conf.set(key, value)
+    yield
+    for key in conf:
+        sc._conf._jconf.remove(key)
+
+
+def test_mwms_fit_reads_its_shard_of_tfrecords_from_s3(sc, s3, s3a_conf, train_files, tmp_path, caplog):
     cluster = tfos.run(sc, _fit_from_s3, {"pattern": train_files, "out": str(tmp_path)}, num_executors=2,
-                       env=s3.env())
+                       env={"AWS_EC2_METADATA_DISABLED": "true"})  # credentials come from the s3a conf
     cluster.shutdown(timeout=180)
     reports = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
     assert sorted(reports) == ["chief", "worker"]
@@ -85,6 +99,7 @@ def test_mwms_fit_reads_its_shard_of_tfrecords_from_s3(sc, s3, train_files, tmp_
     for report in reports.values():
         assert report["loss"][-1] < report["loss"][0]
         assert report["staged"] and not os.path.exists(report["stage_dir"])  # gone with the node
+    assert s3.secret_key not in caplog.text and s3.secret_key not in repr(cluster.config)
 
 
 def _train_with_storage(args, ctx):

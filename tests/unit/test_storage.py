@@ -364,3 +364,30 @@ def test_restored_files_deleted_before_any_pass_are_deleted_in_storage(s3_env, t
     (second / "backup" / "state").unlink()  # training ended and removed its backup
     assert Mirror(str(second), f"s3://{BUCKET}/gone-run").finish().deleted == 1
     assert remote_tree(s3_env, "gone-run") == {}
+
+
+def test_spark_s3a_settings_become_the_sdk_variables():
+    from tfos.storage.credentials import apply_missing, storage_env_from_conf
+
+    conf = {"spark.hadoop.fs.s3a.endpoint": "minio:9000", "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
+            "spark.hadoop.fs.s3a.access.key": "AK", "spark.hadoop.fs.s3a.secret.key": "SK",
+            "spark.hadoop.fs.s3a.endpoint.region": "eu-west-1"}
+    env = storage_env_from_conf(lambda key, default=None: conf.get(key, default))
+    assert env == {"AWS_ENDPOINT_URL": "http://minio:9000", "AWS_ACCESS_KEY_ID": "AK",
+                   "AWS_SECRET_ACCESS_KEY": "SK", "AWS_REGION": "eu-west-1"}
+    assert storage_env_from_conf(lambda key, default=None: {"spark.hadoop.fs.s3a.endpoint": "s3.x"}.get(key)) == {
+        "AWS_ENDPOINT_URL": "https://s3.x"}
+    environ = {"AWS_ACCESS_KEY_ID": "from-the-executor"}
+    apply_missing(environ, env)
+    assert environ["AWS_ACCESS_KEY_ID"] == "from-the-executor" and environ["AWS_SECRET_ACCESS_KEY"] == "SK"
+
+
+def test_node_launch_never_shows_the_storage_keys():
+    from tfos.node.launch import NodeLaunch
+    from tfos.reservation.auth import Secret
+
+    launch = NodeLaunch(run_id="r", server_address="h:1", secret=Secret(b"x" * 32), input_mode=0, tensorboard=False,
+                        log_dir="", keras="auto", default_fs="file:///", reservation_timeout=1,
+                        heartbeat_interval_s=1, heartbeat_timeout_s=2, stop_grace_s=1, keep_omp_num_threads=False,
+                        storage_env={"AWS_SECRET_ACCESS_KEY": "SK-shown?"})
+    assert "SK-shown?" not in repr(launch)

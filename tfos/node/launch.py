@@ -35,6 +35,8 @@ class NodeLaunch:
     release_port: bool = True
     #: the run's storage URI ("" = none): the lead node mirrors its local dirs there
     storage: str = ""
+    #: storage variables from the Spark conf (tfos/storage/credentials.py); may hold keys
+    storage_env: dict[str, str] = field(default_factory=dict, repr=False)
     #: 0 for the first start of the run, one more per restart (``ctx.attempt``)
     attempt: int = 0
     #: cloudpickled (main_fun, args, source): unpickled only in the TF process

@@ -34,6 +34,7 @@ from tfos.ports import PORTS_PER_NODE, PortRange, listen, pick, reserve
 from tfos.reservation.auth import Secret
 from tfos.reservation.client import ReservationClient
 from tfos.roles import Role, cluster_spec, tf_config, training_rank
+from tfos.storage.credentials import apply_missing
 from tfos.tls import ClientTLS
 
 log = logging.getLogger("tfos.node")
@@ -83,6 +84,8 @@ class Supervisor:
 
     def run(self) -> _Outcome:
         self._start_watchdog()
+        # storage settings from the Spark conf, where the executor's environment has none
+        apply_missing(os.environ, self.h.get("storage_env") or {})
         host = self.h["host"]
         # in a port range, each slot starts at its own offset: nodes sharing a host try different ports
         ports = PortRange.parse(self.h["port_range"]) if self.h.get("port_range") else None

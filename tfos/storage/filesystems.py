@@ -79,8 +79,12 @@ def is_remote(uri: str) -> bool:
     return scheme_of(uri) not in ("", "file")
 
 
-def resolve(uri: str) -> Location:
+def resolve(uri: str, environ=None) -> Location:
     """The file system and path for ``uri``; file systems are made once per authority.
+
+    ``environ`` (default ``os.environ``) is where the AWS variables are read (endpoint,
+    region, keys); pass the process environment plus extra settings to use those without
+    changing the process's own.
 
     Raises:
         StorageError: an unsupported scheme, or a file system that cannot be set up here
@@ -99,11 +103,12 @@ def resolve(uri: str) -> Location:
             f"{', '.join(s + '://' for s in _SUPPORTED)} (and s3a://, s3n://, gcs://)"
         )
     parts = urlsplit(uri)
-    key = (scheme, parts.netloc, parts.query, _environment_key())
+    environ = os.environ if environ is None else environ
+    key = (scheme, parts.netloc, parts.query, _environment_key(environ))
     with _cache_lock:
         fs = _cache.get(key)
         if fs is None:
-            fs = _cache[key] = _make(scheme, uri, parts)
+            fs = _cache[key] = _make(scheme, uri, parts, environ)
     root, path = _split(scheme, parts)
     return Location(fs, path, root)
 
@@ -143,7 +148,7 @@ def glob(pattern: str) -> list[str]:
     return sorted(location.uri(p) for p in found)
 
 
-def check_writable(uri: str) -> None:
+def check_writable(uri: str, environ=None) -> None:
     """Write and delete a small probe file under ``uri``: a run with ``storage=`` fails at
     the start, not after hours of training, when it could not save.
 
@@ -152,7 +157,7 @@ def check_writable(uri: str) -> None:
     """
     import secrets
 
-    location = resolve(uri)
+    location = resolve(uri, environ)
     probe = f"{location.path.rstrip('/')}/.tfos-probe-{secrets.token_hex(4)}"
     try:
         location.fs.create_dir(location.path, recursive=True)
@@ -219,12 +224,12 @@ def storage_error(action: str, uri: str, exc: BaseException) -> StorageError:
 # ----------------------------------------------------------------------------- internals
 
 
-def _make(scheme: str, uri: str, parts):
+def _make(scheme: str, uri: str, parts, environ):
     import pyarrow.fs as pafs
 
     try:
         if scheme == "s3":
-            return _s3(parts)
+            return _s3(parts, environ)
         if scheme in ("hdfs", "viewfs"):
             return pafs.HadoopFileSystem.from_uri(urlunsplit((scheme, parts.netloc, "", parts.query, "")))
         fs, _ = pafs.FileSystem.from_uri(_pyarrow_uri(scheme, uri))
@@ -233,11 +238,11 @@ def _make(scheme: str, uri: str, parts):
         raise storage_error("open the file system of", uri, exc) from None
 
 
-def _s3(parts):
+def _s3(parts, environ):
     import pyarrow.fs as pafs
 
     options = dict(parse_qsl(parts.query))
-    endpoint = options.pop("endpoint_override", None) or _endpoint()
+    endpoint = options.pop("endpoint_override", None) or _endpoint(environ)
     kwargs = {}
     if endpoint:
         if "://" in endpoint:
@@ -247,7 +252,12 @@ def _s3(parts):
         kwargs["endpoint_override"] = endpoint
     if "scheme" in options:
         kwargs["scheme"] = options.pop("scheme")
-    region = options.pop("region", None) or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    region = options.pop("region", None) or environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+    if environ is not os.environ and environ.get("AWS_ACCESS_KEY_ID"):
+        # keys the SDK would not find in the process environment: hand them over
+        kwargs.update(access_key=environ["AWS_ACCESS_KEY_ID"], secret_key=environ.get("AWS_SECRET_ACCESS_KEY", ""))
+        if environ.get("AWS_SESSION_TOKEN"):
+            kwargs["session_token"] = environ["AWS_SESSION_TOKEN"]
     if region:
         kwargs["region"] = region
     for name in ("access_key", "secret_key", "session_token"):
@@ -266,12 +276,12 @@ _ENVIRONMENT = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", 
                 "GOOGLE_APPLICATION_CREDENTIALS", "AZURE_STORAGE_ACCOUNT_KEY", "HADOOP_TOKEN_FILE_LOCATION")
 
 
-def _environment_key() -> int:
-    return hash(tuple(os.environ.get(name) for name in _ENVIRONMENT))
+def _environment_key(environ) -> int:
+    return hash(tuple(environ.get(name) for name in _ENVIRONMENT))
 
 
-def _endpoint() -> str:
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+def _endpoint(environ) -> str:
+    return environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL") or ""
 
 
 def _split(scheme: str, parts) -> tuple[str, str]:

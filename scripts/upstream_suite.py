@@ -23,22 +23,28 @@ import tempfile
 _IMPORT = re.compile(r"\btensorflowonspark\b")
 
 
+def read_tree(source: str, folder: str) -> list[tuple[str, str]]:
+    """``(name, text)`` of the files directly in ``folder`` of a checkout or bare git dir."""
+    files = []
+    if os.path.isdir(os.path.join(source, folder)):
+        for name in sorted(os.listdir(os.path.join(source, folder))):
+            path = os.path.join(source, folder, name)
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as f:
+                    files.append((name, f.read()))
+        return files
+    listing = subprocess.run(["git", "--git-dir", source, "ls-tree", "--name-only", "HEAD", folder],
+                             check=True, capture_output=True, text=True).stdout.split()
+    for path in listing:
+        shown = subprocess.run(["git", "--git-dir", source, "show", f"HEAD:{path}"], capture_output=True, text=True)
+        if shown.returncode == 0:  # a sub-directory is not a file
+            files.append((os.path.basename(path), shown.stdout))
+    return files
+
+
 def copy_tests(source: str, target: str) -> list[str]:
     """The upstream tests/*.py written to ``target`` with ``tensorflowonspark`` -> ``tfos.compat``."""
-    names = []
-    if os.path.isdir(os.path.join(source, "tests")):
-        for name in sorted(os.listdir(os.path.join(source, "tests"))):
-            if name.endswith(".py"):
-                with open(os.path.join(source, "tests", name), encoding="utf-8") as f:
-                    names.append((name, f.read()))
-    else:  # a bare git directory
-        listing = subprocess.run(["git", "--git-dir", source, "ls-tree", "--name-only", "HEAD", "tests/"],
-                                 check=True, capture_output=True, text=True).stdout.split()
-        for path in listing:
-            if path.endswith(".py"):
-                text = subprocess.run(["git", "--git-dir", source, "show", f"HEAD:{path}"],
-                                      check=True, capture_output=True, text=True).stdout
-                names.append((os.path.basename(path), text))
+    names = [(name, text) for name, text in read_tree(source, "tests/") if name.endswith(".py")]
     for name, text in names:
         with open(os.path.join(target, name), "w", encoding="utf-8") as f:
             f.write(_IMPORT.sub("tfos.compat", text))

@@ -391,3 +391,23 @@ def test_node_launch_never_shows_the_storage_keys():
                         heartbeat_interval_s=1, heartbeat_timeout_s=2, stop_grace_s=1, keep_omp_num_threads=False,
                         storage_env={"AWS_SECRET_ACCESS_KEY": "SK-shown?"})
     assert "SK-shown?" not in repr(launch)
+
+
+def test_compat_export_saved_model_uploads_to_storage(s3_env, tmp_path):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from tfos.compat import compat
+    from tfos.storage.mirror import restore
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    assert compat.export_saved_model(model, f"s3://{BUCKET}/exports/m1", is_chief=True) == f"s3://{BUCKET}/exports/m1"
+    assert "saved_model.pb" in remote_tree(s3_env, "exports/m1")
+    local = tmp_path / "m1"
+    restore(f"s3://{BUCKET}/exports/m1", str(local))
+    x = np.ones((1, 3), np.float32)
+    loaded = tf.saved_model.load(str(local))
+    np.testing.assert_allclose(loaded.serve(x).numpy(), model(x).numpy(), rtol=1e-5)
+    assert compat.export_saved_model(model, f"s3://{BUCKET}/exports/m2", is_chief=False) is None
+    assert remote_tree(s3_env, "exports/m2") == {}

@@ -20,13 +20,28 @@ def export_saved_model(model, export_dir: str, is_chief: bool = False) -> str | 
     SavedModel); a tf-keras model with ``model.save(export_dir, save_format="tf")``, as
     TensorFlowOnSpark did. Any other trackable goes through ``tf.saved_model.save``.
 
+    ``export_dir`` may be on cluster storage (``hdfs://``, ``s3://``, ``abfss://``...,
+    which TensorFlow 2.21 cannot write: TensorFlowOnSpark's examples default to HDFS): the
+    chief then writes a local copy and uploads it through :mod:`tfos.storage`.
+
     Blocks until written. Returns ``export_dir`` on the chief, ``None`` elsewhere.
+
+    Raises:
+        StorageError: the upload failed (the files not saved are named).
     """
-    target = export_dir if is_chief else tempfile.mkdtemp(prefix="tfos-worker-model-")
+    from tfos.storage.filesystems import is_remote
+
+    remote = is_chief and is_remote(export_dir)
+    target = tempfile.mkdtemp(prefix="tfos-worker-model-" if not is_chief else "tfos-export-") \
+        if (not is_chief or remote) else export_dir
     try:
         _save(model, target)
+        if remote:
+            from tfos.storage.mirror import Mirror
+
+            Mirror(target, export_dir).finish()
     finally:
-        if not is_chief:
+        if not is_chief or remote:
             shutil.rmtree(target, ignore_errors=True)
     return export_dir if is_chief else None
 

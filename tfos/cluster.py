@@ -29,7 +29,7 @@ from tfos.node.launch import NodeLaunch
 from tfos.reservation.auth import Secret, new_secret
 from tfos.reservation.server import ReservationServer
 from tfos.reservation.state import FAILED, RESERVING, TERMINAL_NODE_STATES, ReservationState
-from tfos.roles import TRAINING_JOBS
+from tfos.roles import TRAINING_JOBS, lead_slot
 from tfos.spark_env import (
     SparkFacts,
     check_preconditions,
@@ -517,6 +517,21 @@ class Cluster:
                         "cause)", timeout_s, ", ".join(running))
         return stopped
 
+    def _wait_lead_saved(self) -> None:
+        """Before Spark kills the node tasks: let the lead node stop and run its last mirror
+        pass, so a restart (or a later run) restores what it wrote last."""
+        from tfos.storage.mirror import FINAL_PASS_S
+
+        nodes = self.state.nodes
+        lead = nodes[lead_slot([n.role for n in nodes])]
+        with self.state.cond:
+            saved = self.state.cond.wait_for(
+                lambda: lead.state in TERMINAL_NODE_STATES or lead.state == "unregistered",
+                timeout=self.config.stop_grace_s + FINAL_PASS_S)
+        if not saved:
+            log.warning("the lead node %s did not finish its last mirror pass within %.0f s; storage may "
+                        "miss what it wrote last", lead.role, self.config.stop_grace_s + FINAL_PASS_S)
+
     def _teardown(self) -> None:
         """Stop everything of this run; safe to call twice."""
         if self._closed:
@@ -525,6 +540,8 @@ class Cluster:
         failed = bool(self.state.failures)
         self.state.finish()  # every heartbeat now answers "stop"
         if failed:
+            if self.config.storage:
+                self._wait_lead_saved()
             try:
                 self.sc.cancelJobGroup(self.job_group)
             except Exception as exc:  # noqa: BLE001 - the SparkContext may be stopping

@@ -79,3 +79,16 @@ def training_rank(roles: list[Role], role: Role) -> tuple[int, int]:
     training.sort(key=lambda r: (0 if r.job_name in ("chief", "master") else 1, r.task_index))
     num = len(training)
     return (training.index(role) if role in training else -1), num
+
+
+def lead_slot(roles: list[Role]) -> int:
+    """The node that writes checkpoints, exports and summaries and runs TensorBoard: the
+    chief (or master), else ``worker:0``, else slot 0."""
+    for job in ("chief", "master"):
+        for i, r in enumerate(roles):
+            if r.job_name == job:
+                return i
+    for i, r in enumerate(roles):
+        if r.job_name == "worker" and r.task_index == 0:
+            return i
+    return 0

@@ -411,3 +411,19 @@ def test_compat_export_saved_model_uploads_to_storage(s3_env, tmp_path):
     np.testing.assert_allclose(loaded.serve(x).numpy(), model(x).numpy(), rtol=1e-5)
     assert compat.export_saved_model(model, f"s3://{BUCKET}/exports/m2", is_chief=False) is None
     assert remote_tree(s3_env, "exports/m2") == {}
+
+
+def test_a_finished_mirror_never_touches_storage_again(s3_env, tmp_path):
+    import shutil
+
+    from tfos.storage.mirror import Mirror
+
+    root = tmp_path / "root"
+    (root / "backup").mkdir(parents=True)
+    (root / "backup" / "state").write_bytes(b"epoch=2")
+    mirror = Mirror(str(root), f"s3://{BUCKET}/finished-run")
+    mirror.finish()
+    shutil.rmtree(root)  # the node removes its tree after the last pass
+    assert mirror.finish().deleted == 0 and mirror.sync().deleted == 0
+    assert Mirror(str(root), f"s3://{BUCKET}/finished-run").sync().deleted == 0  # no tree, no deletions
+    assert remote_tree(s3_env, "finished-run") == {"backup/state": b"epoch=2"}

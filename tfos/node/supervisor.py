@@ -33,7 +33,7 @@ from tfos.node.process import OutputTail, PidWatch, describe_exit, terminate
 from tfos.ports import PORTS_PER_NODE, PortRange, listen, pick, reserve
 from tfos.reservation.auth import Secret
 from tfos.reservation.client import ReservationClient
-from tfos.roles import Role, cluster_spec, tf_config, training_rank
+from tfos.roles import Role, cluster_spec, lead_slot, tf_config, training_rank
 from tfos.storage.credentials import apply_missing
 from tfos.tls import ClientTLS
 
@@ -185,7 +185,7 @@ class Supervisor:
             self.tail.tag = self.tag
         spec = cluster_spec(roles, [join_host_port(n.host, n.port) for n in nodes])
         worker_num, num_workers = training_rank(roles, self.role)
-        tb_node = _tensorboard_slot(roles)
+        tb_node = lead_slot(roles)
         storage = self.h.get("storage") or ""
         self.local_root = _local_root(self.h["run_id"], self.slot)
         lead = self.slot == tb_node  # writes checkpoints, exports and events: its tree is mirrored
@@ -305,8 +305,25 @@ class Supervisor:
         """The executor or the Spark task died: stop everything and leave now, whatever the
         main thread is doing (it may be waiting on a driver that is gone too)."""
         self.stop(f"parent process {pid} (executor or task) is gone")
+        if self.mirror is not None:  # the host may still reach storage: save what the node wrote
+            from tfos.storage.mirror import FINAL_PASS_S
+
+            last = threading.Thread(target=self._last_pass, name="tfos-mirror-last", daemon=True)
+            last.start()
+            last.join(FINAL_PASS_S)
         sys.stderr.flush()
         os._exit(3)
+
+    def _last_pass(self) -> None:
+        if self.child is not None:
+            try:
+                self.child.wait(self.h["stop_grace_s"] + 2)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            self.mirror.finish()
+        except Exception as exc:  # noqa: BLE001 - leaving anyway; say what was not saved
+            log.error("%s %s", self.tag, exc)
 
     def stop(self, reason: str, ordered: bool = False) -> None:
         """Stop the TF process and TensorBoard (idempotent, any thread).
@@ -364,17 +381,6 @@ def _local_root(run_id: str, slot: int) -> str:
     from tfos.storage.records import local_scratch_dir
 
     return os.path.join(local_scratch_dir(), f"tfos-local-{run_id}-{slot}")
-
-
-def _tensorboard_slot(roles: list[Role]) -> int:
-    for job in ("chief", "master"):
-        for i, r in enumerate(roles):
-            if r.job_name == job:
-                return i
-    for i, r in enumerate(roles):
-        if r.job_name == "worker" and r.task_index == 0:
-            return i
-    return 0
 
 
 def main() -> int:

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 #: seconds between mirror passes while the run goes
 INTERVAL_S = 5.0
+#: seconds a failed run's teardown waits for the lead node's last pass (and the supervisor
+#: gives that pass when its Spark task is gone)
+FINAL_PASS_S = 60.0
 #: written by a restore: the files it put there, so the mirror does not upload them back
 RESTORED_MANIFEST = ".tfos-restored.json"
 _CHUNK = 8 << 20
@@ -60,6 +63,7 @@ class Mirror:
         self._lock = threading.Lock()  # one pass at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._finished = False
         self.totals = SyncReport()
 
     def start(self, interval_s: float = INTERVAL_S) -> None:
@@ -79,6 +83,9 @@ class Mirror:
         Raises:
             StorageError: naming the files that are not in storage, and why.
         """
+        with self._lock:
+            if self._finished:  # once: the local tree may be gone after the last pass
+                return SyncReport()
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -88,6 +95,8 @@ class Mirror:
             more = f" (and {len(report.failed) - 5} more)" if len(report.failed) > 5 else ""
             raise StorageError(f"could not save {len(report.failed)} file(s) to {redact(self.remote)}: "
                                f"{listed}{more}")
+        with self._lock:
+            self._finished = True
         log.info("mirror: %s holds the node's %d file(s) (%d uploaded, %.1f MB, %d deleted in this run)",
                  redact(self.remote), len(self._uploaded), self.totals.uploaded, self.totals.bytes / 1e6,
                  self.totals.deleted)
@@ -97,6 +106,8 @@ class Mirror:
         """One pass: upload new and changed files, delete what went locally."""
         with self._lock:
             report = SyncReport()
+            if self._finished or not os.path.isdir(self.local_root):
+                return report  # no tree (removed, or never made): nothing to send, nothing to delete
             local = self._scan()
             self._seed_restored()
             changed = [rel for rel, stat in local.items() if self._uploaded.get(rel) != stat]

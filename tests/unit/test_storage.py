@@ -90,8 +90,8 @@ def test_local_path_of_file_uris(uri, expected):
 
 
 def test_unsupported_scheme_is_refused_with_the_list():
-    with pytest.raises(StorageError, match=r"unsupported storage scheme 'ftp' in ftp://h/x: tfos reads and writes"):
-        resolve("ftp://h/x")
+    with pytest.raises(StorageError, match=r"unsupported storage scheme 'nosuch' in nosuch://h/x: tfos reads and "):
+        resolve("nosuch://h/x")
 
 
 def test_credentials_never_show_in_redacted_uris():
@@ -427,3 +427,28 @@ def test_a_finished_mirror_never_touches_storage_again(s3_env, tmp_path):
     assert mirror.finish().deleted == 0 and mirror.sync().deleted == 0
     assert Mirror(str(root), f"s3://{BUCKET}/finished-run").sync().deleted == 0  # no tree, no deletions
     assert remote_tree(s3_env, "finished-run") == {"backup/state": b"epoch=2"}
+
+
+def test_any_fsspec_file_system_serves_every_storage_call(tmp_path, monkeypatch):
+    """fsspec's in-memory file system stands in for hdfs-native and friends: same code path."""
+    import fsspec
+
+    from tfos.storage.mirror import Mirror, restore
+
+    memory = fsspec.filesystem("memory")
+    for path in write_tfrecords(str(tmp_path / "local"), 3, 10):
+        memory.pipe(f"/fsspec-data/train/{os.path.basename(path)}", open(path, "rb").read())
+    files = glob("memory://fsspec-data/train/part-*")
+    assert files == [f"memory:///fsspec-data/train/part-{i:05d}.tfrecord" for i in range(3)]
+    assert len(records_of(tfrecord_dataset(files, stage_dir=str(tmp_path / "stage")))) == 30
+    root = tmp_path / "root"
+    (root / "export").mkdir(parents=True)
+    (root / "export" / "model.keras").write_bytes(b"model")
+    Mirror(str(root), "memory://fsspec-runs/r1").finish()
+    assert memory.cat("/fsspec-runs/r1/export/model.keras") == b"model"
+    assert list(restore("memory://fsspec-runs/r1/export", str(tmp_path / "back"))) == ["model.keras"]
+
+
+def test_a_native_scheme_can_be_served_through_fsspec_instead(monkeypatch):
+    monkeypatch.setenv("TFOS_FSSPEC_SCHEMES", "s3, hdfs")
+    assert filesystems._fsspec_schemes(os.environ) == {"s3", "hdfs"}

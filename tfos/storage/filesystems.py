@@ -51,10 +51,14 @@ class Location:
     path: str
     #: ``scheme://authority`` prefix that turns a ``path`` of ``fs`` back into a URI ("" for local)
     root: str
+    #: for fsspec file systems: their own path -> URI (``fs.unstrip_protocol``)
+    unstrip: object = None
 
     def uri(self, path: str | None = None) -> str:
         """The URI of ``path`` (default: this location's own) on the same file system."""
         path = self.path if path is None else path
+        if self.unstrip is not None:
+            return self.unstrip(path)
         if not self.root:
             return path
         separator = "" if self.root.endswith("://") else "/"
@@ -97,13 +101,10 @@ def resolve(uri: str, environ=None) -> Location:
         import pyarrow.fs as pafs
 
         return Location(pafs.LocalFileSystem(), os.path.abspath(_local_path(uri)), "")
-    if scheme not in _SUPPORTED:
-        raise StorageError(
-            f"unsupported storage scheme {scheme!r} in {redact(uri)}: tfos reads and writes "
-            f"{', '.join(s + '://' for s in _SUPPORTED)} (and s3a://, s3n://, gcs://)"
-        )
-    parts = urlsplit(uri)
     environ = os.environ if environ is None else environ
+    if scheme not in _SUPPORTED or scheme in _fsspec_schemes(environ):
+        return _through_fsspec(scheme, uri)
+    parts = urlsplit(uri)
     key = (scheme, parts.netloc, parts.query, _environment_key(environ))
     with _cache_lock:
         fs = _cache.get(key)
@@ -171,6 +172,45 @@ def check_writable(uri: str, environ=None) -> None:
 def local_path(uri: str) -> str | None:
     """The local path a ``file:`` URI or plain path names; ``None`` for remote URIs."""
     return None if is_remote(uri) else _local_path(uri)
+
+
+#: schemes to serve through fsspec even where pyarrow has a native client, e.g. "hdfs,viewfs"
+#: with the ``hdfs-native`` package (a JVM-free HDFS client): ``pip install tfos[hdfs-native]``
+FSSPEC_SCHEMES_VARIABLE = "TFOS_FSSPEC_SCHEMES"
+
+
+def _fsspec_schemes(environ) -> set[str]:
+    return {s.strip().lower() for s in (environ.get(FSSPEC_SCHEMES_VARIABLE) or "").split(",") if s.strip()}
+
+
+def _through_fsspec(scheme: str, uri: str) -> Location:
+    """Any fsspec file system (``hdfs-native``'s ``hdfs://``, ``webhdfs://``, ``oss://``...)
+    behind pyarrow's interface, so every caller keeps one code path."""
+    try:
+        import fsspec
+    except ImportError:
+        fsspec = None
+    known = fsspec is not None and (scheme in fsspec.available_protocols())
+    if not known:
+        hint = "" if fsspec is not None else " (or install fsspec and a package that implements it)"
+        raise StorageError(
+            f"unsupported storage scheme {scheme!r} in {redact(uri)}: tfos reads and writes "
+            f"{', '.join(s + '://' for s in _SUPPORTED)} (and s3a://, s3n://, gcs://){hint}"
+        )
+    import pyarrow.fs as pafs
+
+    key = ("fsspec", scheme, urlsplit(uri).netloc)
+    try:
+        with _cache_lock:
+            entry = _cache.get(key)
+            if entry is None:
+                fs, _ = fsspec.core.url_to_fs(uri)
+                entry = _cache[key] = (fs, pafs.PyFileSystem(pafs.FSSpecHandler(fs)))
+        fs, wrapped = entry
+        path = fs._strip_protocol(uri)
+    except (ImportError, OSError, ValueError) as exc:
+        raise storage_error("open the file system of", uri, exc) from None
+    return Location(wrapped, path, f"{scheme}://", unstrip=fs.unstrip_protocol)
 
 
 def redact(uri: str) -> str:

@@ -61,7 +61,7 @@ _REFUSED = {
     "--usage-error": "an internal spark-submit option",
 }
 _TFOS_VALUE = ("--cluster-size", "--keras", "--gpus-per-node", "--gpu-discovery-script", "--pack-env",
-               "--pack-output", "--image", "--python", "--env")
+               "--pack-output", "--image", "--python", "--env", "--storage")
 _TFOS_SWITCH = ("--dry-run", "--hdfs", "--help", "-h")
 _VALUE_OPTIONS = frozenset(_PASS_VALUE + _TFOS_VALUE + tuple(_AS_CONF) + tuple(_REFUSED)
                            + ("--master", "--deploy-mode", "--conf", "-c", "--archives"))
@@ -91,6 +91,8 @@ tfos options:
                            required with --master)
   --keras {{{",".join(KERAS_BACKEND_CHOICES)}}}  what tf.keras is on driver and nodes (TF_USE_LEGACY_KERAS)
   --env NAME=VALUE         environment of every executor and TF node (spark.executorEnv.NAME), repeatable
+  --storage URI            the runs' storage (spark.tfos.storage): hdfs://, s3://, gs://, abfss://...;
+                           ctx.local_dir trees are mirrored there and restored on restart
   --python PATH            the executors' Python (default: this Python on local-cluster and
                            spark:// masters)
   --gpus-per-node G        GPUs for each node (spark.executor/task.resource.gpu.amount)
@@ -148,6 +150,7 @@ class SubmitConfig:
     master: str | None = None
     deploy_mode: str = "client"
     keras: str | None = None
+    storage: str | None = None
     node_env: tuple[tuple[str, str], ...] = ()
     python: str | None = None
     gpus_per_node: int = 0
@@ -485,6 +488,10 @@ def build_command(
         for name, value in configure_keras_backend(config.keras).items():
             need(f"spark.executorEnv.{name}", value, f"--keras {config.keras}")
             driver_env[name] = value
+    if config.storage:
+        from tfos.config import STORAGE_KEY
+
+        need(STORAGE_KEY, config.storage, "--storage")
     for name, value in config.node_env:
         need(f"spark.executorEnv.{name}", value, f"--env {name}={value}")
     if config.hdfs:

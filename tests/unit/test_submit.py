@@ -272,6 +272,12 @@ def test_parse_keeps_what_it_was_given():
     assert config.master_kind == "yarn"
 
 
+def test_storage_becomes_the_spark_tfos_storage_key():
+    cmd = command("--storage s3://bucket/runs train.py", environ={})
+    assert "--conf spark.tfos.storage=s3://bucket/runs" in cmd.shell()
+    assert parse_submit_args(["--storage", "hdfs:///r", "t.py"]).storage == "hdfs:///r"
+
+
 @pytest.mark.parametrize("argv,expected", [
     ("--help", True), ("-h train.py", True), ("--master yarn --help", True),
     ("train.py --help", False), ("train.py", False), ("--bogus --help", False),
@@ -285,7 +291,7 @@ def test_help_only_before_the_script(argv, expected):
 ERRORS = [
     ("unknown_option", "--epochs 3 train.py",
      "unknown option --epochs; tfos submit takes its own options (--cluster-size, --keras, "
-     "--gpus-per-node, --gpu-discovery-script, --pack-env, --pack-output, --image, --python, --env, "
+     "--gpus-per-node, --gpu-discovery-script, --pack-env, --pack-output, --image, --python, --env, --storage, "
      "--dry-run, --hdfs, --help, -h) and spark-submit's before the script (see tfos submit --help)"),
     ("no_script", "--cluster-size 2", "no script given: tfos submit [options] script.py [script args]"),
     ("missing_value", "--cluster-size", "--cluster-size needs a value"),

@@ -267,7 +267,11 @@ def load_tfrecords(spark, input_dir: str, binary_features=(), schema=None,
 
         spark = SparkSession.getActiveSession() or SparkSession(spark)
     sc = spark.sparkContext
-    files = sc.binaryFiles(input_dir, minPartitions=max(sc.defaultParallelism, 2))  # lazy: read if used
+    through_storage = _spark_cannot_read(sc, input_dir)
+    if through_storage:  # e.g. s3a:// without hadoop-aws: list and read with tfos's storage layer
+        files = _storage_files(sc, input_dir)
+    else:
+        files = sc.binaryFiles(input_dir, minPartitions=max(sc.defaultParallelism, 2))  # lazy: read if used
     if schema is None:
         schema = _saved_schema(sc, input_dir)
     if isinstance(schema, str):
@@ -292,7 +296,8 @@ def load_tfrecords(spark, input_dir: str, binary_features=(), schema=None,
 
         df = spark.createDataFrame(files.flatMap(decode_file), schema, verifySchema=False)
     else:
-        df = _load_through_arrow(spark, input_dir, fields, schema, strict)
+        df = _load_through_arrow(spark, input_dir, fields, schema, strict,
+                                 files=files if through_storage else None)
     loadedDF[df] = input_dir
     return df
 
@@ -303,7 +308,7 @@ def _decode_file(path: str, data: bytes, fields: list[Field], strict: bool):
         yield decoder.decode(record, f" (record {n} of {path})")
 
 
-def _load_through_arrow(spark, input_dir: str, fields: list[Field], schema, strict: bool):
+def _load_through_arrow(spark, input_dir: str, fields: list[Field], schema, strict: bool, files=None):
     """Files read by Spark's ``binaryFile`` source, decoded into Arrow batches (``mapInArrow``):
     no Row pickling on either side, ~1.5x the rate of ``createDataFrame`` over an RDD."""
     from pyspark.sql.pandas.types import to_arrow_schema
@@ -332,8 +337,53 @@ def _load_through_arrow(spark, input_dir: str, fields: list[Field], schema, stri
                 if rows:
                     yield to_batch(rows)
 
-    files = spark.read.format("binaryFile").load(input_dir).select("path", "content")
-    return files.mapInArrow(decode, schema)
+    if files is None:
+        frame = spark.read.format("binaryFile").load(input_dir).select("path", "content")
+    else:
+        frame = spark.createDataFrame(files, "path string, content binary")
+    return frame.mapInArrow(decode, schema)
+
+
+def _spark_cannot_read(sc, path: str) -> bool:
+    """True for a remote URI whose scheme Spark's Hadoop has no file system for."""
+    from tfos.storage.filesystems import is_remote
+
+    if not is_remote(path):
+        return False
+    try:
+        _hadoop_fs(sc, path)
+        return False
+    except Exception as exc:  # noqa: BLE001 - py4j's wrapping of UnsupportedFileSystemException
+        text = str(exc)
+        if any(sign in text for sign in ("UnsupportedFileSystem", "No FileSystem for scheme",
+                                          "ClassNotFoundException: Class org.apache.hadoop.fs")):
+            return True  # no such file system, or its jar (hadoop-aws, gcs-connector) is missing
+        raise
+
+
+def _storage_files(sc, input_dir: str):
+    """``(path, bytes)`` of the TFRecord files under ``input_dir`` (a directory, file or glob),
+    as ``binaryFiles`` gives them, read by the storage layer in the executors."""
+    from tfos.storage.filesystems import glob as storage_glob
+
+    pattern = input_dir if any(c in input_dir for c in "*?[") else input_dir.rstrip("/") + "/*"
+    paths = [p for p in storage_glob(pattern) if not p.rsplit("/", 1)[-1].startswith(("_", "."))]
+    if not paths and not any(c in input_dir for c in "*?["):
+        paths = storage_glob(input_dir)  # a single file
+    if not paths:
+        raise DataError(f"no TFRecord files in {input_dir}")
+
+    def read(path):
+        from tfos.storage.filesystems import resolve, storage_error
+
+        location = resolve(path)
+        try:
+            with location.fs.open_input_file(location.path) as f:
+                return path, f.read()
+        except (OSError, ValueError) as exc:
+            raise storage_error("read", path, exc) from None
+
+    return sc.parallelize(paths, min(len(paths), max(sc.defaultParallelism, 2))).map(read)
 
 
 _ARROW_BATCH_ROWS = 10_000
@@ -513,6 +563,15 @@ def _saved_schema(sc, input_dir: str):
                 return None
             with open(local, encoding="utf-8") as f:
                 text = f.read()
+        elif _spark_cannot_read(sc, path):
+            from tfos.storage.filesystems import resolve
+
+            location = resolve(path)
+            try:
+                with location.fs.open_input_file(location.path) as f:
+                    text = f.read().decode("utf-8")
+            except FileNotFoundError:
+                return None
         else:
             fs, hpath = _hadoop_fs(sc, path)
             if not fs.isFile(hpath):

@@ -173,7 +173,7 @@ def executors_reach_s3(sc, s3, monkeypatch):
         sc.environment.pop(name, None)
 
 
-def test_save_as_tfrecords_writes_to_s3_through_the_storage_layer(spark, s3, executors_reach_s3):
+def test_save_and_load_tfrecords_on_s3_through_the_storage_layer(spark, s3, executors_reach_s3):
     import pyarrow.fs as pafs
 
     from tfos import dfutil
@@ -189,6 +189,10 @@ def test_save_as_tfrecords_writes_to_s3_through_the_storage_layer(spark, s3, exe
     names = {i.path.rsplit("/", 1)[1] for i in fs.get_file_info(pafs.FileSelector(f"{BUCKET}/frames/out"))}
     assert names == {"_SUCCESS", "_tfos_schema.json", *(p.rsplit("/", 1)[1] for p in parts)}  # no temp left
     assert sum(1 for _ in tfrecord_dataset(parts, compression_type="GZIP")) == 500
+    # pip's pyspark has no Hadoop file system for s3a://: load_tfrecords reads through the storage layer
+    loaded = dfutil.load_tfrecords(spark, target)
+    assert loaded.schema == df.schema  # from the saved _tfos_schema.json
+    assert sorted(tuple(r) for r in loaded.collect()) == sorted(tuple(r) for r in df.collect())
     with pytest.raises(tfos.DataError, match="already exists and is not empty"):
         dfutil.save_as_tfrecords(df, target)
     assert dfutil.save_as_tfrecords(df.limit(10), target, overwrite=True).total_records == 10

@@ -457,3 +457,40 @@ def test_any_fsspec_file_system_serves_every_storage_call(tmp_path, monkeypatch)
 def test_a_native_scheme_can_be_served_through_fsspec_instead(monkeypatch):
     monkeypatch.setenv("TFOS_FSSPEC_SCHEMES", "s3, hdfs")
     assert filesystems._fsspec_schemes(os.environ) == {"s3", "hdfs"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_soak_large_files_through_mirror_restore_and_staging(s3_env, tmp_path):
+    """Hundreds of MB each way: multipart uploads, a growing file mirrored many times, staged reads."""
+    import hashlib
+
+    import tensorflow as tf
+
+    from tfos.storage.mirror import Mirror, restore
+
+    root = tmp_path / "root"
+    (root / "ckpt").mkdir(parents=True)
+    mirror = Mirror(str(root), f"s3://{BUCKET}/soak")
+    blob = root / "ckpt" / "weights.data"
+    for step in range(6):  # a checkpoint rewritten and growing: 32..192 MB
+        blob.write_bytes(os.urandom((step + 1) * (32 << 20)))
+        (root / "ckpt" / "checkpoint").write_text(f"step {step}")
+        assert not mirror.sync().failed
+    mirror.finish()
+    back = tmp_path / "back"
+    restore(f"s3://{BUCKET}/soak/ckpt", str(back))
+    assert hashlib.sha256((back / "weights.data").read_bytes()).digest() == hashlib.sha256(blob.read_bytes()).digest()
+    assert (back / "checkpoint").read_text() == "step 5"
+    paths = []
+    for f in range(4):  # ~48 MB of records each
+        path = tmp_path / f"big-{f}.tfrecord"
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for r in range(12000):
+                writer.write(os.urandom(4000))
+        paths.append(str(path))
+    uris = upload(s3_env, paths, "soak-records")
+    expected = records_of(tf.data.TFRecordDataset(paths, num_parallel_reads=2))
+    got = records_of(tfrecord_dataset(uris, num_parallel_reads=2, stage_dir=str(tmp_path / "stage"),
+                                      max_stage_bytes=100 << 20))
+    assert got == expected

@@ -486,7 +486,7 @@ def test_soak_large_files_through_mirror_restore_and_staging(s3_env, tmp_path):
     for f in range(4):  # ~48 MB of records each
         path = tmp_path / f"big-{f}.tfrecord"
         with tf.io.TFRecordWriter(str(path)) as writer:
-            for r in range(12000):
+            for _ in range(12000):
                 writer.write(os.urandom(4000))
         paths.append(str(path))
     uris = upload(s3_env, paths, "soak-records")

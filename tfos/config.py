@@ -49,7 +49,7 @@ class RunConfig:
     #: seconds a stopping process gets between SIGTERM and SIGKILL
     stop_grace_s: float = 3.0
     #: extra environment for the TF processes
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # may hold storage keys: never shown
     #: times a failed run is started again (all nodes; ``ctx.attempt`` counts up); see tfos/restart.py
     max_restarts: int = 0
     #: TLS for the reservation channel (see docs/security.md); default: spark.tfos.tls.* when set

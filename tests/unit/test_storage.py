@@ -494,3 +494,10 @@ def test_soak_large_files_through_mirror_restore_and_staging(s3_env, tmp_path):
     got = records_of(tfrecord_dataset(uris, num_parallel_reads=2, stage_dir=str(tmp_path / "stage"),
                                       max_stage_bytes=100 << 20))
     assert got == expected
+
+
+def test_storage_keys_passed_in_env_never_show_in_the_run_config():
+    from tfos.config import RunConfig
+
+    config = RunConfig(num_executors=2, env={"AWS_SECRET_ACCESS_KEY": "Kq-secret-9"}, storage="s3://b/r")
+    assert "Kq-secret-9" not in repr(config) and "s3://b/r" in repr(config)

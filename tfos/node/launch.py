@@ -26,7 +26,7 @@ class NodeLaunch:
     stop_grace_s: float
     #: keep pyspark's OMP_NUM_THREADS in the TF process (only when the user set it)
     keep_omp_num_threads: bool
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # may hold storage keys: never shown
     #: the CA certificates that check the driver's certificate, when the reservation channel is TLS
     tls: ClientTLS | None = None
     #: "FIRST-LAST": the ports this node may listen on (TF server, feed, TensorBoard); "" = any

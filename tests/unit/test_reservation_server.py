@@ -209,19 +209,33 @@ class FakeWallClock:
 
 def test_verifier_forgets_nonces_once_their_window_passed():
     clock = FakeWallClock()
-    verifier = auth.Verifier(SECRET, window_s=10, clock=clock)
+    verifier = auth.Verifier(SECRET, window_s=10, clock=clock, monotonic=clock)
     tokens = [auth.sign(SECRET.value, "/m", b"body", now=clock.now) for _ in range(100)]
     assert [verifier.check("/m", b"body", t) for t in tokens] == [None] * 100
     assert verifier.check("/m", b"body", tokens[0]) == auth.REPLAYED
     assert verifier.remembered == 100
     clock.now += 11
-    fresh_token = auth.sign(SECRET.value, "/m", b"body", now=clock.now)
-    assert verifier.check("/m", b"body", fresh_token) is None
-    assert verifier.remembered == 1  # the 100 old ones expired; their timestamps are now refused anyway
-    assert verifier.check("/m", b"body", tokens[0]) == (
+    assert verifier.check("/m", b"body", tokens[0]) == (  # its timestamp is refused now
         "request signed 11 s behind the driver's clock (at most 10 s allowed): a replayed request, or the "
         "clocks of the driver and this executor's host disagree (run NTP on both)"
     )
+    clock.now += 10  # two windows of steady time: the 100 old nonces go
+    fresh_token = auth.sign(SECRET.value, "/m", b"body", now=clock.now)
+    assert verifier.check("/m", b"body", fresh_token) is None
+    assert verifier.remembered == 1
+
+
+def test_a_wall_clock_stepped_forward_and_back_does_not_reopen_replays():
+    wall, steady = FakeWallClock(), FakeWallClock()
+    verifier = auth.Verifier(SECRET, window_s=10, clock=wall, monotonic=steady)
+    token = auth.sign(SECRET.value, "/m", b"body", now=wall.now)
+    assert verifier.check("/m", b"body", token) is None
+    wall.now += 100  # NTP steps the clock forward; a call comes in
+    steady.now += 1
+    assert verifier.check("/m", b"body", auth.sign(SECRET.value, "/m", b"body", now=wall.now)) is None
+    wall.now -= 100  # and back: the old token is inside the window again
+    steady.now += 1
+    assert verifier.check("/m", b"body", token) == auth.REPLAYED
 
 
 def test_verifier_accepts_a_clock_skew_inside_the_window():

@@ -52,15 +52,19 @@ class Verifier:
         secret: the run's secret.
         window_s: how far a timestamp may be from ``clock()``.
         clock: wall-clock seconds (``time.time``); a parameter for tests.
+        monotonic: steady seconds (``time.monotonic``) that time how long a nonce is kept:
+            a token is fresh for at most ``2 * window_s`` of steady time, and a wall clock
+            stepped forward and back cannot make the verifier forget a nonce early.
     """
 
-    def __init__(self, secret: Secret, window_s: float = WINDOW_S, clock=time.time):
+    def __init__(self, secret: Secret, window_s: float = WINDOW_S, clock=time.time, monotonic=time.monotonic):
         self._secret = secret
         self._window_ms = int(window_s * 1000)
         self._clock = clock
+        self._monotonic = monotonic
         self._lock = threading.Lock()
         self._seen: set[str] = set()
-        self._expiry: list[tuple[int, str]] = []  # heap of (ms after which a nonce cannot come back, nonce)
+        self._expiry: list[tuple[int, str]] = []  # heap of (steady ms after which a nonce is forgotten, nonce)
 
     def check(self, method: str, body: bytes, token: object) -> str | None:
         """``None`` when ``token`` signs this call and is fresh; else the reason to refuse it.
@@ -82,13 +86,14 @@ class Verifier:
                 f"clock (at most {self._window_ms // 1000} s allowed): a replayed request, or the clocks of "
                 f"the driver and this executor's host disagree (run NTP on both)"
             )
+        steady = int(self._monotonic() * 1000)
         with self._lock:
-            while self._expiry and self._expiry[0][0] < now:
+            while self._expiry and self._expiry[0][0] < steady:
                 self._seen.discard(heapq.heappop(self._expiry)[1])
             if nonce in self._seen:
                 return REPLAYED
             self._seen.add(nonce)
-            heapq.heappush(self._expiry, (stamp + self._window_ms, nonce))
+            heapq.heappush(self._expiry, (steady + 2 * self._window_ms, nonce))
         return None
 
     @property

@@ -374,14 +374,9 @@ def _storage_files(sc, input_dir: str):
         raise DataError(f"no TFRecord files in {input_dir}")
 
     def read(path):
-        from tfos.storage.filesystems import resolve, storage_error
+        from tfos.storage.filesystems import read_bytes
 
-        location = resolve(path)
-        try:
-            with location.fs.open_input_file(location.path) as f:
-                return path, f.read()
-        except (OSError, ValueError) as exc:
-            raise storage_error("read", path, exc) from None
+        return path, read_bytes(path)
 
     return sc.parallelize(paths, min(len(paths), max(sc.defaultParallelism, 2))).map(read)
 
@@ -564,12 +559,10 @@ def _saved_schema(sc, input_dir: str):
             with open(local, encoding="utf-8") as f:
                 text = f.read()
         elif _spark_cannot_read(sc, path):
-            from tfos.storage.filesystems import resolve
+            from tfos.storage.filesystems import read_bytes
 
-            location = resolve(path)
             try:
-                with location.fs.open_input_file(location.path) as f:
-                    text = f.read().decode("utf-8")
+                text = read_bytes(path).decode("utf-8")
             except FileNotFoundError:
                 return None
         else:

@@ -32,8 +32,10 @@ def export_saved_model(model, export_dir: str, is_chief: bool = False) -> str | 
     from tfos.storage.filesystems import is_remote
 
     remote = is_chief and is_remote(export_dir)
-    target = tempfile.mkdtemp(prefix="tfos-worker-model-" if not is_chief else "tfos-export-") \
-        if (not is_chief or remote) else export_dir
+    if is_chief and not remote:
+        target = export_dir
+    else:  # a worker's throw-away copy, or the chief's copy on its way to storage
+        target = tempfile.mkdtemp(prefix="tfos-export-" if is_chief else "tfos-worker-model-")
     try:
         _save(model, target)
         if remote:
@@ -41,7 +43,7 @@ def export_saved_model(model, export_dir: str, is_chief: bool = False) -> str | 
 
             Mirror(target, export_dir).finish()
     finally:
-        if not is_chief or remote:
+        if target != export_dir:
             shutil.rmtree(target, ignore_errors=True)
     return export_dir if is_chief else None
 

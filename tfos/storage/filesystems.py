@@ -169,6 +169,57 @@ def check_writable(uri: str, environ=None) -> None:
         raise storage_error("write to", uri, exc) from None
 
 
+#: bytes per read when copying between storage and local disk
+COPY_CHUNK = 8 << 20
+
+
+def download(uri: str, local: str, fs=None, path: str | None = None) -> None:
+    """Copy the file at ``uri`` to ``local``, whole or not at all (``local.part``, then renamed).
+
+    ``fs`` and ``path``: the file system and path already resolved (``uri`` then only names
+    the file in errors). Reads through ``open_input_file`` (ranged reads): an S3 input
+    stream is ~80x slower here.
+
+    Raises:
+        StorageError: the file cannot be read (named).
+    """
+    if fs is None:
+        location = resolve(uri)
+        fs, path = location.fs, location.path
+    partial = local + ".part"
+    try:
+        with fs.open_input_file(path) as src, open(partial, "wb") as dst:
+            while True:
+                chunk = src.read(COPY_CHUNK)
+                if not chunk:
+                    break
+                dst.write(chunk)
+        os.replace(partial, local)
+    except (OSError, ValueError) as exc:
+        try:
+            os.remove(partial)
+        except OSError:
+            pass
+        raise storage_error("read", uri, exc) from None
+
+
+def read_bytes(uri: str) -> bytes:
+    """The whole file at ``uri``.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        StorageError: it cannot be read (named).
+    """
+    location = resolve(uri)
+    try:
+        with location.fs.open_input_file(location.path) as f:
+            return f.read()
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise storage_error("read", uri, exc) from None
+
+
 def local_path(uri: str) -> str | None:
     """The local path a ``file:`` URI or plain path names; ``None`` for remote URIs."""
     return None if is_remote(uri) else _local_path(uri)

@@ -30,7 +30,7 @@ import threading
 from dataclasses import dataclass, field
 
 from tfos.errors import StorageError
-from tfos.storage.filesystems import redact, resolve, storage_error
+from tfos.storage.filesystems import COPY_CHUNK, download, redact, resolve, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,6 @@ INTERVAL_S = 5.0
 FINAL_PASS_S = 60.0
 #: written by a restore: the files it put there, so the mirror does not upload them back
 RESTORED_MANIFEST = ".tfos-restored.json"
-_CHUNK = 8 << 20
 
 
 @dataclass
@@ -169,7 +168,7 @@ class Mirror:
             self._location.fs.create_dir(parent, recursive=True)
             with open(source, "rb") as src, self._location.fs.open_output_stream(target) as dst:
                 while True:
-                    chunk = src.read(_CHUNK)
+                    chunk = src.read(COPY_CHUNK)
                     if not chunk:
                         break
                     dst.write(chunk)
@@ -217,16 +216,7 @@ def restore(remote: str, local_dir: str) -> int:
         rel = info.path[len(base):].lstrip("/")
         target = os.path.join(local_dir, *rel.split("/"))
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        try:
-            with location.fs.open_input_file(info.path) as src, open(target + ".part", "wb") as dst:
-                while True:
-                    chunk = src.read(_CHUNK)
-                    if not chunk:
-                        break
-                    dst.write(chunk)
-            os.replace(target + ".part", target)
-        except (OSError, ValueError) as exc:
-            raise storage_error("read", f"{remote.rstrip('/')}/{rel}", exc) from None
+        download(f"{remote.rstrip('/')}/{rel}", target, location.fs, info.path)
         st = os.stat(target)
         restored[rel] = (st.st_size, st.st_mtime_ns)
     return restored

@@ -28,7 +28,7 @@ from collections import deque
 from concurrent import futures
 
 from tfos.errors import StorageError
-from tfos.storage.filesystems import is_remote, redact, resolve, storage_error
+from tfos.storage.filesystems import download, is_remote, redact, resolve, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 MAX_STAGE_BYTES = 2 << 30
 #: parallel downloads
 DOWNLOAD_THREADS = 4
-_CHUNK = 8 << 20
 
 
 def tfrecord_dataset(files, compression_type: str | None = None, buffer_size: int | None = None,
@@ -157,22 +156,12 @@ class Stager:
         return self._pool.submit(self._download, index, local)
 
     def _download(self, index: int, local: str) -> str:
-        uri = self.uris[index]
-        location = resolve(uri)
-        partial = local + ".part"
         try:
-            with location.fs.open_input_file(location.path) as src, open(partial, "wb") as dst:
-                while True:
-                    chunk = src.read(_CHUNK)
-                    if not chunk:
-                        break
-                    dst.write(chunk)
-            os.replace(partial, local)
-        except (OSError, ValueError) as exc:
+            download(self.uris[index], local)
+        except StorageError:
             with self._lock:
                 self._staged.pop(local, None)
-            _remove_quietly(partial)
-            raise storage_error("read", uri, exc) from None
+            raise
         if self.keep:
             self._kept[index] = local
         return local
@@ -206,10 +195,3 @@ def _default_stage_root() -> str:
 def _cleanup(pool: futures.ThreadPoolExecutor, directory: str) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
     shutil.rmtree(directory, ignore_errors=True)
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass

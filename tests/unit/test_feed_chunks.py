@@ -73,7 +73,7 @@ def test_a_pickled_batch_over_the_frame_limit_is_cut_into_records(small_limits):
 def test_a_frame_over_the_limit_is_refused_by_its_sender(small_limits):
     a, b = socket.socketpair()
     try:
-        channel = p.FeedChannel(a, b"k" * 32, is_server=False)
+        channel = p.FeedChannel(a, b"k" * 32, b"j" * 32, is_server=False)
         with pytest.raises(FeedError, match=r"a CHUNK frame of [\d,]+ bytes is over the feed's limit"):
             channel.send(p.CHUNK, b"z" * (65 << 10))
     finally:

@@ -7,8 +7,6 @@ frames. Payloads that must never be unpickled are "bombs": unpickling one record
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import os
 import pickle
@@ -16,7 +14,9 @@ import socket
 import struct
 
 import pytest
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -89,14 +89,25 @@ def frame_bytes(key: bytes, seq: int, ftype: int, payload: bytes, size: int | No
     return head + AESGCM(key).encrypt(nonce, payload, head)
 
 
+def derive(secret: bytes, client_nonce: bytes, server_nonce: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    """(node proof, feeder proof, node key, feeder key), as the module docstring specifies them."""
+    okm = HKDF(algorithm=hashes.SHA256(), length=128, salt=client_nonce + server_nonce,
+               info=b"tfos-feed v2 proofs and keys").derive(secret)
+    return okm[:32], okm[32:64], okm[64:96], okm[96:]
+
+
 class RawPeer:
-    """A client that does the handshake by hand and then writes arbitrary bytes."""
+    """A feeding task that does the handshake by hand and then writes arbitrary bytes."""
 
     def __init__(self, address, secret: bytes = SECRET):
         self.sock = socket.create_connection(address, timeout=5.0)
-        nonce = _read_exactly(self.sock, p.NONCE_BYTES)
-        self.sock.sendall(hmac.new(secret, b"tfos-feed" + nonce, hashlib.sha256).digest())
-        self.key = hmac.new(secret, b"tfos-feed-key" + nonce, hashlib.sha256).digest()
+        client_nonce = os.urandom(32)
+        self.sock.sendall(b"\x02" + client_nonce)
+        reply = _read_exactly(self.sock, 65)
+        assert reply[0] == 2
+        node_proof, feeder_proof, _node_key, self.key = derive(secret, client_nonce, reply[1:33])
+        self.node_proved = reply[33:] == node_proof
+        self.sock.sendall(feeder_proof)
         self.seq = 0
 
     def accepted(self) -> bool:
@@ -249,7 +260,9 @@ def test_wrong_secret_is_refused_on_both_sides(listener):
         p.FeedChannel.connect((host, port), WRONG_SECRET, timeout_s=5.0)
     with pytest.raises(AuthenticationError) as server_error:
         server.result()
-    assert str(client_error.value) == f"feed endpoint {host}:{port} refused this run's secret"
+    # the feeding task checks the node's proof first, so it never sends a proof of its own
+    assert str(client_error.value) == (f"feed endpoint {host}:{port} could not prove this run's secret; "
+                                       "refusing to send it data")
     assert str(server_error.value) == "feed connection refused: not signed with this run's secret"
 
 
@@ -259,7 +272,7 @@ def test_peer_that_never_answers_the_challenge_is_refused(listener):
         conn, _ = listener.accept()
         with pytest.raises(AuthenticationError) as error:
             p.FeedChannel.accept(conn, SECRET, timeout_s=0.3)
-        assert str(error.value) == "feed connection refused: not signed with this run's secret"
+        assert str(error.value) == "feed connection refused: no handshake within 0.3 s"
         conn.close()
     finally:
         peer.close()
@@ -511,9 +524,9 @@ def test_a_whole_frame_then_a_cut_one_delivers_only_the_whole_one(listener):
 def test_a_frame_bounced_back_to_its_sender_is_rejected(listener):
     server, client = connected_pair(listener)
     try:
-        key = client._key
-        # a frame signed as the client's own (direction C), sent to the client as if from the node
-        server.sock.sendall(frame_bytes(key, 0, p.CHUNK, b"bounced"))
+        # the client's own frame, read raw off the node's socket and sent straight back
+        client.send(p.CHUNK, b"bounced")
+        server.sock.sendall(_read_exactly(server.sock, 5 + len(b"bounced") + p.TAG_BYTES))
         with pytest.raises(p.AuthenticationError, match="integrity"):
             client.recv()
     finally:

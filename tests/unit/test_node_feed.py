@@ -537,7 +537,8 @@ def test_feeding_with_another_runs_secret_is_refused(make_server):
     server = make_server()
     with pytest.raises(AuthenticationError) as error:
         feed_partition(range(3), 3, [target(server)], os.urandom(32), meta(), feed_timeout=5)
-    assert str(error.value) == f"feed endpoint 127.0.0.1:{server.port} refused this run's secret"
+    assert str(error.value) == (f"feed endpoint 127.0.0.1:{server.port} could not prove this run's secret; "
+                                "refusing to send it data")
     assert server.stats == {}
 
 

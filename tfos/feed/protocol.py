@@ -1,13 +1,29 @@
-"""The feed wire: an encrypted, authenticated, framed byte stream from a feeding task to a TF node.
+"""The feed wire: an encrypted, mutually authenticated, framed byte stream from a feeding task to a TF node.
 
-Handshake: the node sends a random 32-byte nonce; the client answers with
-HMAC-SHA256(secret, "tfos-feed" + nonce). Both then derive the connection's key,
-``HMAC-SHA256(secret, "tfos-feed-key" + nonce)``, and seal every frame with AES-256-GCM:
-a frame is ``type (1 byte) | length (4 bytes) | sealed payload (length bytes, its last 16
-the GCM tag)``. The GCM nonce is the direction and a running sequence number, and the
-header is authenticated data, so a frame cannot be altered, replayed, reordered or
-bounced back to its sender. Payloads are parsed (and record chunks unpickled) only after
-they open, so nothing from an unauthenticated peer is ever unpickled.
+Handshake (version 2), modelled on Spark's ``AuthEngine``: both sides contribute fresh
+randomness and both prove they hold the run's secret before any frame moves.
+
+1. feeding task -> node: ``version (1 byte) | client nonce Nc (32 bytes)``
+2. node -> feeding task: ``version | server nonce Ns (32) | node proof (32)``
+3. feeding task -> node: ``feeder proof (32)``, sent only once the node's proof checked out
+4. node -> feeding task: ``0x01`` once the feeder's proof checked out
+
+Every value comes from one HKDF-SHA256 with the secret as input key material and ``Nc | Ns``
+as salt (``proof_and_keys``): its 128 bytes are the node's proof, the feeder's proof, and one
+AES-256-GCM key per direction. Since each side's nonce is fresh, a recorded handshake or session is
+worthless later: its proofs do not answer the new nonces, and the keys are new, so no
+keystream is ever used twice. A node that speaks another version gets its version byte
+back and the connection closes, so a mismatch says so instead of failing as a bad secret.
+
+Frames: ``type (1 byte) | length (4 bytes) | sealed payload (length bytes, its last 16 the
+GCM tag)``. The GCM nonce is a running sequence number per direction and the header is
+authenticated data, so a frame cannot be altered, replayed, reordered or bounced back to
+its sender (the directions have different keys). Payloads are parsed (and record chunks
+unpickled) only after they open, so nothing from an unauthenticated peer is ever unpickled.
+
+Before authentication a node reads at most 33 bytes, computes one HKDF, and gives the
+whole handshake ``HANDSHAKE_S`` seconds in total (not per read: a peer dripping bytes
+cannot hold it longer).
 
 Why AES-GCM rather than an HMAC per frame: the records are encrypted too, and with
 AES-NI sealing plus opening costs less CPU than hashing the payload twice did.
@@ -15,25 +31,35 @@ AES-NI sealing plus opening costs less CPU than hashing the payload twice did.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import os
 import pickle
 import socket
 import struct
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from tfos.deadline import Deadline
 from tfos.errors import FeedAuthenticationError as AuthenticationError
 from tfos.errors import FeedError
 
+#: the handshake's version byte; both ends must speak the same one
+VERSION = 2
 NONCE_BYTES = 32
-#: the client's answer to the challenge (an HMAC-SHA256)
+#: a proof of the secret (an HKDF output over both nonces)
 MAC_BYTES = 32
 #: the GCM tag that ends every sealed payload
 TAG_BYTES = 16
+#: seconds a node gives the whole handshake, however slowly its bytes arrive
+HANDSHAKE_S = 10.0
+_HELLO = struct.Struct(f">B{NONCE_BYTES}s")  # version, client nonce
+_REPLY = struct.Struct(f">B{NONCE_BYTES}s{MAC_BYTES}s")  # version, server nonce, node proof
+_ACCEPTED = b"\x01"
 _HEAD = struct.Struct(">BI")
 _GCM_NONCE = struct.Struct(">c3xQ")  # direction, padding, sequence number: 12 bytes
 #: largest frame accepted (a chunk of records), bytes
@@ -53,11 +79,12 @@ _COALESCE_BYTES = 64 * 1024
 class FeedChannel:
     """One authenticated connection; ``send``/``recv`` whole frames. Not thread-safe per direction."""
 
-    def __init__(self, sock: socket.socket, key: bytes, is_server: bool):
+    def __init__(self, sock: socket.socket, send_key: bytes, recv_key: bytes, is_server: bool):
         self.sock = sock
-        self._key = key
-        self._aead = AESGCM(key)
-        # the mac binds the direction too, so a frame cannot be bounced back to its sender
+        self._seal = AESGCM(send_key)
+        self._open = AESGCM(recv_key)
+        # separate keys already keep the directions apart; the direction byte in the GCM
+        # nonce says it a second time, at no cost
         self._out, self._in = (b"S", b"C") if is_server else (b"C", b"S")
         self._send_seq = 0
         self._recv_seq = 0
@@ -70,34 +97,61 @@ class FeedChannel:
     # -------------------------------------------------------------- handshake
 
     @classmethod
-    def accept(cls, sock: socket.socket, secret: bytes, timeout_s: float = 10.0) -> FeedChannel:
-        """Server side: challenge the peer; raises AuthenticationError if it fails."""
-        sock.settimeout(timeout_s)
-        nonce = os.urandom(NONCE_BYTES)
-        sock.sendall(nonce)
-        answer = _recv_exact(sock, MAC_BYTES)
-        expected = hmac.new(secret, b"tfos-feed" + nonce, hashlib.sha256).digest()
-        if answer is None or not hmac.compare_digest(answer, expected):
+    def accept(cls, sock: socket.socket, secret: bytes, timeout_s: float = HANDSHAKE_S) -> FeedChannel:
+        """Node side: prove the secret to the peer, check its proof; raises AuthenticationError
+        (or FeedError for another protocol version) within ``timeout_s`` in total."""
+        deadline = Deadline(timeout_s, "a feed handshake")
+        hello = _recv_exact(sock, _HELLO.size, deadline)
+        if hello is None:
+            raise AuthenticationError(f"feed connection refused: no handshake within {timeout_s:g} s")
+        version, client_nonce = _HELLO.unpack(hello)
+        if version != VERSION:
+            _send_quietly(sock, bytes([VERSION]))
+            raise FeedError(f"feed connection refused: it speaks feed protocol version {version}, this node "
+                            f"{VERSION} (the feeding side runs another tfos version)")
+        server_nonce = os.urandom(NONCE_BYTES)
+        derived = proof_and_keys(secret, client_nonce, server_nonce)
+        sock.settimeout(deadline.remaining())
+        sock.sendall(_REPLY.pack(VERSION, server_nonce, derived.node_proof))
+        answer = _recv_exact(sock, MAC_BYTES, deadline)
+        if answer is None or not hmac.compare_digest(answer, derived.feeder_proof):
             raise AuthenticationError("feed connection refused: not signed with this run's secret")
-        sock.sendall(b"\x01")
+        sock.sendall(_ACCEPTED)
         sock.settimeout(None)
-        return cls(sock, connection_key(secret, nonce), is_server=True)
+        return cls(sock, derived.node_key, derived.feeder_key, is_server=True)
 
     @classmethod
     def connect(cls, address: tuple[str, int], secret: bytes, timeout_s: float = 30.0) -> FeedChannel:
-        """Client side: connect and answer the node's challenge."""
+        """Feeding side: connect, check that the node proves the secret, then prove it too."""
+        where = f"{address[0]}:{address[1]}"
         sock = socket.create_connection(address, timeout=timeout_s)
-        nonce = _recv_exact(sock, NONCE_BYTES)
-        if nonce is None:
+        try:
+            client_nonce = os.urandom(NONCE_BYTES)
+            sock.sendall(_HELLO.pack(VERSION, client_nonce))
+            deadline = Deadline(timeout_s, "a feed handshake")
+            reply = _recv_exact(sock, _REPLY.size, deadline, allow_short=True)
+            if not reply:
+                raise FeedError(f"feed endpoint {where} closed the connection at once")
+            if reply[0] != VERSION:
+                raise FeedError(f"feed endpoint {where} speaks feed protocol version {reply[0]}, this task "
+                                f"{VERSION}: the driver and the executors run different tfos versions")
+            if len(reply) < _REPLY.size:
+                raise FeedError(f"feed endpoint {where} ended the handshake early "
+                                f"({len(reply)} of {_REPLY.size} bytes)")
+            _, server_nonce, node_proof = _REPLY.unpack(reply)
+            derived = proof_and_keys(secret, client_nonce, server_nonce)
+            if not hmac.compare_digest(node_proof, derived.node_proof):
+                # not a node of this run (or a replay of one): send it nothing, not even a proof
+                raise AuthenticationError(f"feed endpoint {where} could not prove this run's secret; "
+                                          f"refusing to send it data")
+            sock.sendall(derived.feeder_proof)
+            if _recv_exact(sock, 1, deadline) != _ACCEPTED:
+                raise AuthenticationError(f"feed endpoint {where} refused this run's secret")
+        except BaseException:
             sock.close()
-            raise FeedError(f"feed endpoint {address[0]}:{address[1]} closed the connection at once")
-        sock.sendall(hmac.new(secret, b"tfos-feed" + nonce, hashlib.sha256).digest())
-        ok = _recv_exact(sock, 1)
-        if ok != b"\x01":
-            sock.close()
-            raise AuthenticationError(f"feed endpoint {address[0]}:{address[1]} refused this run's secret")
+            raise
         sock.settimeout(None)
-        return cls(sock, connection_key(secret, nonce), is_server=False)
+        return cls(sock, derived.feeder_key, derived.node_key, is_server=False)
 
     # ----------------------------------------------------------------- frames
 
@@ -108,7 +162,7 @@ class FeedChannel:
             raise FeedError(f"a {NAMES.get(ftype, ftype)} frame of {len(payload):,} bytes is over the feed's "
                             f"limit of {MAX_FRAME_BYTES:,}")
         head = _HEAD.pack(ftype, len(payload) + TAG_BYTES)
-        sealed = self._aead.encrypt(_GCM_NONCE.pack(self._out, self._send_seq), payload, head)
+        sealed = self._seal.encrypt(_GCM_NONCE.pack(self._out, self._send_seq), payload, head)
         self._send_seq += 1
         if len(sealed) < _COALESCE_BYTES:  # one segment; a big frame is not worth the copy
             self.sock.sendall(head + sealed)
@@ -126,7 +180,7 @@ class FeedChannel:
             raise FeedError(f"malformed feed frame (type {ftype}, {size} bytes)")
         sealed = self._read(size)
         try:
-            payload = self._aead.decrypt(_GCM_NONCE.pack(self._in, self._recv_seq), sealed, head)
+            payload = self._open.decrypt(_GCM_NONCE.pack(self._in, self._recv_seq), sealed, head)
         except InvalidTag:
             raise AuthenticationError("feed frame failed its integrity check") from None
         self._recv_seq += 1
@@ -159,9 +213,21 @@ class FeedChannel:
         raise FeedError(f"feed connection ended inside a frame ({len(data)} of {size} bytes)")
 
 
-def connection_key(secret: bytes, nonce: bytes) -> bytes:
-    """The AES-256-GCM key of one connection: fresh per connection (the node's nonce is)."""
-    return hmac.new(secret, b"tfos-feed-key" + nonce, hashlib.sha256).digest()
+class Derived(NamedTuple):
+    """What one handshake derives from the secret and both nonces."""
+
+    node_proof: bytes
+    feeder_proof: bytes
+    node_key: bytes  # seals node -> feeding task
+    feeder_key: bytes  # seals feeding task -> node
+
+
+def proof_and_keys(secret: bytes, client_nonce: bytes, server_nonce: bytes) -> Derived:
+    """Both proofs and both directions' keys of one connection: 128 bytes of HKDF-SHA256 over
+    the secret, salted with both nonces, cut in four (fresh whenever either nonce is)."""
+    okm = HKDF(algorithm=hashes.SHA256(), length=32 * 4, salt=client_nonce + server_nonce,
+               info=b"tfos-feed v2 proofs and keys").derive(secret)
+    return Derived(*(okm[i:i + 32] for i in range(0, 128, 32)))
 
 
 def encode_records(records: list) -> bytes:
@@ -215,15 +281,31 @@ def decode_arrow(payload: bytes):
     return pa.ipc.open_stream(pa.py_buffer(payload)).read_next_batch()
 
 
-def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
+def _recv_exact(sock: socket.socket, size: int, deadline: Deadline, allow_short: bool = False) -> bytes | None:
+    """``size`` bytes before ``deadline`` (a total, not per read); ``None`` if they do not come
+    (with ``allow_short``, whatever came before the peer closed or time ran out)."""
     chunks, got = [], 0
     while got < size:
+        left = deadline.remaining()
+        if not left:
+            break
         try:
+            sock.settimeout(left)
             chunk = sock.recv(size - got)
         except (TimeoutError, OSError):
-            return None
+            break
         if not chunk:
-            return None
+            break
         chunks.append(chunk)
         got += len(chunk)
-    return b"".join(chunks)
+    data = b"".join(chunks)
+    if got == size:
+        return data
+    return data if allow_short else None
+
+
+def _send_quietly(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except OSError:
+        pass

@@ -7,11 +7,14 @@ frames. Payloads that must never be unpickled are "bombs": unpickling one record
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
 import socket
 import struct
+import threading
+import time
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -544,3 +547,94 @@ def test_pickles_payload_round_trips_and_malformed_ones_are_refused_by_name():
         p.decode_pickles(payload[:-1])
     with pytest.raises(FeedError, match="holds a dict, not a list"):
         p.decode_pickles(p.encode_pickles([pickle.dumps({"a": 1})]))
+
+
+# ------------------------------------------------------- malformed control frames (signed)
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+CONTROL_PAYLOADS = (
+    JSON_VALUES.map(lambda v: json.dumps(v).encode())
+    | st.fixed_dictionaries({}, optional={
+        "kind": st.sampled_from(["train", "inference", "control", "other"]) | JSON_VALUES,
+        "qname": st.just("input") | JSON_VALUES,
+        "partition": JSON_VALUES, "feed_timeout": JSON_VALUES, "epoch": JSON_VALUES,
+        "expected": JSON_VALUES, "schema": JSON_VALUES,
+    }).map(lambda d: json.dumps(d).encode())
+    | st.binary(max_size=64)
+    | st.sampled_from([b"[" * 100_000, b'{"a":' * 50_000, b"\xff\xfe", b"1e99999"])
+)
+
+
+@pytest.fixture(scope="module")
+def fuzzed_server():
+    server = FeedServer(socket.create_server(("127.0.0.1", 0)), SECRET, buffer_chunks=4)
+    yield server
+    server.close()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(opening=CONTROL_PAYLOADS,
+       then=st.lists(st.tuples(st.sampled_from([p.OPEN, p.END, p.CLOSE, p.CHUNK]), CONTROL_PAYLOADS), max_size=3))
+def test_signed_but_malformed_control_frames_end_the_connection_with_a_feed_error_only(fuzzed_server, opening, then):
+    errors: list = []
+    previous_hook = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)
+    handler = _Records()
+    logging.getLogger("tfos.feed.node_feed").addHandler(handler)
+    try:
+        peer = RawPeer(("127.0.0.1", fuzzed_server.port))
+        assert peer.accepted()
+        try:
+            peer.send_raw(peer.frame(p.OPEN, opening) + b"".join(peer.frame(t, payload) for t, payload in then))
+            peer.hang_up()
+            peer.wait_closed_by_peer()
+        except OSError:
+            pass  # the node may reset a connection it refused
+        peer.close()
+        wait_for(lambda: fuzzed_server._connections == 0, "the connection thread to end")
+    finally:
+        threading.excepthook = previous_hook
+        logging.getLogger("tfos.feed.node_feed").removeHandler(handler)
+    assert errors == []
+    # a refusal is a one-line warning naming the frame; never a crash with a traceback
+    assert [r for r in handler.records if r.levelno > logging.WARNING or r.exc_info] == []
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def wait_for(predicate, what: str, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"waited {timeout_s} s for {what}"
+        time.sleep(0.005)
+
+
+def test_deeply_nested_open_is_refused_by_name(caplog):
+    server = FeedServer(socket.create_server(("127.0.0.1", 0)), SECRET, buffer_chunks=4)
+    try:
+        with caplog.at_level(logging.WARNING, logger="tfos.feed.node_feed"):
+            for payload, why in [(b"[" * 100_000, "not JSON (RecursionError)"),
+                                 (b"[1, 2]", "a JSON list, not an object")]:
+                peer = RawPeer(("127.0.0.1", server.port))
+                assert peer.accepted()
+                peer.send_raw(peer.frame(p.OPEN, payload))
+                peer.wait_closed_by_peer()
+                peer.close()
+                wait_for(lambda why=why: any(why in r.getMessage() for r in caplog.records), why)
+        assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == [
+            "malformed OPEN frame: not JSON (RecursionError)",
+            "malformed OPEN frame: a JSON list, not an object",
+        ]
+    finally:
+        server.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import json
 import queue
 import socket
 import struct
@@ -65,7 +64,7 @@ def _expect_ack(channel: p.FeedChannel, target: FeedTarget, what: str) -> dict:
         raise FeedTimeout(f"node {target.name} did not acknowledge {what} in time") from None
     if frame is None or frame[0] != p.ACK:
         raise FeedError(f"node {target.name} closed the feed connection during {what}; did it fail?")
-    return json.loads(frame[1]) if frame[1] else {}
+    return p.json_object(frame[1], "ACK") if frame[1] else {}
 
 
 class RecordChunks:
@@ -332,7 +331,7 @@ class _Links:
                 self._acks[i] = {"gone": error or "closed the connection"}
             return
         ftype, payload = frame
-        info = json.loads(payload) if payload else {}
+        info = p.json_object(payload, p.NAMES[ftype]) if payload else {}
         if ftype == p.CREDIT:
             if info.get("records"):
                 self._grants[i].append(int(info["records"]))

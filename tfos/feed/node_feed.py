@@ -11,7 +11,6 @@ TCP as their handler waits for room.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import queue
 import socket
@@ -22,6 +21,7 @@ from tfos.errors import AuthenticationError, FeedError, FeedTimeout
 from tfos.feed import protocol as p
 from tfos.feed.buffer import FeedBuffer
 from tfos.feed.records import head, mapped_arrow_columns, rows_of
+from tfos.log_limit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,11 @@ BUFFER_CHUNKS = 4
 CREDITS_PER_CONNECTION = 2
 #: records one grant allows at most (a chunk of records, a frame of pickled batches or Arrow rows)
 MAX_GRANT_RECORDS = 1 << 16
+#: connections in their handshake at once (each has a thread for at most p.HANDSHAKE_S); a new
+#: one past this pushes out the oldest, so a flood of idle peers cannot lock feeding tasks out
+MAX_HANDSHAKES = 32
+#: authenticated connections at once (feeding tasks, the driver's control channel); more are refused
+MAX_CONNECTIONS = 256
 
 _CHUNK, _PARTITION_END, _EPOCH, _END = "chunk", "partition_end", "epoch", "end"
 
@@ -51,6 +56,9 @@ class FeedServer:
         self.schemas: dict[str, list] = {}
         self._schema_ready: dict[str, threading.Event] = collections.defaultdict(threading.Event)
         self._closing = False
+        self._handshaking: collections.OrderedDict[socket.socket, None] = collections.OrderedDict()
+        self._connections = 0
+        self._refusals = RateLimitedLog(log, "refused feed connections")
         threading.Thread(target=self._accept_loop, name="tfos-feed-accept", daemon=True).start()
 
     @property
@@ -89,6 +97,7 @@ class FeedServer:
             self._listener.close()
         except OSError:
             pass
+        self._refusals.flush()
 
     # ------------------------------------------------------------ connections
 
@@ -98,31 +107,59 @@ class FeedServer:
                 sock, peer = self._listener.accept()
             except OSError:
                 return
+            pushed_out = None
+            with self._lock:
+                if self._connections >= MAX_CONNECTIONS:
+                    full = True
+                else:
+                    full = False
+                    if len(self._handshaking) >= MAX_HANDSHAKES:
+                        pushed_out, _ = self._handshaking.popitem(last=False)
+                    self._handshaking[sock] = None
+                    self._connections += 1
+            if full:
+                self._refusals.log("refused feed connection from %s: %d connections open already, the most "
+                                   "allowed", peer, MAX_CONNECTIONS)
+                sock.close()
+                continue
+            if pushed_out is not None:
+                _wake(pushed_out)  # its thread fails its handshake at once and says so
             threading.Thread(target=self._serve, args=(sock, peer), name="tfos-feed-conn", daemon=True).start()
 
     def _serve(self, sock: socket.socket, peer) -> None:
         try:
-            channel = p.FeedChannel.accept(sock, self._secret)
-        except (AuthenticationError, OSError) as exc:
-            log.warning("refused feed connection from %s: %s", peer, exc)
-            sock.close()
-            return
-        try:
-            self._handle(channel)
-        # AuthenticationError (a tampered frame) is not a FeedError: catch it too, or it
-        # escapes the thread unlogged
-        except (FeedError, AuthenticationError, OSError) as exc:
-            log.warning("feed connection from %s failed: %s", peer, exc)
+            try:
+                channel = p.FeedChannel.accept(sock, self._secret, timeout_s=p.HANDSHAKE_S)
+            except (FeedError, OSError) as exc:  # FeedAuthenticationError is a FeedError
+                self._refusals.log("refused feed connection from %s: %s", peer, exc)
+                sock.close()
+                return
+            finally:
+                with self._lock:
+                    self._handshaking.pop(sock, None)
+            try:
+                self._handle(channel)
+            # AuthenticationError (a tampered frame) is not a FeedError: catch it too, or it
+            # escapes the thread unlogged
+            except (FeedError, AuthenticationError, OSError) as exc:
+                log.warning("feed connection from %s failed: %s", peer, exc)
+            except Exception:  # noqa: BLE001 - a connection thread must say why it died
+                log.exception("feed connection from %s failed", peer)
+            finally:
+                channel.close()
         finally:
-            channel.close()
+            with self._lock:
+                self._connections -= 1
 
     def _handle(self, channel: p.FeedChannel) -> None:
         frame = channel.recv()
         if frame is None or frame[0] != p.OPEN:
             raise FeedError("feed connection did not start with OPEN")
-        meta = json.loads(frame[1])
+        meta = p.json_object(frame[1], "OPEN")
         kind = meta.get("kind")
         qname = meta.get("qname", "input")
+        if not isinstance(qname, str) or kind not in ("train", "inference", "control"):
+            raise FeedError(f"malformed OPEN frame: kind {kind!r}, qname {qname!r}")
         buffer = self.queue(qname)
         if kind == "control":
             self._control(channel, buffer, qname)
@@ -182,7 +219,9 @@ class FeedServer:
                 source.sent += len(records)
                 buffer.put((_CHUNK, records, source))
             elif ftype == p.CLOSE:
-                timeout = float(meta.get("feed_timeout", 600))
+                timeout = meta.get("feed_timeout", 600)
+                if not isinstance(timeout, int | float) or not 0 < timeout < 1e9:
+                    raise FeedError(f"malformed OPEN frame: feed_timeout {timeout!r}")
                 if not (buffer.put((_PARTITION_END, None, source)) and source.wait_done(timeout, self.terminated)):
                     # never leave the feeding task waiting for results that will not come
                     channel.send(p.ERROR, (
@@ -205,13 +244,18 @@ class FeedServer:
             if frame is None:
                 return
             ftype, payload = frame
-            info = json.loads(payload) if payload else {}
+            info = p.json_object(payload, p.NAMES.get(ftype, str(ftype))) if payload else {}
             if ftype == p.OPEN and info.get("epoch") is not None:
-                if info.get("schema"):
-                    self.schemas[qname] = info["schema"]
+                expected = info.get("expected", 0)
+                schema = info.get("schema")
+                if type(expected) is not int or expected < 0 or not isinstance(schema, list | None):
+                    raise FeedError(f"malformed epoch order: expected {expected!r}, schema of type "
+                                    f"{type(schema).__name__}")
+                if schema:
+                    self.schemas[qname] = schema
                     with self._lock:
                         self._schema_ready[qname].set()
-                buffer.put_marker((_EPOCH, info, None), epoch_records=int(info.get("expected", 0)))
+                buffer.put_marker((_EPOCH, info, None), epoch_records=expected)
             elif ftype == p.END:
                 buffer.put_marker((_END, info, None))
             channel.send_json(p.ACK, {})
@@ -481,3 +525,11 @@ def epoch_chunks(server: FeedServer, qname: str, feed_timeout: float, node_name:
             yielded += len(part)
             yield part, columns
         server.stats["dropped"] += max(0, len(records) - max(room, 0))
+
+
+def _wake(sock: socket.socket) -> None:
+    """Make a thread blocked reading ``sock`` return (close alone does not wake it on Linux)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

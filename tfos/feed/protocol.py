@@ -230,6 +230,21 @@ def proof_and_keys(secret: bytes, client_nonce: bytes, server_nonce: bytes) -> D
     return Derived(*(okm[i:i + 32] for i in range(0, 128, 32)))
 
 
+def json_object(payload: bytes, what: str) -> dict:
+    """A control frame's JSON object; a FeedError, never another exception, for anything else.
+
+    Only ever called on a payload that opened (a peer holding the secret), but that peer may
+    still run another version or be buggy: depth and size are bounded by the frame.
+    """
+    try:
+        value = json.loads(payload)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise FeedError(f"malformed {what} frame: not JSON ({type(exc).__name__})") from None
+    if not isinstance(value, dict):
+        raise FeedError(f"malformed {what} frame: a JSON {type(value).__name__}, not an object")
+    return value
+
+
 def encode_records(records: list) -> bytes:
     return pickle.dumps(records, protocol=5)
 

@@ -14,6 +14,7 @@ than 10,000 generated requests, in about 3,200 examples of one to eight requests
 
 from __future__ import annotations
 
+import json
 import time
 
 import grpc
@@ -146,7 +147,27 @@ REQUESTS = st.one_of(
     st.builds(lambda **f: ("Report", m.ReportRequest(**f)),
               run_id=RUN_IDS, slot=SLOTS, event=EVENTS, exit_code=INT32, has_exit_code=st.booleans(),
               message=TEXT, traceback=TEXT, output_tail=TEXT, tensorboard_port=PORTS),
+    st.builds(lambda **f: ("Observe", m.ObserveRequest(**f)),
+              run_id=RUN_IDS, slot=SLOTS, dropped_lines=INT32, lines=st.lists(TEXT, max_size=5),
+              progress=st.lists(TEXT, max_size=3)),
 )
+
+
+#: what a node's output could hold: many or long lines, progress records that are deep, huge or not objects
+OBSERVED_LINES = st.one_of(st.lists(TEXT, max_size=5), st.integers(0, 2 * m.MAX_OBSERVE_LINES).map(
+    lambda n: ["x" * 100] * n), st.lists(st.integers(0, 3 * m.MAX_LINE_CHARS).map(lambda n: "y" * n), max_size=3))
+PROGRESS_RECORDS = st.lists(st.one_of(
+    st.dictionaries(st.text(max_size=8), st.integers() | st.text(max_size=8), max_size=3).map(json.dumps),
+    # deep enough for a RecursionError in json, within the size limit
+    st.sampled_from([5, 1000, 1500, 2000]).map(lambda depth: "[" * depth + "]" * depth),
+    st.sampled_from([5, 800]).map(lambda depth: '{"a":' * depth + "1" + "}" * depth),
+    st.integers(m.MAX_PROGRESS_CHARS - 12, m.MAX_PROGRESS_CHARS).map(lambda n: json.dumps({"k": "v" * n})),
+    st.sampled_from(["[]", "1", '"text"', "null", "{", "NaN", "", '"\\ud800"']),  # not objects
+), max_size=3)
+OBSERVE_FROM_A_NODE = st.builds(
+    lambda **f: ("Observe", m.ObserveRequest(run_id=RUN_ID, **f)),
+    slot=st.integers(0, NUM_NODES - 1), dropped_lines=st.integers(-2, 10), lines=OBSERVED_LINES,
+    progress=PROGRESS_RECORDS)
 
 
 def legit_request(method: str, slot: int):
@@ -251,6 +272,26 @@ def test_signed_wrong_messages_get_a_reply_or_a_refusal_that_changes_nothing(swa
     for method, request in calls:
         check_signed_call(state, raw_channel, method, request.SerializeToString())
     counted("wrong messages", len(calls))
+
+
+@pytest.mark.parametrize("record", ["[" * 2000 + "]" * 2000, '{"a":' * 800 + "1" + "}" * 800])
+def test_signed_observe_with_deeply_nested_progress_is_invalid_argument(swappable, raw_channel, record):
+    # outside hypothesis on purpose: it raises the recursion limit while it runs, which hides this
+    state = fresh(swappable, "running")
+    before = state_snapshot(state)
+    err = refusal(raw_channel, "Observe", m.ObserveRequest(run_id=RUN_ID, slot=1, progress=[record]).SerializeToString())
+    assert err is not None and err.code() == grpc.StatusCode.INVALID_ARGUMENT, err and err.details()
+    assert err.details().startswith("a progress record must be a JSON object")
+    assert state_snapshot(state) == before
+
+
+@fuzz(250)
+@given(phase=PHASE, calls=st.lists(OBSERVE_FROM_A_NODE, min_size=1, max_size=4))
+def test_signed_observe_with_any_output_gets_a_reply_or_invalid_argument(swappable, raw_channel, phase, calls):
+    state = fresh(swappable, phase)
+    for method, request in calls:
+        check_signed_call(state, raw_channel, method, request.SerializeToString())
+    counted("observe", len(calls))
 
 
 @fuzz(600)

@@ -208,7 +208,7 @@ class ReservationState:
         for text in req.progress:
             try:
                 record = json.loads(text) if len(text) <= m.MAX_PROGRESS_CHARS else None
-            except ValueError:
+            except (ValueError, RecursionError):  # deep nesting fits in the size limit
                 record = None
             if not isinstance(record, dict):
                 raise ProtocolError("INVALID_ARGUMENT", f"a progress record must be a JSON object of at most "

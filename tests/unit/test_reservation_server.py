@@ -12,6 +12,7 @@ import re
 import socket
 import threading
 import time
+from concurrent import futures
 
 import grpc
 import pytest
@@ -253,14 +254,16 @@ def test_client_retry_after_a_lost_reply_is_not_taken_for_a_replay(server, state
         real = calls["Heartbeat"]
         attempts = []
 
-        def lossy(body, timeout, metadata):
-            attempts.append(metadata)
-            reply = real(body, timeout=timeout, metadata=metadata)
-            if len(attempts) == 1:
-                raise _DeadlineExceeded()
-            return reply
+        class Lossy:
+            @staticmethod
+            def with_call(body, timeout, metadata):
+                attempts.append(metadata)
+                reply = real.with_call(body, timeout=timeout, metadata=metadata)
+                if len(attempts) == 1:
+                    raise _DeadlineExceeded()
+                return reply
 
-        calls["Heartbeat"] = lossy
+        calls["Heartbeat"] = Lossy
         reply = c.heartbeat("running", timeout_s=5)
     assert len(attempts) == 2 and attempts[0] != attempts[1]
     assert reply.run_state == "ready"
@@ -272,3 +275,96 @@ class _DeadlineExceeded(grpc.RpcError):
 
     def details(self):
         return "Deadline Exceeded"
+
+
+# ------------------------------------------------------------------ replies are signed
+
+
+class TamperingProxy:
+    """A man in the middle at the gRPC layer: forwards every call (metadata too) to the real
+    server and hands back its reply and trailing metadata, after ``tamper(method, reply)``."""
+
+    def __init__(self, upstream: str, tamper):
+        self._channel = grpc.insecure_channel(upstream)
+        self._tamper = tamper
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        handlers = {name: grpc.unary_unary_rpc_method_handler(self._forwarder(name), request_deserializer=None,
+                                                              response_serializer=None)
+                    for name in m.METHODS}
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(m.SERVICE, handlers),))
+        self.address = f"127.0.0.1:{self._server.add_insecure_port('127.0.0.1:0')}"
+        self._server.start()
+
+    def _forwarder(self, name: str):
+        upstream = self._channel.unary_unary(m.method_path(name), request_serializer=None, response_deserializer=None)
+
+        def forward(raw: bytes, context):
+            metadata = tuple((k, v) for k, v in context.invocation_metadata() if k.startswith("tfos-"))
+            reply, call = upstream.with_call(raw, timeout=10, metadata=metadata)
+            context.set_trailing_metadata(tuple((k, v) for k, v in call.trailing_metadata() if k.startswith("tfos-")))
+            return self._tamper(name, reply)
+
+        return forward
+
+    def close(self) -> None:
+        self._server.stop(0).wait(5)
+        self._channel.close()
+
+
+def _stop_order(method: str, reply: bytes) -> bytes:
+    if method != "Heartbeat":
+        return reply
+    message = m.HeartbeatReply.FromString(reply)
+    message.stop = True
+    return message.SerializeToString()
+
+
+def _flip_last_byte(method: str, reply: bytes) -> bytes:
+    return reply[:-1] + bytes([reply[-1] ^ 0x01]) if reply else b"\x00"
+
+
+@pytest.mark.parametrize(("tamper", "method"), [(_stop_order, "Heartbeat"), (_flip_last_byte, "AwaitCluster"),
+                                                (_flip_last_byte, "Register")])
+def test_a_reply_altered_in_transit_is_refused_by_the_node(server, state, tamper, method):
+    if method != "Register":
+        form_cluster(server, 3)
+    proxy = TamperingProxy(server.address, tamper)
+    try:
+        with ReservationClient(proxy.address, SECRET, RUN_ID, 0) as c, pytest.raises(AuthenticationError) as info:
+            {"Heartbeat": lambda: c.heartbeat("running", timeout_s=5),
+             "AwaitCluster": lambda: c.await_cluster(timeout_s=5),
+             "Register": lambda: c.register(executor_id="exec-0", host="host-0", port=5000, pid=1, timeout_s=5),
+             }[method]()
+    finally:
+        proxy.close()
+    assert str(info.value) == (f"{method} reply from {proxy.address} refused: reply not signed with this run's "
+                               "secret for this request (altered in transit, or another server answered)")
+
+
+def test_an_untouched_proxy_passes_and_a_reply_to_another_request_does_not(server, state):
+    form_cluster(server, 3)
+    recorded: dict[str, bytes] = {}
+
+    def replay_first(method: str, reply: bytes) -> bytes:
+        return recorded.setdefault(method, reply)  # every later call gets the first call's reply
+
+    proxy = TamperingProxy(server.address, replay_first)
+    try:
+        with ReservationClient(proxy.address, SECRET, RUN_ID, 0) as c:
+            assert c.heartbeat("running", timeout_s=5).run_state == "ready"  # first: the real reply
+            server.state.current.report(m.ReportRequest(run_id=RUN_ID, slot=1, event="failed", message="x"))
+            # the real reply now says "failed"; the proxy sends the old "ready" with the new signature
+            with pytest.raises(AuthenticationError, match="reply not signed"):
+                c.heartbeat("running", timeout_s=5)
+    finally:
+        proxy.close()
+
+
+def test_a_flood_of_unauthenticated_calls_writes_a_bounded_number_of_log_lines(server, state, raw_channel, caplog):
+    body = m.HeartbeatRequest(run_id=RUN_ID, slot=0).SerializeToString()
+    with caplog.at_level(logging.WARNING, logger="tfos.reservation.server"):
+        for _ in range(2000):
+            rpc_error(raw_call, raw_channel, "Heartbeat", body, signed=False)
+    lines = [r for r in caplog.records if r.name == "tfos.reservation.server"]
+    assert 1 <= len(lines) <= 2, len(lines)
+    assert lines[0].getMessage().startswith("refused Heartbeat from ")

@@ -1,4 +1,4 @@
-"""Per-run secret and request signing.
+"""Per-run secret, request signing, and reply signing.
 
 The secret never crosses the wire: each call carries, in gRPC metadata, a token
 ``v1.<unix ms>.<nonce>.<mac>`` where the mac is HMAC-SHA256, keyed by the secret,
@@ -8,6 +8,13 @@ token whose timestamp is more than :data:`WINDOW_S` from its own clock and a
 nonce it has already seen within that window, so a captured request cannot be
 sent again (a replayed heartbeat would keep a dead node looking alive; a replayed
 old registration would point its peers at a stale port).
+
+Replies are signed too, bound to the request they answer: the server sends, in trailing
+metadata, HMAC-SHA256 over the method, the request's whole token (so its fresh nonce) and
+the reply body. A node parses a reply only once that checks, so someone between it and the
+driver cannot rewrite the cluster spec, ``log_dir`` or a stop order, nor answer one call
+with another call's reply. Error statuses are not signed: forging one can only fail a
+node, which dropping its packets could do as well.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import threading
 import time
 
 METADATA_KEY = "tfos-signature"
+#: trailing metadata key of a reply's signature
+REPLY_METADATA_KEY = "tfos-reply-signature"
 SECRET_BYTES = 32
 NONCE_BYTES = 12
 #: how far (seconds) a request's timestamp may be from the server's clock, either way
@@ -30,6 +39,7 @@ _VERSION = "v1"
 _TOKEN = re.compile(r"v1\.(\d{1,15})\.([0-9a-f]{16,64})\.([0-9a-f]{64})")
 
 UNSIGNED = "request not signed with this run's secret"
+UNSIGNED_REPLY = "reply not signed with this run's secret for this request"
 REPLAYED = "request replayed: its nonce was already used (every call is signed afresh)"
 
 
@@ -43,6 +53,18 @@ def sign(secret: bytes, method: str, body: bytes, *, now: float | None = None, n
     stamp = int((time.time() if now is None else now) * 1000)
     nonce = nonce or secrets.token_hex(NONCE_BYTES)
     return f"{_VERSION}.{stamp}.{nonce}.{_mac(secret, method, stamp, nonce, body)}"
+
+
+def sign_reply(secret: bytes, method: str, request_token: str, reply: bytes) -> str:
+    """The signature of ``reply`` to the call that carried ``request_token``."""
+    head = f"reply\0{method}\0{request_token}\0".encode("ascii")
+    return hmac.new(secret, head + reply, hashlib.sha256).hexdigest()
+
+
+def reply_signed(secret: bytes, method: str, request_token: str, reply: bytes, signature: object) -> bool:
+    """Whether ``signature`` (from the reply's trailing metadata) signs ``reply`` to this request."""
+    return isinstance(signature, str) and hmac.compare_digest(
+        sign_reply(secret, method, request_token, reply), signature)
 
 
 class Verifier:

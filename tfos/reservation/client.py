@@ -54,10 +54,11 @@ class ReservationClient:
             name: self._channel.unary_unary(
                 m.method_path(name),
                 request_serializer=None,
-                response_deserializer=m.message_type(reply).FromString,
+                response_deserializer=None,  # raw bytes: the signature is checked before parsing
             )
-            for name, (_req, reply) in m.METHODS.items()
+            for name in m.METHODS
         }
+        self._reply_types = {name: m.message_type(reply) for name, (_req, reply) in m.METHODS.items()}
 
     def close(self) -> None:
         self._channel.close()
@@ -126,9 +127,10 @@ class ReservationClient:
         delay = 0.05
         while True:
             # signed afresh per attempt: the server refuses a nonce it has seen (replays)
-            metadata = ((auth.METADATA_KEY, auth.sign(self._secret.value, path, body)),)
+            token = auth.sign(self._secret.value, path, body)
             try:
-                return self._calls[method](body, timeout=max(deadline.slice(60.0), 0.5), metadata=metadata)
+                raw, call = self._calls[method].with_call(body, timeout=max(deadline.slice(60.0), 0.5),
+                                                          metadata=((auth.METADATA_KEY, token),))
             except grpc.RpcError as err:
                 code = err.code()
                 if code == grpc.StatusCode.UNAUTHENTICATED:
@@ -149,5 +151,12 @@ class ReservationClient:
                             f"is the driver's reservation server at {self.address} reachable from this host?",
                         )) from None
                     raise ReservationError(f"{method} refused by {self.address} ({code.name}): {err.details()}") from None
-            time.sleep(min(delay, deadline.slice(delay)))
-            delay = min(delay * 2, 1.0)
+                time.sleep(min(delay, deadline.slice(delay)))
+                delay = min(delay * 2, 1.0)
+                continue
+            signature = dict(call.trailing_metadata() or ()).get(auth.REPLY_METADATA_KEY)
+            if not auth.reply_signed(self._secret.value, path, token, raw, signature):
+                # not from this run's server, or altered on the way: act on none of it
+                raise AuthenticationError(f"{method} reply from {self.address} refused: {auth.UNSIGNED_REPLY} "
+                                          f"(altered in transit, or another server answered)")
+            return self._reply_types[method].FromString(raw)

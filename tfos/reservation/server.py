@@ -4,7 +4,9 @@ Each request is checked before it is parsed: size (gRPC's receive limit),
 signature (HMAC of the body with the run's secret, fresh timestamp, unseen nonce),
 then protobuf parsing. With a :class:`~tfos.tls.TLSConfig` the channel is TLS.
 Anything wrong gets an error status; the server never crashes on input and
-never unpickles anything.
+never unpickles anything. Replies are signed, bound to the request's token (auth.py).
+Refusals of unauthenticated calls are logged at most once per 10 s with a count
+(tfos.log_limit), so a flood of them cannot flood the driver's log.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from tfos.errors import ReservationError
+from tfos.log_limit import RateLimitedLog
 from tfos.ports import PortRange
 from tfos.reservation import auth
 from tfos.reservation import messages as m
@@ -49,6 +52,8 @@ class ReservationServer:
                  tls: TLSConfig | None = None, port_range: PortRange | None = None):
         self.state = state
         self._verifier = auth.Verifier(secret)
+        self._secret = secret
+        self._refusals = RateLimitedLog(log, "unauthenticated reservation calls refused")
         self.host = host
         workers = max_workers or max(16, 2 * len(state.nodes) + 8)
         # kept, to shut down with the server: grpc's stop() leaves the pool's threads alive
@@ -65,7 +70,7 @@ class ReservationServer:
             name: grpc.unary_unary_rpc_method_handler(
                 self._handler(name, getattr(state, _STATE_METHOD[name]), m.message_type(req_type)),
                 request_deserializer=None,  # raw bytes: verified before parsing
-                response_serializer=lambda msg: msg.SerializeToString(),
+                response_serializer=None,  # the handler signs the serialized reply
             )
             for name, (req_type, _reply) in m.METHODS.items()
         }
@@ -116,6 +121,7 @@ class ReservationServer:
             self._server.stop(grace_s).wait(grace_s + 5)
             self._started = False
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._refusals.flush()
 
     def _handler(self, method: str, call, request_type):
         path = m.method_path(method)
@@ -124,16 +130,19 @@ class ReservationServer:
             token = dict(context.invocation_metadata()).get(auth.METADATA_KEY)
             refusal = self._verifier.check(path, raw, token)
             if refusal is not None:
-                log.warning("refused %s from %s: %s", method, context.peer(), refusal)
+                self._refusals.log("refused %s from %s: %s", method, context.peer(), refusal)
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, refusal)
             try:
                 request = request_type.FromString(raw)
             except (DecodeError, RuntimeError, ValueError) as exc:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {method} request: {exc}")
             try:
-                return call(request)
+                reply = call(request).SerializeToString()
             except ProtocolError as exc:
                 context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
+            context.set_trailing_metadata(
+                ((auth.REPLY_METADATA_KEY, auth.sign_reply(self._secret.value, path, token, reply)),))
+            return reply
 
         return handle
 

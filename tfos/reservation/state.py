@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from tfos.errors import NodeFailure, ReservationError
 from tfos.reservation import messages as m
+from tfos.reservation.output_relay import OutputRelay
 from tfos.roles import Role
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,8 @@ class ReservationState:
         self.run_state = RESERVING
         self.failures: list[NodeFailure] = []
         self._listeners: list = []
-        self._observers: list = []
+        #: node output and progress, to the observers from a thread of its own (output_relay.py)
+        self.output = OutputRelay()
 
     # ----------------------------------------------------------------- node calls
 
@@ -221,20 +223,16 @@ class ReservationState:
             node.last_seen = self._clock()
             node.progress.extend(records)
             del node.progress[:-MAX_PROGRESS_RECORDS]
-            observers = list(self._observers)
             run_state = self.run_state
-        for observer in observers:
-            try:
-                observer(str(node.role), lines, req.dropped_lines, records)
-            except Exception:  # noqa: BLE001 - watching must never break the node's calls
-                log.exception("an output observer failed")
+        self.output.put(str(node.role), lines, req.dropped_lines, records)
         return m.ObserveReply(run_state=run_state)
 
     # ---------------------------------------------------------------- driver side
 
     def add_observer(self, callback) -> None:
-        """``callback(node_name, lines, dropped_lines, progress_records)`` for every Observe call."""
-        self._observers.append(callback)
+        """``callback(node_name, lines, dropped_lines, progress_records)`` for every Observe call,
+        from the relay's thread (never a request thread: a slow callback cannot stall the server)."""
+        self.output.add(callback)
 
     def add_listener(self, callback) -> None:
         """``callback(failure)`` is called (outside the lock) for the first failure of the run."""

@@ -20,6 +20,9 @@ DEFAULT_SHUTDOWN_TIMEOUT_S = 259200.0
 
 #: Spark conf key read when ``tfos.run`` gets no ``storage=``
 STORAGE_KEY = "spark.tfos.storage"
+#: what tfos.run does when Spark's own RPC is neither authenticated nor encrypted (spark_env.py)
+SPARK_SECURITY_KEY = "spark.tfos.sparkSecurity"
+SPARK_SECURITY_CHOICES = ("warn", "require", "ignore")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,11 @@ class RunConfig:
     #: node's ctx.local_dir(...) trees are mirrored there and restored from it (docs/data.md);
     #: default: spark.tfos.storage when set
     storage: str | None = None
+    #: on a non-local master whose Spark RPC is not authenticated and encrypted (the run's
+    #: secret and storage keys travel in the task closure): "warn" once (the default; with
+    #: ``tls=`` it refuses), "require" refuses, "ignore" says nothing. Default:
+    #: spark.tfos.sparkSecurity when set. See docs/security.md.
+    spark_security: str = "warn"
 
     def __post_init__(self) -> None:
         if isinstance(self.input_mode, int) and not isinstance(self.input_mode, (InputMode, bool)):
@@ -116,6 +124,9 @@ class RunConfig:
         if self.storage is not None and (not isinstance(self.storage, str) or not self.storage.strip()):
             raise ConfigError(f"storage must be a URI such as 's3://bucket/run-1' or None; received: "
                               f"storage={self.storage!r}")
+        if self.spark_security not in SPARK_SECURITY_CHOICES:
+            raise ConfigError(f"spark_security must be one of {', '.join(SPARK_SECURITY_CHOICES)}; received: "
+                              f"spark_security={self.spark_security!r}")
         self.roles()  # raises ConfigError when the counts leave no trainer
 
     def roles(self) -> list[Role]:
@@ -126,7 +137,7 @@ class RunConfig:
 def spark_conf_options(get) -> dict:
     """``RunConfig`` options set in the Spark conf (``get(key, default)``): ``tls`` from
     ``spark.tfos.tls.*``, ``port_range`` from ``spark.tfos.portRange``, ``storage`` from
-    ``spark.tfos.storage``. Arguments given to
+    ``spark.tfos.storage``, ``spark_security`` from ``spark.tfos.sparkSecurity``. Arguments given to
     ``tfos.run`` win over these."""
     options: dict = {}
     tls = tls_from_conf(get)
@@ -138,6 +149,9 @@ def spark_conf_options(get) -> dict:
     storage = get(STORAGE_KEY, None)
     if storage:
         options["storage"] = storage
+    security = get(SPARK_SECURITY_KEY, None)
+    if security:
+        options["spark_security"] = security.strip().lower()
     return options
 
 

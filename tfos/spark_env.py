@@ -42,6 +42,10 @@ class SparkFacts:
     server_port: int = 0
     server_port_range: PortRange | None = None
     default_parallelism_set: bool = False
+    #: spark.authenticate: Spark's RPC checks that a peer holds the application's secret
+    rpc_authenticated: bool = False
+    #: the setting that encrypts Spark's RPC (spark.network.crypto.enabled...), or None
+    rpc_encryption: str | None = None
 
     @property
     def server_host(self) -> str:
@@ -90,6 +94,8 @@ def read_facts(sc) -> SparkFacts:
         server_host_override=os.environ.get("TFOS_SERVER_HOST") or None,
         **_server_port(os.environ.get("TFOS_SERVER_PORT")),
         default_parallelism_set=get("spark.default.parallelism") is not None,
+        rpc_authenticated=_true(get("spark.authenticate")),
+        rpc_encryption=next((key for key in _RPC_ENCRYPTION if _true(get(key))), None),
     )
 
 
@@ -120,6 +126,47 @@ def check_preconditions(facts: SparkFacts, num_executors: int) -> None:
             f"{facts.configured_executors} executor(s) ({_source(facts)}); "
             f"ask Spark for {num_executors} executors or lower num_executors"
         )
+
+
+#: settings that encrypt Spark's RPC, where the task closure travels: AES (needs
+#: spark.authenticate), TLS (Spark 4), and the deprecated SASL encryption
+_RPC_ENCRYPTION = ("spark.network.crypto.enabled", "spark.ssl.rpc.enabled",
+                   "spark.authenticate.enableSaslEncryption")
+_LOOPBACK_MASTER = re.compile(r"^spark://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?$")
+_warned_security: set[str] = set()
+
+
+def check_spark_security(facts: SparkFacts, mode: str, tls: bool) -> None:
+    """Refuse, warn or say nothing when Spark's own RPC is open on a cluster network.
+
+    The run's secret (and storage keys from the Spark conf) reach the executors inside the
+    task closure, over Spark's RPC: readable on the network unless Spark encrypts it, and
+    anyone who can reach an unauthenticated Spark RPC can run code in the application.
+    tfos cannot protect what Spark does not. Local masters (one machine) are not checked.
+    """
+    if mode == "ignore" or _LOCAL.match(facts.master) or _LOCAL_CLUSTER.match(facts.master) \
+            or _LOOPBACK_MASTER.match(facts.master):
+        return
+    missing, problems = [], []
+    if not facts.rpc_authenticated:
+        missing.append("spark.authenticate=true")
+        problems.append("not authenticated (anyone who reaches Spark's ports can run code in this application)")
+    if facts.rpc_encryption is None:
+        missing.append("spark.network.crypto.enabled=true")
+        problems.append("not encrypted (the run's secret and any storage keys travel in the task closure, "
+                        "readable on the network)")
+    if not missing:
+        return
+    text = (f"Spark's RPC on {facts.master} is {' and '.join(problems)}; set {' and '.join(missing)} "
+            f"(on YARN Spark makes the secret; standalone and Kubernetes also need "
+            f"spark.authenticate.secret), see docs/security.md")
+    if mode == "require" or tls:
+        why = "tls= is set" if mode != "require" else "spark_security='require'"
+        raise SparkPreconditionError(f"{text}. Refused because {why}; spark_security='ignore' "
+                                     f"(spark.tfos.sparkSecurity=ignore) accepts an isolated network")
+    if text not in _warned_security:
+        _warned_security.add(text)
+        log.warning("%s (spark.tfos.sparkSecurity=ignore silences this)", text)
 
 
 def check_slots_per_executor(sc, facts: SparkFacts, num_executors: int) -> None:
@@ -195,6 +242,10 @@ def _server_port(value) -> dict:
             return {"server_port": port}
     raise SparkPreconditionError(
         f"TFOS_SERVER_PORT must be a TCP port (0..65535) or a range FIRST-LAST; received: {value!r}")
+
+
+def _true(value) -> bool:
+    return str(value or "").strip().lower() == "true"
 
 
 def _int(value) -> int | None:

@@ -73,3 +73,82 @@ def test_a_bad_tfos_server_port_names_the_value(value):
         _server_port(value)
     assert str(info.value) == (
         f"TFOS_SERVER_PORT must be a TCP port (0..65535) or a range FIRST-LAST; received: {value!r}")
+
+
+# ------------------------------------------------------------------ Spark's own RPC security
+
+class _Conf:
+    def __init__(self, values: dict):
+        self._values = values
+
+    def get(self, key, default=None):
+        return self._values.get(key, default)
+
+
+class _FakeContext:
+    """What read_facts reads: the conf; no JVM (so fs.defaultFS falls back to file:///)."""
+
+    def __init__(self, master: str, **conf):
+        self.master = master
+        self._conf = _Conf({"spark.master": master, "spark.driver.host": "10.0.0.5", **conf})
+
+    def getConf(self):
+        return self._conf
+
+
+SECURE = {"spark.authenticate": "true", "spark.network.crypto.enabled": "true"}
+OPEN_RPC = ("Spark's RPC on yarn is not authenticated (anyone who reaches Spark's ports can run code in this "
+            "application) and not encrypted (the run's secret and any storage keys travel in the task closure, "
+            "readable on the network); set spark.authenticate=true and spark.network.crypto.enabled=true (on YARN "
+            "Spark makes the secret; standalone and Kubernetes also need spark.authenticate.secret), see "
+            "docs/security.md")
+
+
+@pytest.mark.parametrize(("master", "conf", "mode", "tls", "outcome"), [
+    ("yarn", {}, "warn", False, "warn"),
+    ("yarn", {}, "warn", True, "refuse"),  # tls= asks for a secure run: an open Spark RPC defeats it
+    ("yarn", {}, "require", False, "refuse"),
+    ("yarn", {}, "ignore", True, "quiet"),
+    ("yarn", SECURE, "require", True, "quiet"),
+    ("k8s://https://api:6443", {"spark.authenticate": "TRUE", "spark.ssl.rpc.enabled": "true"}, "require", False,
+     "quiet"),
+    ("spark://m:7077", {"spark.authenticate": "true"}, "require", False, "refuse"),  # authenticated, in clear
+    ("spark://m:7077", {"spark.network.crypto.enabled": "true"}, "require", False, "refuse"),
+    ("local-cluster[2,1,1024]", {}, "require", True, "quiet"),  # one machine
+    ("spark://127.0.0.1:7077", {}, "require", False, "quiet"),
+])
+def test_spark_rpc_security_is_checked_on_cluster_masters(master, conf, mode, tls, outcome, caplog, monkeypatch):
+    from tfos import spark_env
+
+    monkeypatch.setattr(spark_env, "_warned_security", set())
+    facts = spark_env.read_facts(_FakeContext(master, **conf))
+    with caplog.at_level("WARNING", logger="tfos.spark_env"):
+        if outcome == "refuse":
+            with pytest.raises(SparkPreconditionError) as error:
+                spark_env.check_spark_security(facts, mode, tls)
+            assert "Refused because" in str(error.value)
+        else:
+            spark_env.check_spark_security(facts, mode, tls)
+            spark_env.check_spark_security(facts, mode, tls)  # a second run warns no more
+    warnings = [r.getMessage() for r in caplog.records if r.name == "tfos.spark_env" and "RPC" in r.getMessage()]
+    assert len(warnings) == (1 if outcome == "warn" else 0)
+
+
+def test_the_open_rpc_message_names_both_settings_and_the_way_out(monkeypatch):
+    from tfos import spark_env
+
+    facts = spark_env.read_facts(_FakeContext("yarn"))
+    with pytest.raises(SparkPreconditionError) as error:
+        spark_env.check_spark_security(facts, "warn", tls=True)
+    assert str(error.value) == (OPEN_RPC + ". Refused because tls= is set; spark_security='ignore' "
+                                "(spark.tfos.sparkSecurity=ignore) accepts an isolated network")
+
+
+def test_spark_security_comes_from_the_spark_conf_and_bad_values_are_refused():
+    from tfos.config import RunConfig, spark_conf_options
+    from tfos.errors import ConfigError
+
+    assert spark_conf_options({"spark.tfos.sparkSecurity": " Require "}.get) == {"spark_security": "require"}
+    with pytest.raises(ConfigError, match="spark_security must be one of warn, require, ignore; received: "
+                                          "spark_security='strict'"):
+        RunConfig(num_executors=2, spark_security="strict")

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from tfos.errors import FeedError, FeedTimeout
+from tfos.errors import ConfigError, FeedError, FeedTimeout
 
 _SCHEMES_PASSED_THROUGH = ("://",)
 
@@ -232,7 +232,7 @@ class NodeContext:
             dataset = dataset.unbatch()
         else:
             if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-                raise ValueError(f"batch_size must be a positive int or None; received: batch_size={batch_size!r}")
+                raise ConfigError(f"batch_size must be a positive int or None; received: batch_size={batch_size!r}")
             dataset = dataset.rebatch(batch_size)
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
@@ -255,7 +255,7 @@ class NodeContext:
 
         parts = [p for p in str(name).replace("\\", "/").split("/") if p not in ("", ".")]
         if not parts or ".." in parts or str(name).startswith("/"):
-            raise ValueError(f"local_dir(name) takes a relative name such as 'backup' or 'export/v1'; "
+            raise ConfigError(f"local_dir(name) takes a relative name such as 'backup' or 'export/v1'; "
                              f"received: {name!r}")
         rel = "/".join(parts)
         if rel in self._local_dirs:

@@ -78,6 +78,8 @@ import os
 import sys
 import threading
 
+from tfos.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 #: (major, minor) Keras versions the patch is allowed on. Run against 3.13.2, 3.14.0
@@ -122,7 +124,7 @@ def configure_keras_backend(choice: str) -> dict[str, str]:
         return {"TF_USE_LEGACY_KERAS": "0"}
     if choice == "tf_keras":
         return {"TF_USE_LEGACY_KERAS": "1"}
-    raise ValueError(
+    raise ConfigError(
         f"Unknown Keras backend choice {choice!r}; expected one of "
         + ", ".join(repr(c) for c in KERAS_BACKEND_CHOICES)
     )

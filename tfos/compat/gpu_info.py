@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import time
 
-from tfos.errors import TfosError
+from tfos.errors import ConfigError, TfosError
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,9 @@ def get_gpus(num_gpu: int = 1, worker_index: int = -1, format: str = AS_STRING):
         GPUUnavailable: fewer than ``num_gpu`` GPUs (the message lists what was found).
     """
     if not isinstance(num_gpu, int) or isinstance(num_gpu, bool) or num_gpu < 1:
-        raise ValueError(f"get_gpus(num_gpu) needs a positive int; received: {num_gpu!r}")
+        raise ConfigError(f"get_gpus(num_gpu) needs a positive int; received: {num_gpu!r}")
     if format not in (AS_STRING, AS_LIST):
-        raise ValueError(f"get_gpus(format=) must be gpu_info.AS_STRING or gpu_info.AS_LIST; received: {format!r}")
+        raise ConfigError(f"get_gpus(format=) must be gpu_info.AS_STRING or gpu_info.AS_LIST; received: {format!r}")
     visible = _visible()
     if visible is not None:
         if len(visible) < num_gpu:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfos.errors import DataError
+
 
 def head(chunk, n: int):
     """The first ``n`` records of a chunk."""
@@ -64,7 +66,7 @@ def to_columns(chunk, signature, columns: list[str] | None = None):
         index = {c: i for i, c in enumerate(columns or [])}
         missing = [k for k in signature if k not in index]
         if missing:
-            raise ValueError(f"output_signature names {missing}, but the fed rows have columns {columns}")
+            raise DataError(f"output_signature names {missing}, but the fed rows have columns {columns}")
         return {k: _column([r[index[k]] for r in chunk], spec, k) for k, spec in signature.items()}
     if isinstance(signature, (tuple, list)):
         return tuple(_column([r[i] for r in chunk], spec, str(i)) for i, spec in enumerate(signature))
@@ -87,7 +89,7 @@ def _raw_bytes(values: list, spec, name: str) -> np.ndarray:
     size = len(values[0])
     if any(len(v) != size for v in values) or size % numpy_dtype.itemsize:
         sizes = {len(v) for v in values}
-        raise ValueError(f"field {name} holds byte strings of {min(sizes)}..{max(sizes)} bytes; to read them as "
+        raise DataError(f"field {name} holds byte strings of {min(sizes)}..{max(sizes)} bytes; to read them as "
                          f"{spec.dtype.name} of shape {spec.shape} every value needs the same size")
     flat = np.frombuffer(b"".join(values), dtype=numpy_dtype)
     shape = tuple(spec.shape.as_list()) if spec.shape.rank is not None else None
@@ -102,11 +104,11 @@ def _arrow_columns(batch, signature):
     if isinstance(signature, dict):
         missing = [k for k in signature if k not in names]
         if missing:
-            raise ValueError(f"output_signature names {missing}, but the fed DataFrame has columns {names}")
+            raise DataError(f"output_signature names {missing}, but the fed DataFrame has columns {names}")
         return {k: arrow_to_numpy(batch.column(k), spec, k) for k, spec in signature.items()}
     if isinstance(signature, (tuple, list)):
         if len(signature) > len(names):
-            raise ValueError(f"output_signature has {len(signature)} fields, the DataFrame {len(names)}: {names}")
+            raise DataError(f"output_signature has {len(signature)} fields, the DataFrame {len(names)}: {names}")
         return tuple(arrow_to_numpy(batch.column(i), spec, names[i]) for i, spec in enumerate(signature))
     return arrow_to_numpy(batch.column(0), signature, names[0])
 
@@ -117,7 +119,7 @@ def arrow_to_numpy(column, spec, name: str = "?"):
 
     rows = len(column)
     if column.null_count:
-        raise ValueError(f"column {name!r} has {column.null_count} null value(s) in a fed chunk; "
+        raise DataError(f"column {name!r} has {column.null_count} null value(s) in a fed chunk; "
                          f"fill or drop them before feeding (tf.data has no nulls)")
     kind = column.type
     dtype = spec.dtype
@@ -132,7 +134,7 @@ def arrow_to_numpy(column, spec, name: str = "?"):
         offsets = offsets[column.offset:column.offset + rows + 1]
         widths = np.diff(offsets)
         if rows and (widths.min() != widths.max() or widths[0] % numpy_dtype.itemsize):
-            raise ValueError(f"column {name!r} holds binary values of {widths.min()}..{widths.max()} bytes; "
+            raise DataError(f"column {name!r} holds binary values of {widths.min()}..{widths.max()} bytes; "
                              f"to read them as {dtype.name} of shape {shape} every value needs the same size")
         data = np.frombuffer(column.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]] if rows else \
             np.empty(0, np.uint8)
@@ -140,11 +142,11 @@ def arrow_to_numpy(column, spec, name: str = "?"):
     if is_list:
         lengths = np.asarray(column.value_lengths()) if not pa.types.is_fixed_size_list(kind) else None
         if lengths is not None and rows and lengths.min() != lengths.max():
-            raise ValueError(f"column {name!r} holds arrays of {lengths.min()}..{lengths.max()} values; "
+            raise DataError(f"column {name!r} holds arrays of {lengths.min()}..{lengths.max()} values; "
                              f"a dataset needs one length per column (pad them, or read with next_batch)")
         values = column.flatten()
         if values.null_count:
-            raise ValueError(f"column {name!r} has null elements inside its arrays")
+            raise DataError(f"column {name!r} has null elements inside its arrays")
         return _reshape(values.to_numpy(zero_copy_only=False).astype(numpy_dtype, copy=False), rows, shape, name)
     return _reshape(column.to_numpy(zero_copy_only=False).astype(numpy_dtype, copy=False), rows, shape, name)
 
@@ -157,7 +159,7 @@ def _reshape(flat: np.ndarray, rows: int, shape, name: str) -> np.ndarray:
         return flat.reshape(target)
     except ValueError:
         per_row = flat.size // rows if rows else 0
-        raise ValueError(f"column {name!r}: {per_row} value(s) per row cannot take the declared shape "
+        raise DataError(f"column {name!r}: {per_row} value(s) per row cannot take the declared shape "
                          f"{list(shape)}") from None
 
 
@@ -203,6 +205,6 @@ def signature_of(described: list[dict]):
 
     bad = [f"{c['name']} ({c['reason']})" for c in described if c["dtype"] is None]
     if bad:
-        raise ValueError(f"cannot infer a tf.data spec for column(s) {', '.join(bad)}: select the columns "
+        raise DataError(f"cannot infer a tf.data spec for column(s) {', '.join(bad)}: select the columns "
                          f"to feed, or pass output_signature for the ones you need")
     return {c["name"]: tf.TensorSpec(c["shape"], getattr(tf, c["dtype"]), name=c["name"]) for c in described}

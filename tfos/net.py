@@ -12,13 +12,7 @@ def driver_host(spark_conf_get) -> str:
     return host or socket.gethostbyname(socket.gethostname())
 
 
-def free_port(host: str) -> int:
-    """A port that was free on ``host`` a moment ago (the caller binds it soon after)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 def join_host_port(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 address in brackets (as gRPC and TF_CONFIG want it)."""
+    host = host.strip("[]")
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

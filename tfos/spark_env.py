@@ -17,8 +17,9 @@ from tfos.ports import PortRange
 
 log = logging.getLogger(__name__)
 
-_LOCAL_CLUSTER = re.compile(r"^local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]$")
-_LOCAL = re.compile(r"^local(\[.*\])?$")
+#: master URLs: local-cluster[executors, cores, memory MB] and local[...] (one home: submit.py uses them too)
+LOCAL_CLUSTER_MASTER = re.compile(r"^local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]$")
+LOCAL_MASTER = re.compile(r"^local(\[.*\])?$")
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def read_facts(sc) -> SparkFacts:
     master = get("spark.master", "") or sc.master
     cores = _int(get("spark.executor.cores"))
     configured = _int(get("spark.executor.instances"))
-    m = _LOCAL_CLUSTER.match(master)
+    m = LOCAL_CLUSTER_MASTER.match(master)
     if m:
         configured = int(m.group(1))
         cores = cores or int(m.group(2))
@@ -101,7 +102,7 @@ def read_facts(sc) -> SparkFacts:
 
 def check_preconditions(facts: SparkFacts, num_executors: int) -> None:
     """Raise :class:`SparkPreconditionError` for settings under which a TF cluster cannot form."""
-    if _LOCAL.match(facts.master):
+    if LOCAL_MASTER.match(facts.master):
         raise SparkPreconditionError(
             f"spark.master is {facts.master!r}: local mode runs every task inside the driver's JVM, "
             f"but tfos needs {num_executors} separate executor processes (one TF node each); "
@@ -144,7 +145,7 @@ def check_spark_security(facts: SparkFacts, mode: str, tls: bool) -> None:
     anyone who can reach an unauthenticated Spark RPC can run code in the application.
     tfos cannot protect what Spark does not. Local masters (one machine) are not checked.
     """
-    if mode == "ignore" or _LOCAL.match(facts.master) or _LOCAL_CLUSTER.match(facts.master) \
+    if mode == "ignore" or LOCAL_MASTER.match(facts.master) or LOCAL_CLUSTER_MASTER.match(facts.master) \
             or _LOOPBACK_MASTER.match(facts.master):
         return
     missing, problems = [], []
@@ -222,7 +223,7 @@ def executor_hosts(sc) -> list[str]:
 
 
 def _source(facts: SparkFacts) -> str:
-    if _LOCAL_CLUSTER.match(facts.master):
+    if LOCAL_CLUSTER_MASTER.match(facts.master):
         return f"master {facts.master}"
     return "spark.executor.instances"
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tfos.errors import ConfigError
 from tfos.keras_compat import KERAS_BACKEND_CHOICES, configure_keras_backend
+from tfos.spark_env import LOCAL_CLUSTER_MASTER, LOCAL_MASTER
 from tfos.submit_conf import CLUSTER_SIZE_KEY, KERAS_KEY
 
 DEFAULT_CLUSTER_SIZE = 2
@@ -71,8 +72,6 @@ _SINGLE = frozenset(_TFOS_VALUE) - {"--env"} | {"--master", "--deploy-mode"}
 #: conf keys that have their own option
 _OWN_OPTION = {"spark.master": "--master", "spark.submit.deployMode": "--deploy-mode"}
 
-_LOCAL_CLUSTER = re.compile(r"^local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]$")
-_LOCAL = re.compile(r"^local(\[.*\])?$")
 _MEMORY = re.compile(r"^(\d+)\s*([kmgtp]?)b?$", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
@@ -199,7 +198,7 @@ class SubmitConfig:
         if self.image is not None and kind != "k8s":
             raise SubmitError("--image is the Kubernetes container image and needs --master k8s://...")
         self.executor_cores, self.executor_memory_mb  # noqa: B018 - both raise when malformed
-        m = _LOCAL_CLUSTER.match(self.master or "")
+        m = LOCAL_CLUSTER_MASTER.match(self.master or "")
         if m:
             self._check_local_cluster(int(m.group(1)), int(m.group(2)), int(m.group(3)))
 
@@ -222,7 +221,7 @@ class SubmitConfig:
         master = self.master
         if master is None:
             return "embedded"
-        if _LOCAL_CLUSTER.match(master):
+        if LOCAL_CLUSTER_MASTER.match(master):
             return "local-cluster"
         if master.startswith("spark://"):
             return "standalone"
@@ -230,7 +229,7 @@ class SubmitConfig:
             return "yarn"
         if master.startswith("k8s://"):
             return "k8s"
-        if _LOCAL.match(master):
+        if LOCAL_MASTER.match(master):
             raise SubmitError(
                 f"--master {master} runs every task inside the driver's JVM, but tfos needs "
                 f"{self.cluster_size} executor processes (one TF node each); leave --master out "
@@ -249,7 +248,7 @@ class SubmitConfig:
     @property
     def executor_cores(self) -> int:
         """Cores of each executor, so of each TF node: the user's, else local-cluster's C, else 1."""
-        m = _LOCAL_CLUSTER.match(self.master or "")
+        m = LOCAL_CLUSTER_MASTER.match(self.master or "")
         value = self.user_conf("spark.executor.cores") or (m.group(2) if m else None)
         return _positive_int(value, "spark.executor.cores (--executor-cores)") if value else 1
 
@@ -377,7 +376,7 @@ def parse_submit_args(argv: list[str]) -> SubmitConfig:
             spark_args.extend([name, value])
     if "cluster_size" not in fields:
         master = fields.get("master") or ""
-        m = _LOCAL_CLUSTER.match(master)
+        m = LOCAL_CLUSTER_MASTER.match(master)
         if m:
             fields["cluster_size"] = int(m.group(1))
         elif master.startswith(("spark://", "k8s://")) or master == "yarn":

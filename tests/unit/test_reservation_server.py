@@ -362,9 +362,12 @@ def test_an_untouched_proxy_passes_and_a_reply_to_another_request_does_not(serve
 
 def test_a_flood_of_unauthenticated_calls_writes_a_bounded_number_of_log_lines(server, state, raw_channel, caplog):
     body = m.HeartbeatRequest(run_id=RUN_ID, slot=0).SerializeToString()
+    counted = server._refusals.total
     with caplog.at_level(logging.WARNING, logger="tfos.reservation.server"):
         for _ in range(2000):
             rpc_error(raw_call, raw_channel, "Heartbeat", body, signed=False)
-    lines = [r for r in caplog.records if r.name == "tfos.reservation.server"]
-    assert 1 <= len(lines) <= 2, len(lines)
-    assert lines[0].getMessage().startswith("refused Heartbeat from ")
+    lines = [r.getMessage() for r in caplog.records if r.name == "tfos.reservation.server"]
+    # the module's server may have logged a refusal for an earlier test within the interval
+    assert len(lines) <= 2, len(lines)
+    assert all(line.startswith("refused Heartbeat from ") for line in lines)
+    assert server._refusals.total - counted == 2000  # every refusal counted, not logged

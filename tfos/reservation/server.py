@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError
 
 from tfos.errors import ReservationError
 from tfos.log_limit import RateLimitedLog
+from tfos.net import join_host_port
 from tfos.ports import PortRange
 from tfos.reservation import auth
 from tfos.reservation import messages as m
@@ -80,7 +81,7 @@ class ReservationServer:
         credentials = tls.server_credentials() if tls else None
 
         def add_port(number: int) -> int:
-            address = f"{_bracket(bind)}:{number}"
+            address = join_host_port(bind, number)
             try:
                 if credentials is not None:
                     bound = self._server.add_secure_port(address, credentials)
@@ -108,7 +109,7 @@ class ReservationServer:
 
     @property
     def address(self) -> str:
-        return f"{_bracket(self.host)}:{self.port}"
+        return join_host_port(self.host, self.port)
 
     def start(self) -> None:
         self._server.start()
@@ -155,6 +156,3 @@ _STATE_METHOD = {
     "Observe": "observe",
 }
 
-
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host

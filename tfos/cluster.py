@@ -34,6 +34,7 @@ from tfos.spark_env import (
     SparkFacts,
     check_preconditions,
     check_slots_per_executor,
+    check_spark_security,
     read_facts,
     wait_for_executors,
 )
@@ -120,6 +121,7 @@ def run(
         reservation_timeout=reservation_timeout, release_port=release_port, **options,
     )
     check_preconditions(facts, config.num_executors)
+    check_spark_security(facts, config.spark_security, tls=config.tls is not None)
     if config.storage:
         from tfos.storage.filesystems import check_writable
 
@@ -140,7 +142,10 @@ def run(
             cluster.start()
             return cluster
 
-        restarting = RestartingCluster(start_attempt, config.max_restarts)
+        # a replacement's longest start: its executors, its nodes forming, a teardown if it fails
+        restart_timeout_s = (config.executor_wait_timeout + config.reservation_timeout
+                             + 3 * config.stop_grace_s + 60)
+        restarting = RestartingCluster(start_attempt, config.max_restarts, restart_timeout_s)
         restarting.start()
         return restarting
     cluster = Cluster(sc, config, facts, main_fun, tf_args)
@@ -183,7 +188,9 @@ class Cluster:
         self._job_thread: threading.Thread | None = None
         self._job_error: BaseException | None = None
         self._job_done = threading.Event()
-        self._closed = False
+        self._closed = False  # set (under _teardown_lock) by the first _teardown
+        self._teardown_lock = threading.Lock()
+        self._torn_down = threading.Event()
         self._feeder = None
         self._monitor_stop = threading.Event()
         self._display = None  # live progress lines, when the driver runs in a terminal
@@ -332,9 +339,14 @@ class Cluster:
             ClusterFailedError: a node failed (its traceback, within seconds).
             FeedError / FeedTimeout: the feed itself failed.
         """
+        from tfos.feed.driver import ControlChannelError
+
         feeder = self._require_feeder()
         try:
             return feeder.train(data, num_epochs, feed_timeout, qname)
+        except ControlChannelError as exc:
+            self._fail_on_control_error(exc)
+            raise
         except FeedError as exc:
             # the feed broke because a node failed (its control channel refused, its connection
             # dropped): the node's report, which may be a moment behind, is the error to raise
@@ -375,9 +387,29 @@ class Cluster:
                 for n in self.state.snapshot()
                 if n.role.job_name in TRAINING_JOBS and n.feed_port
             ]
-            self._feeder = SparkFeeder(self.sc, targets, self._secret.value, self._run_feed_job,
+            self._feeder = SparkFeeder(self.sc, targets, self._secret, self._run_feed_job,
                                        self._check_nodes)
         return self._feeder
+
+    def _fail_on_control_error(self, exc) -> None:
+        """A node's feed refused a control frame: raise the run's failure (so a RestartingCluster
+        restarts and resumes the feed). The node's own report wins if it comes within
+        ``_NODE_REPORT_GRACE_S``; a node that still runs then is failed here. Returns only when
+        the node finished ``main_fun`` on its own (the feed error stands)."""
+        node = next((n for n in self.state.nodes if str(n.role) == exc.node), None)
+
+        def ended() -> bool:
+            return node is not None and _finished_training(node)
+
+        with self.state.cond:
+            self.state.cond.wait_for(lambda: bool(self.state.failures) or ended(), timeout=_NODE_REPORT_GRACE_S)
+            finished = not self.state.failures and ended()
+        if finished:
+            return
+        if not self.state.failures:
+            self.state.fail(node.slot if node is not None else None,
+                            f"{exc}; it still runs, so its TF process is stuck or its feed broke")
+        raise ClusterFailedError(list(self.state.failures), "while feeding, at an epoch boundary") from exc
 
     def _check_nodes(self) -> None:
         """Raise the run's failure if a node reports one within a moment (after a node went quiet)."""
@@ -401,14 +433,43 @@ class Cluster:
                 outcome["value"] = thunk()
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
                 outcome["error"] = exc
+            finally:
+                with self.state.cond:
+                    outcome["done"] = True
+                    self.state.cond.notify_all()
 
-        thread = _spark_thread(target, name=f"tfos-feed-{self.run_id}")
-        thread.start()
-        thread.join()
+        _spark_thread(target, name=f"tfos-feed-{self.run_id}").start()
+        self._wait_feed_job(outcome, description)
         if "error" in outcome:
             self._raise_on_node_failure(description, outcome["error"])
             raise FeedError(f"{description} failed: {_first_line(outcome['error'])}") from outcome["error"]
         return outcome["value"]
+
+    def _wait_feed_job(self, outcome: dict, description: str) -> None:
+        """Wait for a feeding job; once a node failed (or the run closed), cancel it and wait
+        at most ``_FEED_CANCEL_WAIT_S`` more: a feeding task blocked on a stuck node would
+        otherwise hold ``train()`` for its whole ``feed_timeout``."""
+        cancelled: Deadline | None = None
+
+        def broken() -> bool:
+            return bool(self.state.failures) or self._closed
+
+        while True:
+            with self.state.cond:
+                self.state.cond.wait_for(lambda w=cancelled is None: "done" in outcome or (w and broken()),
+                                         timeout=_FEED_POLL_S)
+                if "done" in outcome:
+                    return
+                cancel = cancelled is None and broken()
+            if cancel:
+                cancelled = Deadline(_FEED_CANCEL_WAIT_S, f"the cancelled job {description!r} to end")
+                try:
+                    self.sc.cancelJobGroup(self.job_group)
+                except Exception as exc:  # noqa: BLE001 - the SparkContext may be stopping
+                    log.debug("cancelJobGroup failed: %s", exc)
+            elif cancelled is not None and cancelled.expired():
+                self._raise_if_failed(description)
+                raise FeedError(cancelled.message("it is still running", "see the Spark UI"))
 
     # --------------------------------------------------------------- shutdown
 
@@ -439,7 +500,10 @@ class Cluster:
             return
         try:
             if self._feeder is not None:
-                self._feeder.end()  # DataFeed.should_stop() turns true once the data is read
+                # DataFeed.should_stop() turns true once the data is read; a node that does not
+                # take the end is stuck, and shutdown() would wait for it until its timeout
+                for stuck in self._feeder.end():
+                    self._fail_on_control_error(stuck)
             deadline = Deadline(timeout, "the chief and workers to finish main_fun")
             ok = self._wait_training_done(deadline)
             self._raise_if_failed("while waiting for the nodes to finish")
@@ -533,10 +597,31 @@ class Cluster:
                         "miss what it wrote last", lead.role, self.config.stop_grace_s + FINAL_PASS_S)
 
     def _teardown(self) -> None:
-        """Stop everything of this run; safe to call twice."""
-        if self._closed:
+        """Stop everything of this run. Idempotent and thread-safe: the first caller does the
+        work; a concurrent one (the restart watcher beside ``shutdown()``) waits for it, at most
+        :meth:`_teardown_bound_s`, so no new attempt starts over nodes still stopping."""
+        with self._teardown_lock:
+            first = not self._closed
+            self._closed = True
+        if not first:
+            if not self._torn_down.wait(self._teardown_bound_s()):
+                log.warning("tfos run %s: another thread's teardown has not ended after %.0f s", self.run_id,
+                            self._teardown_bound_s())
             return
-        self._closed = True
+        try:
+            self._stop_everything()
+        finally:
+            self._torn_down.set()
+
+    def _teardown_bound_s(self) -> float:
+        """The longest :meth:`_stop_everything` takes: the sum of its bounded waits, plus a margin."""
+        from tfos.storage.mirror import FINAL_PASS_S
+
+        grace = self.config.stop_grace_s
+        lead = grace + FINAL_PASS_S if self.config.storage else 0.0
+        return lead + (grace + 5) + (grace + 15) + (_SERVER_STOP_S + 5) + _OUTPUT_FLUSH_S + 10
+
+    def _stop_everything(self) -> None:
         failed = bool(self.state.failures)
         self.state.finish()  # every heartbeat now answers "stop"
         if failed:
@@ -552,7 +637,11 @@ class Cluster:
         self._monitor_stop.set()
         if self._feeder is not None:
             self._feeder.close()
-        self.server.stop()
+        self.server.stop(_SERVER_STOP_S)
+        # the nodes' last lines are in the driver's log when shutdown() returns
+        if not self.state.output.flush(_OUTPUT_FLUSH_S):
+            log.warning("tfos run %s: node output still queued after %.0f s; a log handler is slow", self.run_id,
+                        _OUTPUT_FLUSH_S)
         if self._display is not None:
             self._display.close()
 
@@ -612,6 +701,13 @@ def _finished_training(node) -> bool:
 
 
 _NODE_REPORT_GRACE_S = 3.0
+#: how often train() rechecks a feeding job, and how long a cancelled one may take to end
+_FEED_POLL_S = 0.5
+_FEED_CANCEL_WAIT_S = 30.0
+#: the reservation server's stop grace (it blocks at most this + 5 s)
+_SERVER_STOP_S = 0.5
+#: seconds teardown waits for queued node output to reach the driver's log (output_relay.py)
+_OUTPUT_FLUSH_S = 5.0
 #: how often a shutdown() waiting on nodes says which, and why
 _WAIT_LOG_S = 30.0
 _BARRIER_TASK = re.compile(r"barrier task ResultTask\(\d+, (\d+)\)")

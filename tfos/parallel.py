@@ -32,8 +32,6 @@ from tfos.node import frames
 
 log = logging.getLogger(__name__)
 
-_SPARK_SECRETS = ("PYTHON_WORKER_FACTORY_SECRET", "PYSPARK_GATEWAY_SECRET", "_PYSPARK_DRIVER_CONN_INFO_PATH")
-
 
 @dataclass(frozen=True)
 class _InstanceLaunch:
@@ -264,11 +262,12 @@ def _read_events(stream, events: dict) -> None:
 
 
 def _child_env(launch: _InstanceLaunch) -> dict[str, str]:
-    env = dict(os.environ)
+    from tfos.node.child_env import without_spark_secrets
+
+    env = without_spark_secrets(os.environ)
     if not launch.keep_omp_num_threads:
         env.pop("OMP_NUM_THREADS", None)  # pyspark's per-task value would throttle TF
-    for name in (*_SPARK_SECRETS, "TF_CONFIG"):
-        env.pop(name, None)
+    env.pop("TF_CONFIG", None)
     gpus = _task_gpus()
     if gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)

@@ -8,7 +8,9 @@ import time
 
 import psutil
 
-NODE_MODULES = ("tfos.node.supervisor", "tfos.node.tf_process", "tfos.node.guarded")
+#: the command-line marks of every executor-side tfos process (a TF process's group reaper is
+#: a fork of it, so it shows as tfos.node.tf_process); tfos.parallel: parallel_run's instances
+NODE_MODULES = ("tfos.node.supervisor", "tfos.node.tf_process", "tfos.node.guarded", "tfos.parallel")
 
 
 def start_spark(num_executors: int, app_name: str, extra_conf: dict | None = None):
@@ -57,7 +59,7 @@ def release_shared_spark() -> None:
 
 
 def node_processes() -> list[psutil.Process]:
-    """Every tfos node process (supervisor, TF process, TensorBoard) on this machine."""
+    """Every tfos node process (supervisor, TF process and its reaper, TensorBoard, parallel instance)."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmd = " ".join(proc.info["cmdline"] or [])

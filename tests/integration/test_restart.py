@@ -1,9 +1,11 @@
 """Restart from checkpoint: a worker's TF process killed with SIGKILL mid-training, and the
 run (max_restarts=1) finishes from the last checkpoint with a model as good as an
-uninterrupted run's."""
+uninterrupted run's; in InputMode.SPARK, a node stuck at an epoch boundary restarts the run
+and the feed resumes."""
 
 from __future__ import annotations
 
+import collections
 import json
 import sys
 import time
@@ -99,3 +101,62 @@ def test_when_restarts_run_out_the_error_lists_every_attempts_root_cause(sc):
     text = str(err.value)
     assert "2 attempt(s)" in text
     assert "bad input on attempt 0" in text and "bad input on attempt 1" in text
+
+
+def _stuck_at_an_epoch_boundary(args, ctx):
+    """InputMode.SPARK. On attempt 0 worker:0 takes the first train() call's records and, once
+    that call returned (the test says so), its TF process stops (SIGSTOP: alive to its
+    supervisor, whose heartbeats go on, but deaf to the feed), so the next train() call's
+    first epoch plan gets no answer. Every node writes the records it read on attempt 1."""
+    import json as _json
+    import os as _os
+    import signal
+    import time as _time
+
+    feed = ctx.get_data_feed(train_mode=True)
+    if ctx.attempt == 0:
+        taken = 0
+        while taken < args["first_per_node"]:
+            taken += len(feed.next_batch(args["first_per_node"] - taken))
+        if ctx.job_name == "worker":
+            go = _os.path.join(args["dir"], "stop-now")
+            for _ in range(600):  # stopped earlier, the feed thread could not acknowledge the feed's end
+                if _os.path.exists(go):
+                    break
+                _time.sleep(0.1)
+            open(_os.path.join(args["dir"], "stopping"), "w").close()
+            _os.kill(_os.getpid(), signal.SIGSTOP)
+    seen = []
+    while not feed.should_stop():
+        seen.extend(feed.next_batch(100))
+    with open(_os.path.join(args["dir"], f"attempt{ctx.attempt}-{ctx.job_name}.json"), "w") as f:
+        _json.dump(seen, f)
+
+
+def test_a_node_stuck_at_an_epoch_boundary_restarts_the_run_and_the_feed_resumes(sc, tmp_path):
+    cluster = tfos.run(sc, _stuck_at_an_epoch_boundary, {"dir": str(tmp_path), "first_per_node": 100},
+                       num_executors=2, input_mode=tfos.InputMode.SPARK, max_restarts=1)
+    first = cluster.train(sc.parallelize(range(200), 2), num_epochs=1)
+    assert first.records_per_node == [100, 100] and not first.terminated, first
+    (tmp_path / "stop-now").touch()
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "stopping").exists():
+        assert time.monotonic() < deadline, "worker:0 never took its records"
+        time.sleep(0.1)
+    time.sleep(1)  # its SIGSTOP lands
+    started = time.monotonic()
+    report = cluster.train(sc.parallelize(range(1000, 1300), 2), num_epochs=2, feed_timeout=5)
+    resumed_in = time.monotonic() - started
+    cluster.shutdown(timeout=120)
+    assert cluster.attempt == 1 and report.epochs_fed == 2
+    root = cluster.attempt_failures[0][0]
+    assert root.name == "worker:0"
+    # the cause in the brackets is the feed's own (no answer to the handshake or to the plan)
+    assert root.reason.startswith("node worker:0's feed did not take epoch 1's plan ("), root.reason
+    assert root.reason.endswith("); it still runs, so its TF process is stuck or its feed broke"), root.reason
+    seen = []
+    for job in ("chief", "worker"):
+        seen += json.loads((tmp_path / f"attempt1-{job}.json").read_text())
+    counts = collections.Counter(seen)
+    assert set(counts) == set(range(1000, 1300)) and set(counts.values()) == {2}  # both epochs, on attempt 1
+    assert resumed_in < 120

@@ -1,6 +1,9 @@
 """A real 2-executor run with TLS on the reservation channel and a port range: every port tfos
 listens on is in the range, and the run's secret shows nowhere (driver logs at DEBUG, executor
-logs, Spark job descriptions, cluster_info, the TF processes' environment and command line)."""
+logs, Spark job descriptions, cluster_info, the TF processes' environment and command line).
+The module's Spark application has ``spark.authenticate`` on with a known secret: no node
+process (supervisor, TF process, TensorBoard) holds it or the run's secret in its environment
+or command line, and a ``main_fun`` printing every frame's locals shows neither."""
 
 from __future__ import annotations
 
@@ -9,17 +12,25 @@ import glob
 import json
 import logging
 import os
+import secrets
 import socket
 import sys
+import time
 
 import cloudpickle
+import psutil
 import pytest
 
 import tfos
+from tests.integration.spark_helpers import node_processes
 from tests.unit.certs import self_signed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+#: Spark's own RPC secret: the standalone Worker hands it to each executor as _SPARK_AUTH_SECRET
+SPARK_AUTH_SECRET = secrets.token_hex(24)
+SPARK_CONF = {"spark.authenticate": "true", "spark.authenticate.secret": SPARK_AUTH_SECRET}
 
 
 def _record_and_read(args, ctx):
@@ -90,6 +101,7 @@ def test_tls_run_in_a_port_range_leaks_no_secret(sc, tmp_path, caplog):
     info = cluster.cluster_info
     feed_ports = [n.feed_port for n in cluster.state.snapshot()]
     report = cluster.train(sc.parallelize(range(1000), 4), num_epochs=1)
+    assert repr(cluster._feeder._secret) == "Secret(***)"  # what the feeding closures carry
     cluster.shutdown(timeout=120)
 
     # ports: the reservation server, each TF server, feed endpoint and TensorBoard
@@ -120,3 +132,81 @@ def test_tls_run_in_a_port_range_leaks_no_secret(sc, tmp_path, caplog):
     for where, text in places.items():
         for form in _forms(secret):
             assert form not in text, f"the secret shows in the {where}"
+
+
+def _dump_locals_and_raise(args, ctx):
+    """Writes what a locals-capturing traceback hook would print (every frame of every thread,
+    each local's repr), prints the main thread's stack that way, then raises."""
+    import os as _os
+    import sys as _sys
+    import time as _time
+    import traceback as _traceback
+
+    with open(_os.path.join(args, f"{ctx.job_name}.pid"), "w") as f:
+        f.write(str(_os.getpid()))
+    end = _time.monotonic() + 90
+    while not _os.path.exists(_os.path.join(args, "go")) and _time.monotonic() < end:
+        _time.sleep(0.1)  # the test reads every node process's /proc meanwhile
+    dump = []
+    for frame in _sys._current_frames().values():
+        for summary in _traceback.StackSummary.extract(_traceback.walk_stack(frame), capture_locals=True):
+            dump.append(f"{summary.filename}:{summary.name} {summary.locals}")
+    with open(_os.path.join(args, f"{ctx.job_name}.locals"), "w") as f:
+        f.write("\n".join(dump))
+    stack = _traceback.StackSummary.extract(_traceback.walk_stack(None), capture_locals=True)
+    print("".join(stack.format()), file=_sys.stderr, flush=True)
+    raise RuntimeError("raised on purpose, after printing every local")
+
+
+def _proc_text(pid: int) -> str:
+    """A process's environment and command line, as the kernel shows them to its user."""
+    parts = []
+    for name in ("environ", "cmdline"):
+        with open(f"/proc/{pid}/{name}", "rb") as f:
+            parts.append(f.read().replace(b"\0", b"\n").decode("latin-1"))
+    return "\n".join(parts)
+
+
+def test_no_node_process_holds_spark_or_run_secrets_nor_shows_them_in_locals(sc, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    cluster = tfos.run(sc, _dump_locals_and_raise, str(tmp_path), num_executors=2, tensorboard=True,
+                       input_mode=tfos.InputMode.SPARK)
+    run_secret = cluster._secret.value
+    forbidden = [*_forms(run_secret), SPARK_AUTH_SECRET]
+    try:
+        end = time.monotonic() + 90
+        while not all((tmp_path / f"{n}.pid").exists() for n in ("chief", "worker")):
+            assert time.monotonic() < end, "main_fun did not start on both nodes"
+            time.sleep(0.1)
+        procs = {p.pid: " ".join(p.cmdline()) for p in node_processes()}
+        kinds = {kind: [pid for pid, cmd in procs.items() if kind in cmd]
+                 for kind in ("tfos.node.supervisor", "tfos.node.tf_process", "tensorboard.main")}
+        assert [len(kinds[k]) for k in kinds] == [2, 4, 1], procs  # 2 TF processes, each with its reaper
+        # the evidence that the filter matters: the executors themselves carry Spark's secret
+        executors = [p for p in psutil.process_iter(["cmdline"])
+                     if "CoarseGrainedExecutorBackend" in " ".join(p.info["cmdline"] or [])
+                     and sc.applicationId in " ".join(p.info["cmdline"] or [])]
+        assert executors and all(f"_SPARK_AUTH_SECRET={SPARK_AUTH_SECRET}" in _proc_text(p.pid) for p in executors)
+        for pid, cmd in procs.items():
+            text = _proc_text(pid)
+            assert "_SPARK_" not in text and "PYSPARK_GATEWAY_SECRET" not in text, cmd
+            for form in forbidden:
+                assert form not in text, f"a secret shows in /proc/{pid} ({cmd[:80]})"
+    finally:
+        (tmp_path / "go").touch()
+    with pytest.raises(tfos.ClusterFailedError) as err:
+        cluster.shutdown(timeout=120)
+
+    dumps = {n: (tmp_path / f"{n}.locals").read_text() for n in ("chief", "worker")}
+    # the dumps did reach the frame that calls main_fun, and the feed server's threads
+    assert all("tf_process.py:main" in d and "'feed_secret': 'Secret(***)'" in d for d in dumps.values()), dumps
+    assert all("node_feed.py" in d for d in dumps.values())
+    places = {**{f"{n} locals": d for n, d in dumps.items()}, "node failure": str(err.value),
+              "tracebacks and output tails": "\n".join(f.traceback + f.output_tail for f in err.value.failures),
+              "driver log": caplog.text, "executor logs": "\n".join(_executor_logs(sc))}
+    assert "raised on purpose, after printing every local" in places["node failure"]
+    assert "feed_secret = Secret(***)" in places["executor logs"]  # the printed stack reached the node's log
+    for where, text in places.items():
+        for form in forbidden:
+            assert form not in text, f"a secret shows in the {where}"
+

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.threads import Background
-from tfos.errors import AuthenticationError, FeedError
+from tfos.errors import AuthenticationError, FeedError, FeedTimeout
 from tfos.feed import protocol as p
 from tfos.feed.node_feed import FeedServer
 
@@ -571,7 +571,11 @@ CONTROL_PAYLOADS = (
 
 @pytest.fixture(scope="module")
 def fuzzed_server():
+    """A node whose feed has ended: every well-formed data session ends at once (an inference
+    session on a live node rightly waits for main_fun's answers), while OPEN and the control
+    frames are still parsed and checked in full."""
     server = FeedServer(socket.create_server(("127.0.0.1", 0)), SECRET, buffer_chunks=4)
+    server.terminate()
     yield server
     server.close()
 
@@ -638,3 +642,10 @@ def test_deeply_nested_open_is_refused_by_name(caplog):
         ]
     finally:
         server.close()
+
+
+def test_an_endpoint_that_never_answers_the_handshake_is_a_feed_timeout(listener):
+    host, port = listener.getsockname()[:2]  # accepted by the kernel's backlog, never served
+    with pytest.raises(FeedTimeout) as error:
+        p.FeedChannel.connect((host, port), SECRET, timeout_s=0.3)
+    assert str(error.value) == f"feed endpoint {host}:{port} did not answer the handshake within 0.3 s"

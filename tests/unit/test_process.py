@@ -14,7 +14,14 @@ import time
 import psutil
 import pytest
 
-from tfos.node.process import OutputTail, PidWatch, describe_exit, terminate, wait_until
+from tfos.node.process import (
+    MAX_LINE_BYTES,
+    OutputTail,
+    PidWatch,
+    describe_exit,
+    terminate,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -129,3 +136,90 @@ def test_output_tail_leaves_tensorflow_start_up_chatter_out_of_failure_reports()
         "ValueError: the real problem"
     )
     assert len(tail.text(drop_noise=False).splitlines()) == 4
+
+
+def _gone(pid: int) -> bool:
+    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_output_tail_cuts_a_multi_megabyte_line_without_newline_and_counts_it():
+    proc = _python("""
+        import sys
+        sys.stdout.write("first\\n")
+        sys.stdout.write("x" * (5 << 20))   # 5 MiB, no newline, then the next line
+        sys.stdout.write("\\nafter\\n")
+        sys.stdout.write("y" * (3 << 20))   # 3 MiB at the very end, no newline at all
+        sys.stdout.flush()
+    """, stdout=subprocess.PIPE)
+    sink = io.StringIO()
+    tail = OutputTail(proc.stdout, "[worker:0]", sink=sink)
+    proc.wait()
+    tail.join(10)
+    assert tail.text(max_lines=10).split("\n") == [
+        "first",
+        "x" * MAX_LINE_BYTES + f" [... {(5 << 20) - MAX_LINE_BYTES} more bytes cut]",
+        "after",
+        "y" * MAX_LINE_BYTES + f" [... {(3 << 20) - MAX_LINE_BYTES} more bytes cut]",
+    ]
+    assert tail.cut_lines == 2
+    assert max(len(line) for line in sink.getvalue().splitlines()) < MAX_LINE_BYTES + 100
+
+
+def test_output_tail_keeps_a_line_of_exactly_the_limit_whole():
+    proc = _python(f"""
+        print("z" * {MAX_LINE_BYTES})
+        print("next")
+    """, stdout=subprocess.PIPE)
+    tail = OutputTail(proc.stdout, "[worker:0]", sink=io.StringIO())
+    proc.wait()
+    tail.join(5)
+    assert tail.text() == "z" * MAX_LINE_BYTES + "\nnext"
+    assert tail.cut_lines == 0
+
+
+#: a "TF process": starts its group reaper on argv[1], spawns a sleeper and forks a child
+_TF_LIKE = """
+import os, subprocess, sys, time
+from tfos.node.process import start_group_reaper
+reaper = start_group_reaper(int(sys.argv[1]))
+sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+forked = os.fork()
+if forked == 0:
+    time.sleep(120)
+    os._exit(0)
+print(reaper, sleeper.pid, forked, flush=True)
+time.sleep(120)
+"""
+
+
+def test_group_reaper_kills_every_member_of_the_group_when_the_supervisor_is_sigkilled():
+    # no parent-death signal here: the reaper alone must take the whole group down
+    supervisor = _python(f"""
+        import os, subprocess, sys, time
+        watch_read, watch_write = os.pipe()
+        tf = subprocess.Popen([sys.executable, "-c", {_TF_LIKE!r}, str(watch_read)],
+                              stdout=subprocess.PIPE, pass_fds=(watch_read,), start_new_session=True)
+        os.close(watch_read)
+        print(tf.pid, tf.stdout.readline().decode().strip(), flush=True)
+        time.sleep(120)
+    """, stdout=subprocess.PIPE)
+    pids = [int(p) for p in supervisor.stdout.readline().split()]
+    assert len(pids) == 4
+    time.sleep(0.5)
+    assert [p for p in pids if _gone(p)] == [], "the group died while its supervisor lived"
+    supervisor.kill()
+    supervisor.wait()
+    assert wait_until(lambda: all(_gone(p) for p in pids), 5), [p for p in pids if not _gone(p)]
+
+
+def test_group_reaper_holds_none_of_its_process_pipes_and_ends_with_the_writer():
+    proc = _python("""
+        import os
+        from tfos.node.process import start_group_reaper
+        watch_read, watch_write = os.pipe()
+        print(start_group_reaper(watch_read), flush=True)
+    """, stdout=subprocess.PIPE)
+    reaper = int(proc.stdout.readline())
+    assert proc.stdout.read() == b""  # EOF: the reaper does not hold the output pipe open
+    proc.wait()
+    assert wait_until(lambda: _gone(reaper), 5)  # the pipe's writer exited: the group is reaped

@@ -1,15 +1,21 @@
 """RestartingCluster's bookkeeping, with stand-in attempts (no Spark): when it restarts,
-where the feed resumes, and what the final error says."""
+where the feed resumes, and what the final error says; and the hangs it must not have:
+a restart that raises or never returns, a node that dies at an epoch boundary, two
+teardowns at once, a feed job that outlives a failure."""
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 import pytest
 
-from tfos.errors import ClusterFailedError, NodeFailure
+from tests.unit.threads import Background
+from tfos.errors import ClusterFailedError, ClusterTimeout, FeedError, NodeFailure
 from tfos.restart import RestartingCluster
+
+pytestmark = pytest.mark.timeout(60)
 
 
 @dataclass
@@ -27,10 +33,13 @@ class State:
 class Attempt:
     """A started cluster that fails on cue: ``fail_after`` epochs into ``train``, or in ``shutdown``."""
 
-    def __init__(self, number: int, fail_after: int | None = None, fail_shutdown: bool = False):
+    def __init__(self, number: int, fail_after: int | None = None, fail_shutdown: bool = False,
+                 fail_before_feed: bool = False, teardown_error: BaseException | None = None):
         self.number = number
         self.fail_after = fail_after
         self.fail_shutdown = fail_shutdown
+        self.fail_before_feed = fail_before_feed  # fails while counting: no report for this call
+        self.teardown_error = teardown_error
         self.state = State()
         self._closed = False
         self.feed_reports: list[Report] = []
@@ -49,6 +58,8 @@ class Attempt:
 
     def train(self, data, num_epochs, feed_timeout, qname):
         self.trained.append(num_epochs)
+        if self.fail_before_feed:
+            self._fail("died while the data was counted")
         report = Report(qname, 0)
         self.feed_reports.append(report)
         for _ in range(num_epochs):
@@ -60,17 +71,28 @@ class Attempt:
     def shutdown(self, grace_secs, timeout, **kwargs):
         if self.fail_shutdown:
             self._fail("raised in main_fun")
+        if self.state.failures:  # as Cluster.shutdown of a failed (maybe torn down) attempt
+            raise ClusterFailedError(self.state.failures, "during the run")
         self._closed = True
 
     def _teardown(self):
         self._closed = True
+        if self.teardown_error is not None:
+            raise self.teardown_error
 
 
-def make(plans: list[dict]):
+def make(plans: list):
+    """A start_attempt over ``plans``: a dict makes an Attempt, an exception is raised, a
+    callable is called (and its result returned)."""
     made: list[Attempt] = []
 
     def start(number: int) -> Attempt:
-        attempt = Attempt(number, **plans[number])
+        plan = plans[number]
+        if isinstance(plan, BaseException):
+            raise plan
+        if callable(plan):
+            return plan(number)
+        attempt = Attempt(number, **plan)
         made.append(attempt)
         return attempt
 
@@ -108,3 +130,284 @@ def test_no_restart_is_attempted_after_a_clean_shutdown():
     cluster.start()
     cluster.shutdown(timeout=10)
     assert len(made) == 1 and cluster.attempt_failures == [] and cluster.restart_times == []
+
+
+def test_the_feed_resumes_at_its_first_epoch_when_an_attempt_failed_before_feeding_it():
+    # the second train() call fails while counting, before it has a report: the first
+    # call's report (1 epoch fed) must not count as progress of the second
+    start, made = make([{"fail_before_feed": False}, {}])
+    cluster = RestartingCluster(start, max_restarts=1)
+    cluster.start()
+    cluster.train("data", num_epochs=1, feed_timeout=10, qname="input")
+    made[0].fail_before_feed = True
+    report = cluster.train("data", num_epochs=3, feed_timeout=10, qname="input")
+    cluster.shutdown(timeout=10)
+    assert [a.trained for a in made] == [[1, 3], [3]]
+    assert report.epochs_fed == 3
+
+
+@pytest.mark.parametrize("plans,cause", [
+    # a replacement attempt whose start raises something that is no tfos error (a bug, py4j...)
+    ([{"fail_after": 1}, RuntimeError("py4j gateway gone")], "RuntimeError: py4j gateway gone"),
+    # the failed attempt's teardown raises
+    ([{"fail_after": 1, "teardown_error": OSError("disk full")}, {}], "OSError: disk full"),
+])
+def test_a_restart_that_raises_ends_train_with_the_restart_failure_and_its_cause(plans, cause):
+    start, _ = make(plans)
+    cluster = RestartingCluster(start, max_restarts=3)
+    cluster.start()
+    call = Background(cluster.train, "data", num_epochs=3, feed_timeout=10, qname="input")
+    with pytest.raises(ClusterFailedError) as err:
+        call.result(timeout_s=10)
+    text = str(err.value)
+    assert text.startswith(f"TF cluster failed (the restart failed: attempt 1 could not start ({cause}); "
+                           "2 attempt(s), root cause of each listed in order): node worker:0 "), text
+    assert [f.reason for f in err.value.failures] == [
+        "died mid-feed (attempt 0)", f"attempt 1 could not start ({cause})"]
+    assert type(err.value.__cause__).__name__ == cause.split(":")[0]
+    with pytest.raises(ClusterFailedError):  # and shutdown says the same at once, no hang either
+        Background(cluster.shutdown, timeout=None).result(timeout_s=10)
+
+
+def test_a_restart_that_never_returns_ends_train_at_its_deadline_and_the_late_attempt_is_torn_down():
+    release = threading.Event()
+    late: list[Attempt] = []
+
+    def slow_start(number):
+        release.wait(30)
+        late.append(Attempt(number))
+        return late[-1]
+
+    start, _ = make([{"fail_after": 0}, slow_start])
+    cluster = RestartingCluster(start, max_restarts=1, restart_timeout_s=1.0)
+    cluster.start()
+    began = time.monotonic()
+    with pytest.raises(ClusterTimeout) as err:
+        Background(cluster.train, "data", num_epochs=2, feed_timeout=10, qname="input").result(timeout_s=10)
+    assert time.monotonic() - began < 5
+    assert str(err.value) == ("waited 1 s for attempt 1 to start; it has not formed; the executors may be "
+                              "busy or gone: see the Spark UI, or raise executor_wait_timeout / "
+                              "reservation_timeout")
+    release.set()
+    deadline = time.monotonic() + 10
+    while not (late and late[0]._closed) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert late and late[0]._closed  # nobody will shut it down: the watcher did
+
+
+# ------------------------------------------------- a real Cluster on a stand-in SparkContext
+
+
+class StandInSpark:
+    """The few SparkContext calls a Cluster makes outside its Spark jobs."""
+
+    master = "local-cluster[2,1,1024]"
+
+    def __init__(self):
+        self.cancelled: list[str] = []
+        self.cancel = threading.Event()
+
+    def getConf(self):
+        return self
+
+    def get(self, key, default=None):
+        return default
+
+    def setJobGroup(self, *args, **kwargs):
+        pass
+
+    def cancelJobGroup(self, group):
+        self.cancelled.append(group)
+        self.cancel.set()
+
+
+@pytest.fixture
+def spark_cluster():
+    """A Cluster of chief:0 and worker:0 (InputMode.SPARK), never started; torn down after."""
+    from tfos.cluster import Cluster
+    from tfos.config import RunConfig
+    from tfos.input_mode import InputMode
+    from tfos.spark_env import SparkFacts
+
+    facts = SparkFacts(master=StandInSpark.master, executor_cores=1, task_cpus=1, dynamic_allocation=False,
+                       configured_executors=2, driver_host="127.0.0.1", default_fs="file:///",
+                       omp_num_threads_set=False)
+    config = RunConfig(num_executors=2, input_mode=InputMode.SPARK, stop_grace_s=0)
+    cluster = Cluster(StandInSpark(), config, facts, lambda args, ctx: None, None)
+    yield cluster
+    cluster._teardown()
+
+
+def test_two_teardowns_at_once_do_the_work_once_and_both_return_after_it(spark_cluster):
+    # the restart watcher and a failing shutdown() tear the same attempt down together: the
+    # second must not return (and start the next attempt) while the first still stops nodes
+    cluster = spark_cluster
+    cluster.state.fail(1, "raised in main_fun")
+    job_ended: list[float] = []
+
+    def node_job():  # the run's Spark job, 1 s from its cancellation to its end
+        cluster.sc.cancel.wait(10)
+        time.sleep(1.0)
+        job_ended.append(time.monotonic())
+
+    cluster._job_thread = threading.Thread(target=node_job, daemon=True)
+    cluster._job_thread.start()
+    go = threading.Barrier(2)
+
+    def teardown():
+        go.wait()
+        cluster._teardown()
+        return time.monotonic()
+
+    calls = [Background(teardown), Background(teardown)]
+    returned = [call.result(timeout_s=20) for call in calls]
+    assert cluster.sc.cancelled == [cluster.job_group]  # one teardown cancelled the run's jobs
+    assert job_ended and min(returned) >= job_ended[0]
+
+
+class StandInFeeder:
+    """SparkFeeder's train, failing at an epoch boundary as a node's feed does."""
+
+    def __init__(self, error):
+        self.error = error
+        self.reports = []
+
+    def train(self, data, num_epochs, feed_timeout, qname):
+        raise self.error
+
+    def close(self):
+        pass
+
+
+def _node_reports_a_failure(cluster):
+    time.sleep(0.3)
+    cluster.state.fail(1, "raised RuntimeError in main_fun", traceback="Traceback...")
+
+
+def _node_finishes(cluster):
+    time.sleep(0.3)
+    with cluster.state.cond:
+        cluster.state.nodes[1].state = "done"
+        cluster.state.cond.notify_all()
+
+
+@pytest.mark.parametrize("node_does,raised,reason", [
+    # its failure report comes within the grace period: that is the error
+    (_node_reports_a_failure, ClusterFailedError, "raised RuntimeError in main_fun"),
+    # silence (its TF process stuck, its executor's network gone): the node is failed for it
+    (None, ClusterFailedError,
+     "node worker:0's feed did not take epoch 2's plan (ConnectionResetError: [Errno 104] Connection reset "
+     "by peer); it still runs, so its TF process is stuck or its feed broke"),
+    # main_fun returned on its own before the feed ended: a feed error, no node failure
+    (_node_finishes, FeedError, None),
+])
+def test_a_node_whose_feed_breaks_at_an_epoch_boundary_fails_the_run(spark_cluster, node_does, raised, reason):
+    from tfos.feed.driver import ControlChannelError
+
+    cluster = spark_cluster
+    try:
+        raise ConnectionResetError(104, "Connection reset by peer")
+    except ConnectionResetError as reset:
+        error = ControlChannelError(f"node worker:0's feed did not take epoch 2's plan (ConnectionResetError: "
+                                    f"{reset})", "worker:0", closed=True)
+        error.__cause__ = reset
+    cluster._feeder = StandInFeeder(error)
+    if node_does is not None:
+        threading.Thread(target=node_does, args=(cluster,), daemon=True).start()
+    began = time.monotonic()
+    with pytest.raises(raised) as err:
+        cluster.train("data", num_epochs=3, feed_timeout=10)
+    assert time.monotonic() - began < 5
+    if reason is None:
+        assert err.value is error and cluster.failures == []
+    else:
+        assert str(err.value).startswith("TF cluster failed (while feeding, at an epoch boundary): node worker:0")
+        assert [(f.name, f.reason) for f in err.value.failures] == [("worker:0", reason)]
+        assert err.value.__cause__ is error
+
+
+class BrokenControl:
+    """A node's control channel whose peer reset the connection after epoch 1."""
+
+    def __init__(self):
+        self.epochs = []
+        self.closed = False
+
+    def epoch(self, info):
+        if self.epochs:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        self.epochs.append(info["epoch"])
+
+    def close(self):
+        self.closed = True
+
+
+class AnsweringControl(BrokenControl):
+    def epoch(self, info):
+        self.epochs.append(info["epoch"])
+
+
+def test_a_reset_control_connection_at_an_epoch_boundary_is_a_feed_error_naming_the_node():
+    from tfos.feed.client import FeedTarget
+    from tfos.feed.driver import ControlChannelError, Prepared, SparkFeeder
+
+    targets = [FeedTarget("chief:0", "127.0.0.1", 1, "0"), FeedTarget("worker:0", "127.0.0.1", 2, "1")]
+    feeder = SparkFeeder(StandInSpark(), targets, b"s" * 32, lambda description, thunk: [(10, False), (10, False)],
+                         lambda: None)
+    chief, worker = AnsweringControl(), BrokenControl()
+    feeder._controls = {(0, "input"): chief, (1, "input"): worker}
+    feeder._control_timeouts = {(0, "input"): 10.0, (1, "input"): 10.0}  # opened by this call's feed_timeout
+    with pytest.raises(ControlChannelError) as err:
+        feeder._train(None, Prepared(view=None, sizes=[10, 10], transport="records"), 3, 10.0, "input")
+    assert str(err.value) == ("node worker:0's feed did not take epoch 2's plan (ConnectionResetError: "
+                              "[Errno 104] Connection reset by peer)")
+    assert (err.value.node, err.value.closed) == ("worker:0", True)
+    assert isinstance(err.value.__cause__, ConnectionResetError)
+    assert feeder.reports[-1].epochs_fed == 1  # the restart feeds epoch 2 again, not epoch 1
+    assert worker.closed and (1, "input") not in feeder._controls  # the next use opens a fresh one
+
+
+def test_a_feed_job_blocked_on_a_stuck_node_is_cancelled_when_a_node_fails(spark_cluster, monkeypatch):
+    import tfos.cluster
+
+    cluster = spark_cluster
+    monkeypatch.setattr(tfos.cluster, "_spark_thread",  # no Spark here to carry the job group
+                        lambda target, name: threading.Thread(target=target, name=name, daemon=True))
+
+    def feed_job():  # a feeding task blocked on a stuck node: ends only when its job is cancelled
+        if not cluster.sc.cancel.wait(30):
+            return [(10, False)]
+        raise RuntimeError("Job 7 cancelled part of cancelled job group")
+
+    threading.Timer(0.3, lambda: cluster.state.fail(1, "no heartbeat for 10 s", lost=True)).start()
+    began = time.monotonic()
+    with pytest.raises(ClusterFailedError) as err:
+        Background(cluster._run_feed_job, "tfos: feed epoch 1/1", feed_job).result(timeout_s=15)
+    assert time.monotonic() - began < 5
+    assert [f.reason for f in err.value.failures] == ["no heartbeat for 10 s"]
+    assert cluster.sc.cancelled and cluster.sc.cancelled[0] == cluster.job_group
+
+
+def test_a_control_channel_waits_by_the_feed_timeout_of_the_call_that_uses_it():
+    # train(feed_timeout=5) after a train() with the default 600 s: a stuck node must be
+    # given up on after 5 s, not 600 s
+    import os
+    import socket
+
+    from tfos.feed.client import FeedTarget
+    from tfos.feed.driver import SparkFeeder
+    from tfos.feed.node_feed import FeedServer
+
+    secret = os.urandom(32)
+    server = FeedServer(socket.create_server(("127.0.0.1", 0)), secret)
+    try:
+        feeder = SparkFeeder(StandInSpark(), [FeedTarget("worker:0", "127.0.0.1", server.port, "1")], secret,
+                             lambda description, thunk: None, lambda: None)
+        first = feeder._control(0, "input", 600.0)
+        assert feeder._control(0, "input", 600.0) is first  # same timeout: kept
+        second = feeder._control(0, "input", 5.0)
+        assert second is not first
+        assert second._channel.sock.gettimeout() == 5.0
+        feeder.close()
+    finally:
+        server.close()

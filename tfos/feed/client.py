@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from tfos.errors import FeedError, FeedTimeout
 from tfos.feed import protocol as p
+from tfos.reservation.auth import Secret
 
 #: records per chunk; big enough to amortise framing and pickling, small enough to bound memory
 CHUNK_RECORDS = 1000
@@ -44,9 +45,11 @@ class NodeGone(FeedError):
     """The node's feed endpoint refuses connections: its TF process has ended."""
 
 
-def _open(target: FeedTarget, secret: bytes, meta: dict, feed_timeout: float) -> p.FeedChannel:
+def _open(target: FeedTarget, secret: Secret | bytes, meta: dict, feed_timeout: float) -> p.FeedChannel:
+    # feeding closures carry a Secret (repr Secret(***)); its bytes come out only for the handshake
+    raw = secret.value if isinstance(secret, Secret) else secret
     try:
-        channel = p.FeedChannel.connect(target.address, secret, timeout_s=min(feed_timeout, 30.0))
+        channel = p.FeedChannel.connect(target.address, raw, timeout_s=min(feed_timeout, 30.0))
     except ConnectionRefusedError:
         raise NodeGone(f"node {target.name} at {target.host}:{target.port} no longer takes data") from None
     except OSError as exc:

@@ -22,6 +22,22 @@ from tfos.feed.records import describe_schema
 log = logging.getLogger(__name__)
 
 
+class ControlChannelError(FeedError):
+    """A node's feed did not take a control frame (an epoch's plan, the end of the feed).
+
+    The cluster turns it into the node's failure, so a restart resumes the feed.
+
+    Attributes:
+        node: the node's name, ``"worker:0"``.
+        closed: the node closed the connection (else it did not answer in time).
+    """
+
+    def __init__(self, message: str, node: str, closed: bool):
+        super().__init__(message)
+        self.node = node
+        self.closed = closed
+
+
 @dataclass
 class FeedReport:
     """What one ``train()`` call fed: returned by it and kept in ``cluster.feed_reports``."""
@@ -94,15 +110,41 @@ class SparkFeeder:
         self._run_job = run_job  # (description, thunk) -> result, under the run's job group
         self._check_nodes = check_nodes  # raises the run's node failure, if one comes within a moment
         self._controls: dict[tuple[int, str], ControlChannel] = {}
+        self._control_timeouts: dict[tuple[int, str], float] = {}  # each channel's socket timeout
         self.reports: list[FeedReport] = []
         # id -> (the cached RDD or DataFrame, its counts), so unchanged data is counted once
         self._sizes: dict[int, tuple] = {}
 
     def _control(self, node: int, qname: str, feed_timeout: float) -> ControlChannel:
+        """Node ``node``'s control channel, waiting ``feed_timeout`` for each answer.
+
+        A channel keeps the timeout it was opened with, so another timeout opens a new one:
+        ``train(feed_timeout=5)`` after a ``train()`` with the default must not wait 600 s.
+        """
         key = (node, qname)
+        if key in self._controls and self._control_timeouts[key] != feed_timeout:
+            self._controls.pop(key).close()
         if key not in self._controls:
             self._controls[key] = ControlChannel(self.targets[node], self._secret, qname, feed_timeout)
+            self._control_timeouts[key] = feed_timeout
         return self._controls[key]
+
+    def _send_control(self, node: int, qname: str, feed_timeout: float, what: str, send) -> None:
+        """``send(channel)`` on node ``node``'s control channel; any failure as :class:`ControlChannelError`.
+
+        Raw socket errors (a reset, a broken pipe) included: each means the node's feed is
+        gone, and the caller must see a feed error to raise the node's failure.
+        """
+        try:
+            send(self._control(node, qname, feed_timeout))
+        except (FeedError, OSError) as exc:
+            channel = self._controls.pop((node, qname), None)
+            if channel is not None:
+                channel.close()
+            name = self.targets[node].name
+            closed = not isinstance(exc, TimeoutError)  # FeedTimeout, socket timeouts
+            raise ControlChannelError(
+                f"node {name}'s feed did not take {what} ({type(exc).__name__}: {exc})", name, closed) from exc
 
     def train(self, data, num_epochs: int, feed_timeout: float, qname: str) -> FeedReport:
         _check_input(data)
@@ -134,7 +176,9 @@ class SparkFeeder:
             info.update(columns=list(data.columns), schema=describe_schema(data.schema, prepared.array_lengths))
         for epoch in range(num_epochs):
             for i in range(len(self.targets)):
-                self._control(i, qname, feed_timeout).epoch(dict(info, epoch=epoch, expected=plan.expected[i]))
+                order = dict(info, epoch=epoch, expected=plan.expected[i])
+                self._send_control(i, qname, feed_timeout, f"epoch {epoch + 1}'s plan",
+                                   lambda channel, order=order: channel.epoch(order))
             args = (plan, self.targets, self._secret, qname, epoch, feed_timeout)
             feeder = _feeder(*args, batch_sizes=prepared.batch_sizes, arrow_schema=prepared.arrow_schema)
             fed = self._run_job(f"tfos: feed epoch {epoch + 1}/{num_epochs}",
@@ -231,18 +275,27 @@ class SparkFeeder:
         schema = StructType(list(data.schema.fields) + list(out_fields.fields))
         return data.mapInArrow(_arrow_inference(targets, secret, qname, feed_timeout, out_fields), schema)
 
-    def end(self, feed_timeout: float = 60.0) -> None:
-        """Tell every fed queue the feed is over (``should_stop()`` turns true after the data)."""
+    def end(self, feed_timeout: float = 60.0) -> list[ControlChannelError]:
+        """Tell every fed queue the feed is over (``should_stop()`` turns true after the data).
+
+        Blocks at most ``feed_timeout`` per node and queue. Returns the nodes that did not
+        answer in time (their feed is stuck: they will not see the end); a feed that is
+        closed already (``main_fun`` returned) is no error.
+        """
         qnames = {q for _, q in self._controls} or {"input"}
+        stuck = []
         for i in range(len(self.targets)):
             for qname in qnames:
                 try:
-                    self._control(i, qname, feed_timeout).end()
-                except (ConnectionResetError, BrokenPipeError, ConnectionRefusedError) as exc:
-                    # its main_fun returned and closed the feed: nothing left to end
-                    log.debug("feed of node %s already closed: %s", self.targets[i].name, exc)
-                except (FeedError, OSError) as exc:
-                    log.warning("could not end the feed of node %s: %s", self.targets[i].name, exc)
+                    self._send_control(i, qname, feed_timeout, "the end of the feed", ControlChannel.end)
+                except ControlChannelError as exc:
+                    if exc.closed:
+                        # its main_fun returned and closed the feed: nothing left to end
+                        log.debug("feed of node %s already closed: %s", self.targets[i].name, exc)
+                    else:
+                        log.warning("could not end the feed of node %s: %s", self.targets[i].name, exc)
+                        stuck.append(exc)
+        return stuck
 
     def close(self) -> None:
         for control in self._controls.values():

@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tfos.deadline import Deadline
 from tfos.errors import FeedAuthenticationError as AuthenticationError
-from tfos.errors import FeedError
+from tfos.errors import FeedError, FeedTimeout
 
 #: the handshake's version byte; both ends must speak the same one
 VERSION = 2
@@ -131,6 +131,8 @@ class FeedChannel:
             deadline = Deadline(timeout_s, "a feed handshake")
             reply = _recv_exact(sock, _REPLY.size, deadline, allow_short=True)
             if not reply:
+                if deadline.expired():  # a stuck node, not a closed one
+                    raise FeedTimeout(f"feed endpoint {where} did not answer the handshake within {timeout_s:g} s")
                 raise FeedError(f"feed endpoint {where} closed the connection at once")
             if reply[0] != VERSION:
                 raise FeedError(f"feed endpoint {where} speaks feed protocol version {reply[0]}, this task "

@@ -50,6 +50,41 @@ def die_with_parent(expected_ppid: int | None = None, sig: int = signal.SIGKILL)
     return expected_ppid is None or os.getppid() == expected_ppid
 
 
+def start_group_reaper(watch_fd: int) -> int:
+    """Fork a watcher into this process's group that SIGKILLs the whole group once
+    ``watch_fd`` (a pipe's read end) reads end-of-file.
+
+    The supervisor keeps the pipe's only write end, so EOF means it is gone, however it
+    died (SIGKILL included: nothing has to run in it). The parent-death signal reaches
+    only the TF process; this reaches what ``main_fun`` forked or spawned too (and with
+    it any copy of the feed listener). A member that starts its own session or process
+    group escapes it. The watcher, a member of the group, also keeps the group's id from
+    being reused while the supervisor may still signal it. Call it before any thread
+    starts; returns the watcher's pid.
+    """
+    pid = os.fork()
+    if pid == 0:
+        _reap_group_on_eof(watch_fd)  # never returns
+    os.close(watch_fd)
+    return pid
+
+
+def _reap_group_on_eof(watch_fd: int) -> None:
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # the supervisor's polite stop is for the TF process
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):  # hold none of the TF process's pipes or sockets
+            os.dup2(devnull, fd)
+        os.closerange(3, watch_fd)
+        os.closerange(watch_fd + 1, os.sysconf("SC_OPEN_MAX"))
+        while os.read(watch_fd, 4096):
+            pass
+        os.killpg(0, signal.SIGKILL)  # this watcher included
+    finally:
+        os._exit(0)
+
+
 class PidWatch:
     """Calls ``on_gone(pid)`` once, from a daemon thread, when any watched process ends.
 
@@ -95,15 +130,25 @@ def _gone(proc: psutil.Process | None) -> bool:
         return True
 
 
+#: the longest output line kept whole; a child printing megabytes without a newline must
+#: not grow its supervisor's memory (the rest of such a line is read and dropped, and counted)
+MAX_LINE_BYTES = 64 * 1024
+
+
 class OutputTail:
     """Reads a child's output stream line by line in a thread, keeping the last lines.
 
     Each line is also written to ``sink`` prefixed with ``tag`` (the executor's log),
-    so the full output is still where Spark users look for it.
+    so the full output is still where Spark users look for it. A line longer than
+    ``max_line_bytes`` is cut there, ends in ``[... N more bytes cut]``, and counts in
+    :attr:`cut_lines`.
     """
 
-    def __init__(self, stream, tag: str, sink=None, max_lines: int = 200, on_line=None):
+    def __init__(self, stream, tag: str, sink=None, max_lines: int = 200, on_line=None,
+                 max_line_bytes: int = MAX_LINE_BYTES):
         self._lines: collections.deque[str] = collections.deque(maxlen=max_lines)
+        self._max_line = max_line_bytes
+        self.cut_lines = 0
         self._on_line = on_line  # also hands each line on (to the driver, best effort)
         self._stream = stream
         self.tag = tag
@@ -112,9 +157,27 @@ class OutputTail:
         self._thread = threading.Thread(target=self._run, name=f"tfos-tail{tag}", daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
-        for raw in iter(self._stream.readline, b""):
+    def _read_lines(self):
+        """The stream's lines, each at most ``max_line_bytes`` (then marked as cut)."""
+        read = self._stream.readline
+        while raw := read(self._max_line):
             line = raw.decode("utf-8", "replace").rstrip("\n")
+            if raw.endswith(b"\n") or len(raw) < self._max_line:
+                yield line
+                continue
+            dropped = 0
+            while rest := read(self._max_line):  # the rest of the line, bounded reads
+                if rest.endswith(b"\n"):
+                    dropped += len(rest) - 1
+                    break
+                dropped += len(rest)
+            if dropped:
+                self.cut_lines += 1
+                line += f" [... {dropped} more bytes cut]"
+            yield line
+
+    def _run(self) -> None:
+        for line in self._read_lines():
             with self._lock:
                 self._lines.append(line)
             if self._on_line is not None:

@@ -27,6 +27,7 @@ from tfos.errors import ReservationError
 from tfos.input_mode import InputMode
 from tfos.net import join_host_port
 from tfos.node import frames
+from tfos.node.child_env import without_spark_secrets
 from tfos.node.gpus import cuda_visible_devices
 from tfos.node.observe import Observer
 from tfos.node.process import OutputTail, PidWatch, describe_exit, terminate
@@ -38,8 +39,6 @@ from tfos.storage.credentials import apply_missing
 from tfos.tls import ClientTLS
 
 log = logging.getLogger("tfos.node")
-
-_SPARK_SECRETS = ("PYTHON_WORKER_FACTORY_SECRET", "PYSPARK_GATEWAY_SECRET", "_PYSPARK_DRIVER_CONN_INFO_PATH")
 
 
 @dataclass
@@ -71,11 +70,13 @@ class Supervisor:
         self.child_message = ""
         self.stop_reason = ""
         self.stop_ordered = False
+        self.failure_reported = False  # the driver has this node's failure (traceback and tail)
         self.feed_listener: socket.socket | None = None
         self.port_holder: socket.socket | None = None
         self.local_root = ""
         self.mirror = None  # the lead node's Mirror, with storage=
         self.feed_port = 0
+        self._group_watch = -1  # write end of the TF process group's reaper pipe: never written, never closed
         self._stop = threading.Event()
         self._events_done = threading.Event()
         self._lock = threading.Lock()
@@ -133,20 +134,21 @@ class Supervisor:
         return outcome
 
     def _start_child(self) -> None:
-        env = dict(os.environ)
+        env = without_spark_secrets(os.environ)  # Spark's own secrets are not the user's business
         if not self.h["keep_omp_num_threads"]:
             # pyspark sets OMP_NUM_THREADS=spark.task.cpus for its Python workers; a TF
             # process owns the whole executor, so let TF size its thread pools itself
             env.pop("OMP_NUM_THREADS", None)
-        for name in _SPARK_SECRETS:
-            env.pop(name, None)  # Spark's own secrets are not the user's business
         env.update(self.h["env"])
         devices = cuda_visible_devices(self.h.get("gpus") or [], env.get("CUDA_VISIBLE_DEVICES"))
         if devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = devices  # the GPUs Spark gave this task, and no others
         env["PYTHONUNBUFFERED"] = "1"
         read_fd, write_fd = os.pipe()
-        fds = [write_fd, self.port_holder.fileno()]
+        # the TF process's reaper reads EOF here when this process is gone, however it died,
+        # and kills the TF process's whole group (process.start_group_reaper)
+        watch_read, self._group_watch = os.pipe()
+        fds = [write_fd, watch_read, self.port_holder.fileno()]
         feed_fd = -1
         if self.feed_listener is not None:
             feed_fd = self.feed_listener.fileno()
@@ -154,11 +156,12 @@ class Supervisor:
         self.child = subprocess.Popen(
             [sys.executable, "-m", "tfos.node.tf_process", "--status-fd", str(write_fd),
              "--parent-pid", str(os.getpid()), "--feed-fd", str(feed_fd),
-             "--port-fd", str(self.port_holder.fileno())],
+             "--port-fd", str(self.port_holder.fileno()), "--watch-fd", str(watch_read)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             pass_fds=tuple(fds), cwd=self.h["working_dir"], env=env, start_new_session=True,
         )
         os.close(write_fd)
+        os.close(watch_read)
         self.port_holder.close()  # the TF process holds the TF port now
         if self.feed_listener is not None:
             self.feed_listener.close()  # the TF process owns it now
@@ -228,7 +231,7 @@ class Supervisor:
             [sys.executable, "-m", "tfos.node.guarded", str(os.getpid()), "tensorboard.main",
              "--logdir", log_dir, "--host", host, "--port", str(port), "--reload_interval", "5"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, env=without_spark_secrets(os.environ),
         )
         OutputTail(self.tensorboard.stdout, f"{self.tag}[tensorboard]", max_lines=20)
         log.info("%s TensorBoard on http://%s serving %s", self.tag, join_host_port(host, port), log_dir)
@@ -273,8 +276,9 @@ class Supervisor:
                     # before it exits (with code 1, as tf_process does after a raise)
                     if self.tail:
                         self.tail.join(0.1)  # let the traceback's lines reach the tail
-                    self._report("failed", exit_code=1, message=self.child_message,
-                                 traceback=self.traceback, output_tail=self.tail.text() if self.tail else "")
+                    self.failure_reported = self._report(
+                        "failed", exit_code=1, message=self.child_message, traceback=self.traceback,
+                        output_tail=self.tail.text() if self.tail else "")
         except (OSError, ValueError, EOFError):
             pass
         finally:
@@ -348,11 +352,14 @@ class Supervisor:
 
     # -------------------------------------------------------------- reporting
 
-    def _report(self, event: str, **kw) -> None:
+    def _report(self, event: str, **kw) -> bool:
+        """True when the driver has it."""
         try:
             self.client.report(event, **kw)
+            return True
         except ReservationError as exc:
             log.warning("%s could not report %s to the driver: %s", self.tag, event, exc)
+            return False
 
     def _signal_task(self, obj: dict) -> None:
         if self.status_out is None:
@@ -365,7 +372,9 @@ class Supervisor:
     def finish(self, outcome: _Outcome) -> None:
         self._stop.set()
         terminate(self.tensorboard, 1.0, "TensorBoard")
-        if outcome.event != "aborted":
+        # once the driver has the failure, it may end the run and close its server before
+        # the TF process is down: a last report would only retry against nothing for 15 s
+        if outcome.event != "aborted" and not self.failure_reported:
             self._report(
                 outcome.event, exit_code=outcome.exit_code, message=outcome.message,
                 traceback=self.traceback if outcome.event == "failed" else "",

@@ -81,7 +81,9 @@ def _report_lost_supervisor(launch: NodeLaunch, slot: int, message: str, code: i
 
 
 def _supervisor_env() -> dict[str, str]:
-    env = dict(os.environ)
+    from tfos.node.child_env import without_spark_secrets
+
+    env = without_spark_secrets(os.environ)  # the supervisor speaks only tfos's own channels
     # make sure the supervisor finds tfos the same way this worker did
     paths = [p for p in sys.path if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))

@@ -18,7 +18,7 @@ import threading
 import traceback
 
 from tfos.node import frames
-from tfos.node.process import die_with_parent
+from tfos.node.process import die_with_parent, start_group_reaper
 
 log = logging.getLogger("tfos.node")
 
@@ -65,9 +65,12 @@ def main() -> int:
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--feed-fd", type=int, default=-1)
     parser.add_argument("--port-fd", type=int, default=-1)
+    parser.add_argument("--watch-fd", type=int, default=-1)
     opts = parser.parse_args()
     if not die_with_parent(opts.parent_pid):
         return 70  # the supervisor is already gone
+    if opts.watch_fd >= 0:
+        start_group_reaper(opts.watch_fd)  # first: no thread runs yet
     events = _Events(os.fdopen(opts.status_fd, "wb"))
     stdin = sys.stdin.buffer
     header = frames.read_json(stdin)
@@ -80,6 +83,8 @@ def main() -> int:
     cluster = frames.read_json(stdin)
     if cluster is None:
         return 0  # the run ended before the cluster formed
+    # out of the dict now: a traceback that prints this frame's locals must not show it
+    feed_secret = _take_secret(cluster)
     os.environ["TF_CONFIG"] = _json(cluster["tf_config"])
     preimport.join()
     try:
@@ -92,7 +97,7 @@ def main() -> int:
         ctx = _context(header, cluster, events)
         ctx._tmp_socket = _held_port(opts.port_fd, header.get("release_port", True))
         if opts.feed_fd >= 0 and cluster["job_name"] not in ("ps", "evaluator"):
-            ctx._feed = _feed_server(opts.feed_fd, cluster["secret"])
+            ctx._feed = _feed_server(opts.feed_fd, feed_secret)
         if cluster["job_name"] == "ps":
             events("running")
             ctx.serve()
@@ -143,13 +148,21 @@ def _held_port(fd: int, release: bool):
     return held
 
 
-def _feed_server(fd: int, secret_hex: str):
+def _take_secret(cluster: dict):
+    """The run secret, removed from ``cluster`` and held as a ``Secret`` (repr ``Secret(***)``),
+    so no local of the frame that calls ``main_fun`` holds it in bytes or hex."""
+    from tfos.reservation.auth import Secret
+
+    return Secret(bytes.fromhex(cluster.pop("secret", "") or ""))
+
+
+def _feed_server(fd: int, secret):
     import socket
 
     from tfos.feed.node_feed import FeedServer
 
     listener = socket.socket(fileno=fd)
-    return FeedServer(listener, bytes.fromhex(secret_hex))
+    return FeedServer(listener, secret.value)
 
 
 def _json(obj) -> str:

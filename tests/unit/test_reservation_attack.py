@@ -268,10 +268,15 @@ def test_signed_random_bytes_get_a_reply_or_a_refusal_that_changes_nothing(swapp
 @fuzz(500)
 @given(phase=PHASE, calls=st.lists(REQUESTS, min_size=1, max_size=6))
 def test_signed_wrong_messages_get_a_reply_or_a_refusal_that_changes_nothing(swappable, raw_channel, phase, calls):
+    check_signed_requests(swappable, raw_channel, phase, calls, "wrong messages")
+
+
+def check_signed_requests(swappable, raw_channel, phase: str, calls, name: str) -> None:
+    """Each (method, request) of ``calls``, signed, against a fresh state in ``phase``."""
     state = fresh(swappable, phase)
     for method, request in calls:
         check_signed_call(state, raw_channel, method, request.SerializeToString())
-    counted("wrong messages", len(calls))
+    counted(name, len(calls))
 
 
 @pytest.mark.parametrize("record", ["[" * 2000 + "]" * 2000, '{"a":' * 800 + "1" + "}" * 800])
@@ -288,10 +293,7 @@ def test_signed_observe_with_deeply_nested_progress_is_invalid_argument(swappabl
 @fuzz(250)
 @given(phase=PHASE, calls=st.lists(OBSERVE_FROM_A_NODE, min_size=1, max_size=4))
 def test_signed_observe_with_any_output_gets_a_reply_or_invalid_argument(swappable, raw_channel, phase, calls):
-    state = fresh(swappable, phase)
-    for method, request in calls:
-        check_signed_call(state, raw_channel, method, request.SerializeToString())
-    counted("observe", len(calls))
+    check_signed_requests(swappable, raw_channel, phase, calls, "observe")
 
 
 @fuzz(600)

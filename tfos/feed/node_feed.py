@@ -123,7 +123,7 @@ class FeedServer:
                 sock.close()
                 continue
             if pushed_out is not None:
-                _wake(pushed_out)  # its thread fails its handshake at once and says so
+                p.wake(pushed_out)  # its thread fails its handshake at once and says so
             threading.Thread(target=self._serve, args=(sock, peer), name="tfos-feed-conn", daemon=True).start()
 
     def _serve(self, sock: socket.socket, peer) -> None:
@@ -526,10 +526,3 @@ def epoch_chunks(server: FeedServer, qname: str, feed_timeout: float, node_name:
             yield part, columns
         server.stats["dropped"] += max(0, len(records) - max(room, 0))
 
-
-def _wake(sock: socket.socket) -> None:
-    """Make a thread blocked reading ``sock`` return (close alone does not wake it on Linux)."""
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass

@@ -193,12 +193,9 @@ class FeedChannel:
 
     def close(self) -> None:
         """Close, never raising: there is nothing a caller could do about a failed close."""
-        try:
-            # wake a thread reading this channel first: the buffered reader's close waits
-            # for its lock, which a blocked read holds
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        # wake a thread reading this channel first: the buffered reader's close waits
+        # for its lock, which a blocked read holds
+        wake(self.sock)
         try:
             self._file.close()
         except OSError:
@@ -319,6 +316,14 @@ def _recv_exact(sock: socket.socket, size: int, deadline: Deadline, allow_short:
     if got == size:
         return data
     return data if allow_short else None
+
+
+def wake(sock: socket.socket) -> None:
+    """Make a thread blocked reading ``sock`` return (close alone does not wake it on Linux)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _send_quietly(sock: socket.socket, data: bytes) -> None:

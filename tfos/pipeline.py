@@ -29,6 +29,8 @@ import importlib
 import json
 import logging
 import numbers
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from pyspark.ml.param.shared import Param, Params, TypeConverters
 from pyspark.ml.pipeline import Estimator, Model
@@ -84,225 +86,119 @@ def _to_optional_int(value) -> int | None:
     return None if value is None else _to_int(value)
 
 
-def _param(name: str, doc: str, converter) -> Param:
-    return Param(Params._dummy(), name, doc, typeConverter=converter)
+@dataclass(frozen=True)
+class ParamSpec:
+    """One TensorFlowOnSpark param, declared once: the mixins, accessors and defaults are made from it."""
+
+    #: the Param's name, and the attribute of ``train_fn``'s ``args``
+    name: str
+    #: TensorFlowOnSpark's ``set<accessor>``/``get<accessor>`` suffix
+    accessor: str
+    doc: str
+    converter: Callable
+    #: the default of every stage that has the param
+    default: object
+
+
+#: every param of the ``Has*`` mixins, by name
+PARAMS: dict[str, ParamSpec] = {}
+
+
+def _param_mixin(*specs: ParamSpec) -> type[Params]:
+    """The pyspark ``Params`` mixin ``Has<first accessor>``: one ``Param`` per spec, with its
+    ``set<accessor>`` (returns the stage, for chaining) and ``get<accessor>`` (value or default).
+
+    One factory, so the TensorFlowOnSpark mixins cannot drift apart. A mixin sets no
+    default itself: the stages do (from :data:`PARAMS`), and a user's own ``Params``
+    class that mixes one in gets none, as with TensorFlowOnSpark.
+    """
+    name = f"Has{specs[0].accessor}"
+    namespace: dict = {"__module__": __name__, "__qualname__": name,
+                       "__doc__": "Mixin for " + "; ".join(f"param {s.name}: {s.doc}" for s in specs) + "."}
+    for spec in specs:
+        if spec.name in PARAMS:
+            raise TfosError(f"param {spec.name} is declared twice (tfos.pipeline)")
+        PARAMS[spec.name] = spec
+        namespace[spec.name] = Param(Params._dummy(), spec.name, spec.doc, typeConverter=spec.converter)
+        namespace[f"set{spec.accessor}"] = _setter(name, spec)
+        namespace[f"get{spec.accessor}"] = _getter(name, spec)
+    return type(name, (Params,), namespace)
+
+
+def _setter(owner: str, spec: ParamSpec):
+    def setter(self, value):
+        return self._set(**{spec.name: value})
+
+    return _named(setter, owner, f"set{spec.accessor}", f"Set {spec.name} ({spec.doc}); returns this stage.")
+
+
+def _getter(owner: str, spec: ParamSpec):
+    def getter(self):
+        return self.getOrDefault(getattr(self, spec.name))
+
+    return _named(getter, owner, f"get{spec.accessor}", f"The value of {spec.name}, else its default.")
+
+
+def _named(fn, owner: str, name: str, doc: str):
+    fn.__name__, fn.__qualname__, fn.__doc__ = name, f"{owner}.{name}", doc
+    return fn
+
+
+def _stage_defaults(stage: Params) -> dict:
+    """The defaults of the :data:`PARAMS` ``stage`` has."""
+    return {name: spec.default for name, spec in PARAMS.items() if stage.hasParam(name)}
 
 
 # ------------------------------------------------------------ TensorFlowOnSpark's params
 
-
-class HasBatchSize(Params):
-    batch_size = _param("batch_size", "records per batch (model calls in transform)", _to_int)
-
-    def setBatchSize(self, value: int):  # noqa: N802 - TensorFlowOnSpark's names, here and below
-        return self._set(batch_size=value)
-
-    def getBatchSize(self) -> int:  # noqa: N802
-        return self.getOrDefault(self.batch_size)
-
-
-class HasClusterSize(Params):
-    cluster_size = _param("cluster_size", "number of TF nodes (executors); None: spark.executor.instances",
-                          _to_optional_int)
-
-    def setClusterSize(self, value: int):  # noqa: N802
-        return self._set(cluster_size=value)
-
-    def getClusterSize(self) -> int | None:  # noqa: N802
-        return self.getOrDefault(self.cluster_size)
-
-
-class HasEpochs(Params):
-    epochs = _param("epochs", "number of epochs to feed", _to_int)
-
-    def setEpochs(self, value: int):  # noqa: N802
-        return self._set(epochs=value)
-
-    def getEpochs(self) -> int:  # noqa: N802
-        return self.getOrDefault(self.epochs)
-
-
-class HasGraceSecs(Params):
-    grace_secs = _param("grace_secs", "seconds the evaluator may take to finish after training",
-                        _to_int)
-
-    def setGraceSecs(self, value: int):  # noqa: N802
-        return self._set(grace_secs=value)
-
-    def getGraceSecs(self) -> int:  # noqa: N802
-        return self.getOrDefault(self.grace_secs)
-
-
-class HasInputMapping(Params):
-    input_mapping = _param("input_mapping", "DataFrame column -> input tensor", _to_mapping)
-
-    def setInputMapping(self, value: dict):  # noqa: N802
-        return self._set(input_mapping=value)
-
-    def getInputMapping(self) -> dict:  # noqa: N802
-        return self.getOrDefault(self.input_mapping)
-
-
-class HasInputMode(Params):
-    input_mode = _param("input_mode", "how the nodes get data (0=TENSORFLOW, 1=SPARK)", _to_int)
-
-    def setInputMode(self, value: int):  # noqa: N802
-        return self._set(input_mode=value)
-
-    def getInputMode(self) -> int:  # noqa: N802
-        return self.getOrDefault(self.input_mode)
-
-
-class HasMasterNode(Params):
-    master_node = _param("master_node", "job name of the coordinating node ('chief')", _to_optional_string)
-
-    def setMasterNode(self, value: str):  # noqa: N802
-        return self._set(master_node=value)
-
-    def getMasterNode(self) -> str | None:  # noqa: N802
-        return self.getOrDefault(self.master_node)
-
-
-class HasModelDir(Params):
-    model_dir = _param("model_dir", "checkpoint directory for train_fn; the model transform loads "
-                       "when export_dir is unset", _to_optional_string)
-
-    def setModelDir(self, value: str):  # noqa: N802
-        return self._set(model_dir=value)
-
-    def getModelDir(self) -> str | None:  # noqa: N802
-        return self.getOrDefault(self.model_dir)
-
-
-class HasNumPS(Params):
-    num_ps = _param("num_ps", "number of parameter server nodes", _to_int)
-    driver_ps_nodes = _param("driver_ps_nodes", "run the ps nodes on the driver (not supported)",
-                             _to_bool)
-
-    def setNumPS(self, value: int):  # noqa: N802
-        return self._set(num_ps=value)
-
-    def getNumPS(self) -> int:  # noqa: N802
-        return self.getOrDefault(self.num_ps)
-
-    def setDriverPSNodes(self, value: bool):  # noqa: N802
-        return self._set(driver_ps_nodes=value)
-
-    def getDriverPSNodes(self) -> bool:  # noqa: N802
-        return self.getOrDefault(self.driver_ps_nodes)
-
-
-class HasOutputMapping(Params):
-    output_mapping = _param("output_mapping", "output tensor -> DataFrame column", _to_mapping)
-
-    def setOutputMapping(self, value: dict):  # noqa: N802
-        return self._set(output_mapping=value)
-
-    def getOutputMapping(self) -> dict:  # noqa: N802
-        return self.getOrDefault(self.output_mapping)
-
-
-class HasProtocol(Params):
-    protocol = _param("protocol", "TF's network protocol (only 'grpc')", TypeConverters.toString)
-
-    def setProtocol(self, value: str):  # noqa: N802
-        return self._set(protocol=value)
-
-    def getProtocol(self) -> str:  # noqa: N802
-        return self.getOrDefault(self.protocol)
-
-
-class HasReaders(Params):
-    readers = _param("readers", "reader threads (passed to train_fn only)", _to_int)
-
-    def setReaders(self, value: int):  # noqa: N802
-        return self._set(readers=value)
-
-    def getReaders(self) -> int:  # noqa: N802
-        return self.getOrDefault(self.readers)
-
-
-class HasSteps(Params):
-    steps = _param("steps", "maximum training steps (passed to train_fn only)", _to_int)
-
-    def setSteps(self, value: int):  # noqa: N802
-        return self._set(steps=value)
-
-    def getSteps(self) -> int:  # noqa: N802
-        return self.getOrDefault(self.steps)
-
-
-class HasTensorboard(Params):
-    tensorboard = _param("tensorboard", "start TensorBoard on the chief's executor", _to_bool)
-
-    def setTensorboard(self, value: bool):  # noqa: N802
-        return self._set(tensorboard=value)
-
-    def getTensorboard(self) -> bool:  # noqa: N802
-        return self.getOrDefault(self.tensorboard)
-
-
-class HasTFRecordDir(Params):
-    tfrecord_dir = _param("tfrecord_dir", "where fit writes the DataFrame as TFRecords for "
-                          "InputMode.TENSORFLOW", _to_optional_string)
-
-    def setTFRecordDir(self, value: str):  # noqa: N802
-        return self._set(tfrecord_dir=value)
-
-    def getTFRecordDir(self) -> str | None:  # noqa: N802
-        return self.getOrDefault(self.tfrecord_dir)
-
-
-class HasExportDir(Params):
-    export_dir = _param("export_dir", "the SavedModel directory (or .keras file) train_fn exports and "
-                        "transform loads", _to_optional_string)
-
-    def setExportDir(self, value: str):  # noqa: N802
-        return self._set(export_dir=value)
-
-    def getExportDir(self) -> str | None:  # noqa: N802
-        return self.getOrDefault(self.export_dir)
-
-
-class HasSignatureDefKey(Params):
-    signature_def_key = _param("signature_def_key", "the SavedModel signature transform calls",
-                               _to_optional_string)
-
-    def setSignatureDefKey(self, value: str):  # noqa: N802
-        return self._set(signature_def_key=value)
-
-    def getSignatureDefKey(self) -> str | None:  # noqa: N802
-        return self.getOrDefault(self.signature_def_key)
-
-
-class HasTagSet(Params):
-    tag_set = _param("tag_set", "comma-separated tags of the SavedModel meta graph", _to_optional_string)
-
-    def setTagSet(self, value: str):  # noqa: N802
-        return self._set(tag_set=value)
-
-    def getTagSet(self) -> str | None:  # noqa: N802
-        return self.getOrDefault(self.tag_set)
-
-
-class HasFeedTimeout(Params):
-    feed_timeout = _param("feed_timeout", "seconds a node or feeding task waits for the other side (tfos)",
-                          _to_float)
-
-    def setFeedTimeout(self, value: float):  # noqa: N802
-        return self._set(feed_timeout=value)
-
-    def getFeedTimeout(self) -> float:  # noqa: N802
-        return self.getOrDefault(self.feed_timeout)
-
-
-_MODEL_DEFAULTS = dict(input_mapping={}, output_mapping={}, batch_size=100, model_dir=None, export_dir=None,
-                       signature_def_key="serving_default", tag_set="serve")
-_ESTIMATOR_DEFAULTS = dict(
-    _MODEL_DEFAULTS, cluster_size=None, num_ps=0, driver_ps_nodes=False, input_mode=int(InputMode.SPARK),
-    master_node="chief", protocol="grpc", tensorboard=False, tfrecord_dir=None, epochs=1, readers=1,
-    steps=1000, grace_secs=30, feed_timeout=600.0,
-)
+HasBatchSize = _param_mixin(
+    ParamSpec("batch_size", "BatchSize", "records per batch (model calls in transform)", _to_int, 100))
+HasClusterSize = _param_mixin(
+    ParamSpec("cluster_size", "ClusterSize", "number of TF nodes (executors); None: spark.executor.instances",
+              _to_optional_int, None))
+HasEpochs = _param_mixin(ParamSpec("epochs", "Epochs", "number of epochs to feed", _to_int, 1))
+HasGraceSecs = _param_mixin(
+    ParamSpec("grace_secs", "GraceSecs", "seconds the evaluator may take to finish after training", _to_int, 30))
+HasInputMapping = _param_mixin(
+    ParamSpec("input_mapping", "InputMapping", "DataFrame column -> input tensor", _to_mapping, {}))
+HasInputMode = _param_mixin(
+    ParamSpec("input_mode", "InputMode", "how the nodes get data (0=TENSORFLOW, 1=SPARK)", _to_int,
+              int(InputMode.SPARK)))
+HasMasterNode = _param_mixin(
+    ParamSpec("master_node", "MasterNode", "job name of the coordinating node ('chief')", _to_optional_string,
+              "chief"))
+HasModelDir = _param_mixin(
+    ParamSpec("model_dir", "ModelDir", "checkpoint directory for train_fn; the model transform loads "
+              "when export_dir is unset", _to_optional_string, None))
+HasNumPS = _param_mixin(
+    ParamSpec("num_ps", "NumPS", "number of parameter server nodes", _to_int, 0),
+    ParamSpec("driver_ps_nodes", "DriverPSNodes", "run the ps nodes on the driver (not supported)", _to_bool,
+              False))
+HasOutputMapping = _param_mixin(
+    ParamSpec("output_mapping", "OutputMapping", "output tensor -> DataFrame column", _to_mapping, {}))
+HasProtocol = _param_mixin(
+    ParamSpec("protocol", "Protocol", "TF's network protocol (only 'grpc')", TypeConverters.toString, "grpc"))
+HasReaders = _param_mixin(
+    ParamSpec("readers", "Readers", "reader threads (passed to train_fn only)", _to_int, 1))
+HasSteps = _param_mixin(
+    ParamSpec("steps", "Steps", "maximum training steps (passed to train_fn only)", _to_int, 1000))
+HasTensorboard = _param_mixin(
+    ParamSpec("tensorboard", "Tensorboard", "start TensorBoard on the chief's executor", _to_bool, False))
+HasTFRecordDir = _param_mixin(
+    ParamSpec("tfrecord_dir", "TFRecordDir", "where fit writes the DataFrame as TFRecords for "
+              "InputMode.TENSORFLOW", _to_optional_string, None))
+HasExportDir = _param_mixin(
+    ParamSpec("export_dir", "ExportDir", "the SavedModel directory (or .keras file) train_fn exports and "
+              "transform loads", _to_optional_string, None))
+HasSignatureDefKey = _param_mixin(
+    ParamSpec("signature_def_key", "SignatureDefKey", "the SavedModel signature transform calls",
+              _to_optional_string, "serving_default"))
+HasTagSet = _param_mixin(
+    ParamSpec("tag_set", "TagSet", "comma-separated tags of the SavedModel meta graph", _to_optional_string,
+              "serve"))
+HasFeedTimeout = _param_mixin(
+    ParamSpec("feed_timeout", "FeedTimeout", "seconds a node or feeding task waits for the other side (tfos)",
+              _to_float, 600.0))
 
 
 # ----------------------------------------------------------------------- args
@@ -450,7 +346,7 @@ class TFModel(Model, _TFParams, _Persistence, HasInputMapping, HasOutputMapping,
     def __init__(self, tf_args=None):
         super().__init__()
         self.tf_args = tf_args
-        self._setDefault(**_MODEL_DEFAULTS)
+        self._setDefault(**_stage_defaults(self))
 
     def model_path(self) -> str:
         """``export_dir``, else ``model_dir``.
@@ -506,7 +402,7 @@ class TFEstimator(Estimator, _TFParams, _Persistence, HasInputMapping, HasOutput
         self.train_fn = train_fn
         self.export_fn = export_fn
         self.tf_args = tf_args
-        self._setDefault(**_ESTIMATOR_DEFAULTS)
+        self._setDefault(**_stage_defaults(self))
 
     def setTrainFn(self, train_fn):  # noqa: N802 - in the style of the params' setters
         """Set ``train_fn`` (after ``load``, when it could not be saved as an import reference)."""

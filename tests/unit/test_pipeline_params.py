@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from pyspark.sql import types as T
 
+from tfos import pipeline
 from tfos.compat import TFCluster
+from tfos.compat import pipeline as compat_pipeline
 from tfos.errors import ConfigError
 from tfos.input_mode import InputMode
 from tfos.pipeline import TFEstimator, TFModel, function_reference, merge_args
@@ -110,6 +112,89 @@ def test_fitted_model_gets_the_estimators_params():
 def test_transform_without_a_model_path_says_what_to_set():
     with pytest.raises(ConfigError, match=r"TFModel has no model to load: setExportDir\("):
         TFModel().model_path()
+
+
+# ------------------------------------------------------------ the Has* mixins
+
+# Written out here, apart from tfos.pipeline's declarations, so a slip in the factory or
+# the declarations (a name, a doc, an accessor, a default) fails a test.
+# mixin, param, set/get suffix, doc, default, a value to set, what the getter returns
+PARAM_TABLE = [
+    ("HasBatchSize", "batch_size", "BatchSize", "records per batch (model calls in transform)", 100,
+     np.int32(7), 7),
+    ("HasClusterSize", "cluster_size", "ClusterSize",
+     "number of TF nodes (executors); None: spark.executor.instances", None, 3, 3),
+    ("HasEpochs", "epochs", "Epochs", "number of epochs to feed", 1, 4, 4),
+    ("HasGraceSecs", "grace_secs", "GraceSecs", "seconds the evaluator may take to finish after training", 30,
+     5, 5),
+    ("HasInputMapping", "input_mapping", "InputMapping", "DataFrame column -> input tensor", {},
+     {"features": "x"}, {"features": "x"}),
+    ("HasInputMode", "input_mode", "InputMode", "how the nodes get data (0=TENSORFLOW, 1=SPARK)", 1,
+     InputMode.TENSORFLOW, 0),
+    ("HasMasterNode", "master_node", "MasterNode", "job name of the coordinating node ('chief')", "chief",
+     "master", "master"),
+    ("HasModelDir", "model_dir", "ModelDir",
+     "checkpoint directory for train_fn; the model transform loads when export_dir is unset", None, "/m", "/m"),
+    ("HasNumPS", "num_ps", "NumPS", "number of parameter server nodes", 0, 2, 2),
+    ("HasNumPS", "driver_ps_nodes", "DriverPSNodes", "run the ps nodes on the driver (not supported)", False,
+     True, True),
+    ("HasOutputMapping", "output_mapping", "OutputMapping", "output tensor -> DataFrame column", {},
+     {"output_0": "pred"}, {"output_0": "pred"}),
+    ("HasProtocol", "protocol", "Protocol", "TF's network protocol (only 'grpc')", "grpc", "rdma", "rdma"),
+    ("HasReaders", "readers", "Readers", "reader threads (passed to train_fn only)", 1, 2, 2),
+    ("HasSteps", "steps", "Steps", "maximum training steps (passed to train_fn only)", 1000, 10, 10),
+    ("HasTensorboard", "tensorboard", "Tensorboard", "start TensorBoard on the chief's executor", False,
+     np.bool_(True), True),
+    ("HasTFRecordDir", "tfrecord_dir", "TFRecordDir",
+     "where fit writes the DataFrame as TFRecords for InputMode.TENSORFLOW", None, "/t", "/t"),
+    ("HasExportDir", "export_dir", "ExportDir",
+     "the SavedModel directory (or .keras file) train_fn exports and transform loads", None, "/e", "/e"),
+    ("HasSignatureDefKey", "signature_def_key", "SignatureDefKey", "the SavedModel signature transform calls",
+     "serving_default", "sig", "sig"),
+    ("HasTagSet", "tag_set", "TagSet", "comma-separated tags of the SavedModel meta graph", "serve",
+     "serve,gpu", "serve,gpu"),
+    ("HasFeedTimeout", "feed_timeout", "FeedTimeout",
+     "seconds a node or feeding task waits for the other side (tfos)", 600.0, np.float32(2.5), 2.5),
+]
+MODEL_PARAMS = {"input_mapping", "output_mapping", "batch_size", "model_dir", "export_dir", "signature_def_key",
+                "tag_set"}
+
+
+def test_the_table_lists_every_mixin_and_param_of_tfos_pipeline():
+    mixins = {name for name in dir(pipeline) if name.startswith("Has")}
+    assert mixins == {row[0] for row in PARAM_TABLE}
+    for mixin in mixins:
+        declared = {p.name for p in getattr(pipeline, mixin)().params}
+        assert declared == {row[1] for row in PARAM_TABLE if row[0] == mixin}, mixin
+    assert {p.name for p in TFEstimator().params} == {row[1] for row in PARAM_TABLE}
+    assert {p.name for p in TFModel().params} == MODEL_PARAMS
+
+
+@pytest.mark.parametrize("mixin,name,accessor,doc,default,value,expected", PARAM_TABLE,
+                         ids=[row[1] for row in PARAM_TABLE])
+def test_each_mixin_declares_its_param_setter_and_getter(mixin, name, accessor, doc, default, value, expected):
+    cls = getattr(pipeline, mixin)
+    assert (cls.__name__, cls.__qualname__, cls.__module__) == (mixin, mixin, "tfos.pipeline")
+    assert getattr(compat_pipeline, mixin) is cls
+    stage = cls()
+    param = stage.getParam(name)
+    assert (param.name, param.doc) == (name, doc)
+    assert not stage.isDefined(param)  # a mixin alone has no default, as in TensorFlowOnSpark
+    assert getattr(stage, f"set{accessor}")(value) is stage
+    got = getattr(stage, f"get{accessor}")()
+    assert got == expected and type(got) is type(expected)
+
+
+@pytest.mark.parametrize("mixin,name,accessor,doc,default,value,expected", PARAM_TABLE,
+                         ids=[row[1] for row in PARAM_TABLE])
+def test_stages_default_each_param_and_explain_it(mixin, name, accessor, doc, default, value, expected):
+    stages = [TFEstimator(module_level_train_fn)] + ([TFModel()] if name in MODEL_PARAMS else [])
+    for stage in stages:
+        assert getattr(stage, f"get{accessor}")() == default
+        assert stage.explainParam(name) == f"{name}: {doc} (default: {default})"
+        copied = getattr(stage, f"set{accessor}")(value).copy()
+        assert getattr(copied, f"get{accessor}")() == expected
+        assert copied.explainParam(name) == f"{name}: {doc} (default: {default}, current: {expected})"
 
 
 # ----------------------------------------------------------- persisted state

@@ -14,22 +14,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tfos.config import DEFAULT_SHUTDOWN_TIMEOUT_S, RunConfig, spark_conf_options
+from tfos.config import DEFAULT_SHUTDOWN_TIMEOUT_S, RunConfig
 from tfos.deadline import Deadline
 from tfos.errors import (
     ClusterFailedError,
     ClusterTimeout,
     ConfigError,
+    ControlChannelError,
     FeedError,
     NodeFailure,
     ReservationTimeout,
 )
 from tfos.input_mode import InputMode
+from tfos.net import join_host_port
 from tfos.node.launch import NodeLaunch
 from tfos.reservation.auth import Secret, new_secret
 from tfos.reservation.server import ReservationServer
-from tfos.reservation.state import FAILED, RESERVING, TERMINAL_NODE_STATES, ReservationState
-from tfos.roles import TRAINING_JOBS, lead_slot
+from tfos.reservation.state import ReservationState
+from tfos.reservation.states import NodeState, RunState
+from tfos.roles import TRAINING_JOBS, cluster_spec, lead_slot
+from tfos.spark_conf import run_options
 from tfos.spark_env import (
     SparkFacts,
     check_preconditions,
@@ -38,8 +42,16 @@ from tfos.spark_env import (
     read_facts,
     wait_for_executors,
 )
+from tfos.spark_jobs import (
+    cancel_job_group,
+    error_text,
+    failed_partition,
+    first_line,
+    spark_thread,
+    start_job,
+    task_error,
+)
 from tfos.storage.credentials import apply_missing, storage_env_from_conf
-from tfos.submit_conf import defaults_from_conf
 from tfos.user_code import describe_source
 
 log = logging.getLogger(__name__)
@@ -58,11 +70,11 @@ class NodeInfo:
     executor_id: str
     pid: int
     tensorboard_port: int
-    state: str
+    state: NodeState
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        return join_host_port(self.host, self.port)
 
 
 def run(
@@ -105,8 +117,7 @@ def run(
             "executor; ask Spark for num_ps more executors instead"
         )
     facts = read_facts(sc)
-    submitted = defaults_from_conf(sc.getConf())  # spark.tfos.* keys set by `tfos submit`
-    submitted.update(spark_conf_options(sc.getConf().get))  # spark.tfos.tls.*, spark.tfos.portRange
+    submitted = run_options(sc.getConf().get)  # spark.tfos.* (tfos submit, spark-defaults.conf)
     if num_executors is None:
         num_executors = submitted.get("num_executors", facts.configured_executors)
         if num_executors is None:
@@ -205,13 +216,13 @@ class Cluster:
         self.state.add_listener(self._on_failure)
         self.state.add_observer(self._on_output)
         self.server.start()
-        self._job_thread = _spark_thread(self._run_node_job, name=f"tfos-nodes-{self.run_id}")
+        self._job_thread = spark_thread(self._run_node_job, name=f"tfos-nodes-{self.run_id}")
         self._job_thread.start()
         threading.Thread(target=self._monitor, name=f"tfos-monitor-{self.run_id}", daemon=True).start()
         try:
             self._wait_formed()
         except BaseException:
-            self._teardown()
+            self.teardown()
             raise
         log.info("tfos run %s: %d nodes up in %.1f s", self.run_id, self.config.num_executors,
                  time.monotonic() - self.started_at)
@@ -237,33 +248,30 @@ class Cluster:
         except BaseException as exc:  # noqa: BLE001 - reported through the state
             self._job_error = exc
             # a node's own report (traceback, output tail) beats Spark's summary: give it a moment
-            with self.state.cond:
-                self.state.cond.wait_for(lambda: self.state.failures or self._closed, timeout=_NODE_REPORT_GRACE_S)
-                benign = self.state.run_state == FAILED or self._closed
+            self.state.wait_until(lambda: self.state.failed or self._closed, _NODE_REPORT_GRACE_S)
+            benign = self.state.run_state == RunState.FAILED or self._closed
             if not benign:
-                self.state.fail(_failed_slot(exc, n), f"its Spark task failed: {_first_line(exc)}",
-                                traceback=_spark_error_text(exc))
+                self.state.fail(failed_partition(exc, n), f"its Spark task failed: {first_line(exc)}",
+                                traceback=error_text(exc))
         finally:
             self._job_done.set()
-            with self.state.cond:
-                self.state.cond.notify_all()
+            self.state.notify()
 
     def _wait_formed(self) -> None:
         deadline = Deadline(self.config.reservation_timeout, f"{self.config.num_executors} TF nodes to register")
         spark_mode = self.config.input_mode == InputMode.SPARK
 
         def formed() -> bool:
-            if self.state.failures:
+            if self.state.failed:
                 return True
-            if self.state.run_state == RESERVING:
+            if self.state.run_state == RunState.RESERVING:
                 return False
             if spark_mode:
                 # every TF process runs (and every node task returned its slot)
                 return self._job_done.is_set()
             return True
 
-        with self.state.cond:
-            ok = deadline.wait_for(self.state.cond, formed)
+        ok = self.state.wait_until(formed, deadline.remaining())
         self._raise_if_failed("while the cluster formed")
         if not ok:
             registered = self.state.registered_hosts()
@@ -285,10 +293,7 @@ class Cluster:
         log.error("tfos run %s failed at node %s; cancelling its Spark jobs", self.run_id, failure.name)
         if self._job_done.is_set():
             return
-        try:
-            self.sc.cancelJobGroup(self.job_group)
-        except Exception as exc:  # noqa: BLE001 - the SparkContext may be stopping
-            log.debug("cancelJobGroup failed: %s", exc)
+        cancel_job_group(self.sc, self.job_group)
 
     def _on_output(self, node: str, lines: list[str], dropped: int, records: list[dict]) -> None:
         """Node output and progress, tagged with the node's role, into the driver's log."""
@@ -312,15 +317,14 @@ class Cluster:
         return {str(n.role): list(n.progress) for n in self.state.snapshot()}
 
     def _raise_if_failed(self, context: str) -> None:
-        if self.state.failures:
-            raise ClusterFailedError(list(self.state.failures), context)
+        failures = self.state.failures
+        if failures:
+            raise ClusterFailedError(failures, context)
 
     def _raise_on_node_failure(self, context: str, cause: BaseException) -> None:
         """After ``cause`` broke a feed: raise the run's failure if a node reports one within a moment."""
-        with self.state.cond:
-            self.state.cond.wait_for(lambda: bool(self.state.failures), timeout=_NODE_REPORT_GRACE_S)
-        if self.state.failures:
-            raise ClusterFailedError(list(self.state.failures), context) from cause
+        if self.state.wait_until(lambda: self.state.failed, _NODE_REPORT_GRACE_S):
+            raise ClusterFailedError(self.state.failures, context) from cause
 
     # ------------------------------------------------------------------- feed
 
@@ -339,8 +343,6 @@ class Cluster:
             ClusterFailedError: a node failed (its traceback, within seconds).
             FeedError / FeedTimeout: the feed itself failed.
         """
-        from tfos.feed.driver import ControlChannelError
-
         feeder = self._require_feeder()
         try:
             return feeder.train(data, num_epochs, feed_timeout, qname)
@@ -396,77 +398,75 @@ class Cluster:
         restarts and resumes the feed). The node's own report wins if it comes within
         ``_NODE_REPORT_GRACE_S``; a node that still runs then is failed here. Returns only when
         the node finished ``main_fun`` on its own (the feed error stands)."""
-        node = next((n for n in self.state.nodes if str(n.role) == exc.node), None)
+        slot = self.state.slot_of(exc.node)
 
         def ended() -> bool:
-            return node is not None and _finished_training(node)
+            return slot is not None and self.state.node(slot).state.finished_training
 
-        with self.state.cond:
-            self.state.cond.wait_for(lambda: bool(self.state.failures) or ended(), timeout=_NODE_REPORT_GRACE_S)
-            finished = not self.state.failures and ended()
-        if finished:
+        self.state.wait_until(lambda: self.state.failed or ended(), _NODE_REPORT_GRACE_S)
+        if not self.state.failed and ended():
             return
-        if not self.state.failures:
-            self.state.fail(node.slot if node is not None else None,
-                            f"{exc}; it still runs, so its TF process is stuck or its feed broke")
-        raise ClusterFailedError(list(self.state.failures), "while feeding, at an epoch boundary") from exc
+        if not self.state.failed:
+            self.state.fail(slot, f"{exc}; it still runs, so its TF process is stuck or its feed broke")
+        raise ClusterFailedError(self.state.failures, "while feeding, at an epoch boundary") from exc
 
     def _check_nodes(self) -> None:
         """Raise the run's failure if a node reports one within a moment (after a node went quiet)."""
-        with self.state.cond:
-            self.state.cond.wait_for(
-                lambda: bool(self.state.failures) or all(
-                    n.state in TERMINAL_NODE_STATES or n.role.job_name not in TRAINING_JOBS
-                    for n in self.state.nodes
-                ),
-                timeout=_NODE_REPORT_GRACE_S,
-            )
+        self.state.wait_until(lambda: self.state.failed or self.state.all_nodes(
+            lambda n: n.state.terminal or n.role.job_name not in TRAINING_JOBS), _NODE_REPORT_GRACE_S)
         self._raise_if_failed("while feeding")
 
     def _run_feed_job(self, description: str, thunk):
         """Run a feeding Spark job under the run's job group; a node failure wins over Spark's error."""
-        outcome: dict = {}
-
-        def target():
-            try:
-                self.sc.setJobGroup(self.job_group, description, interruptOnCancel=True)
-                outcome["value"] = thunk()
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-                outcome["error"] = exc
-            finally:
-                with self.state.cond:
-                    outcome["done"] = True
-                    self.state.cond.notify_all()
-
-        _spark_thread(target, name=f"tfos-feed-{self.run_id}").start()
+        outcome = start_job(self.sc, self.job_group, description, thunk, name=f"tfos-feed-{self.run_id}",
+                            on_end=self.state.notify)
         self._wait_feed_job(outcome, description)
-        if "error" in outcome:
-            self._raise_on_node_failure(description, outcome["error"])
-            raise FeedError(f"{description} failed: {_first_line(outcome['error'])}") from outcome["error"]
-        return outcome["value"]
+        if outcome.error is not None:
+            self._raise_on_node_failure(description, outcome.error)
+            error = FeedError(f"{description} failed: {first_line(outcome.error)}")
+            error.__cause__ = outcome.error
+            self._fail_on_node_trouble(description, error)
+            raise error
+        return outcome.value
 
-    def _wait_feed_job(self, outcome: dict, description: str) -> None:
+    def _fail_on_node_trouble(self, description: str, error: FeedError) -> None:
+        """A feeding task timed out on a node, or its connection to one broke, and no node
+        reported a failure: fail the node that still runs (its TF process is stuck, or its
+        network is gone) so the run fails and a ``RestartingCluster`` restarts it; a timeout
+        that names no one node (every node full) fails the run. A node that finished
+        ``main_fun`` leaves the feed error as it is (no restart feeds a finished node)."""
+        raised = task_error(error.__cause__)
+        if raised is None or raised[0] not in _NODE_TROUBLE:
+            return
+        match = _NODE_NAME.search(raised[1])
+        slot = self.state.slot_of(match.group(1)) if match else None
+        if slot is None and raised[0] != "FeedTimeout":
+            return
+        if slot is not None and self.state.node(slot).state.finished_training:
+            return
+        who = "it still runs" if slot is not None else "no node reported a failure"
+        self.state.fail(slot, f"{raised[0]} {description}: {raised[1]} ({who}, so a TF process is stuck or "
+                              f"its feed connection broke)")
+        raise ClusterFailedError(self.state.failures, "while feeding") from error
+
+    def _wait_feed_job(self, outcome, description: str) -> None:
         """Wait for a feeding job; once a node failed (or the run closed), cancel it and wait
         at most ``_FEED_CANCEL_WAIT_S`` more: a feeding task blocked on a stuck node would
         otherwise hold ``train()`` for its whole ``feed_timeout``."""
         cancelled: Deadline | None = None
 
         def broken() -> bool:
-            return bool(self.state.failures) or self._closed
+            return self.state.failed or self._closed
 
         while True:
-            with self.state.cond:
-                self.state.cond.wait_for(lambda w=cancelled is None: "done" in outcome or (w and broken()),
-                                         timeout=_FEED_POLL_S)
-                if "done" in outcome:
-                    return
-                cancel = cancelled is None and broken()
+            self.state.wait_until(lambda w=cancelled is None: outcome.done.is_set() or (w and broken()),
+                                  _FEED_POLL_S)
+            if outcome.done.is_set():
+                return
+            cancel = cancelled is None and broken()
             if cancel:
                 cancelled = Deadline(_FEED_CANCEL_WAIT_S, f"the cancelled job {description!r} to end")
-                try:
-                    self.sc.cancelJobGroup(self.job_group)
-                except Exception as exc:  # noqa: BLE001 - the SparkContext may be stopping
-                    log.debug("cancelJobGroup failed: %s", exc)
+                cancel_job_group(self.sc, self.job_group)
             elif cancelled is not None and cancelled.expired():
                 self._raise_if_failed(description)
                 raise FeedError(cancelled.message("it is still running", "see the Spark UI"))
@@ -512,26 +512,22 @@ class Cluster:
                                                       "raise shutdown(timeout=...) for longer training"))
             if grace_secs:
                 # the evaluator (and anything else not serving) may finish on its own meanwhile
-                with self.state.cond:
-                    self.state.cond.wait_for(
-                        lambda: bool(self.state.failures) or self._only_servers_left(), timeout=grace_secs
-                    )
+                self.state.wait_until(lambda: self.state.failed or self._only_servers_left(), grace_secs)
                 self._raise_if_failed("during the grace period")
-            self.state.request_stop(lambda n: n.state not in TERMINAL_NODE_STATES)
+            self.state.request_stop(lambda n: not n.state.terminal)
             self._wait_all_stopped(self.config.stop_grace_s + 10)
             self._raise_if_failed("while stopping the nodes")
         finally:
-            self._teardown()
+            self.teardown()
         self._raise_if_failed("during the run")
 
     def _wait_training_done(self, deadline: Deadline) -> bool:
         """Wait for training to end (or a failure), logging every ``_WAIT_LOG_S`` what it waits on."""
         while True:
-            with self.state.cond:
-                done = self.state.cond.wait_for(lambda: self.state.failures or self._training_done(),
-                                                timeout=deadline.slice(_WAIT_LOG_S))
+            done = self.state.wait_until(lambda: self.state.failed or self._training_done(),
+                                         deadline.slice(_WAIT_LOG_S))
             if done or deadline.expired():
-                return bool(done)
+                return done
             log.info("shutdown() has waited %.0f s for %s to finish main_fun: %s", deadline.elapsed(),
                      "the chief (ParameterServerStrategy's coordinator)" if self.config.num_ps else
                      "the chief and workers", "; ".join(self._awaited(explain=True)))
@@ -540,10 +536,10 @@ class Cluster:
         """The training nodes shutdown() waits on, with their states (and, if asked, the likely cause)."""
         out = []
         for n in self._training_nodes(self.state.snapshot()):
-            if not _finished_training(n):
+            if not n.state.finished_training:
                 cause = ""
                 if explain:
-                    cause = (" (not registered: its executor never started the task)" if n.state == "unregistered"
+                    cause = (" (not registered: its executor never started the task)" if not n.state.registered
                              else " (still in main_fun: still training, blocked reading a feed that ended, "
                                   "or waiting in a collective for a peer)")
                 out.append(f"{n.role} ({n.state}){cause}")
@@ -554,28 +550,20 @@ class Cluster:
         coordinator (the chief, or worker:0 without one): its workers and ps serve it, whether
         through ``ctx.serve()`` or TF's own ``tf.distribute.Server(...).join()``, and are
         stopped once it returns. Otherwise every chief and worker."""
-        training = [n for n in nodes if n.role.job_name in TRAINING_JOBS]
-        if not self.config.num_ps:
-            return training
-        chiefs = [n for n in training if n.role.job_name in ("chief", "master")]
-        return chiefs or [n for n in training if n.role.task_index == 0][:1]
+        if self.config.num_ps:
+            return [nodes[lead_slot([n.role for n in nodes])]]
+        return [n for n in nodes if n.role.job_name in TRAINING_JOBS]
 
     def _training_done(self) -> bool:
-        return all(_finished_training(n) for n in self._training_nodes(self.state.nodes))
+        return all(n.state.finished_training for n in self._training_nodes(self.state.snapshot()))
 
     def _only_servers_left(self) -> bool:
-        return all(n.state in TERMINAL_NODE_STATES or n.state == "serving" or n.role.job_name == "ps"
-                   for n in self.state.nodes)
+        return self.state.all_nodes(lambda n: n.state.finished_training or n.role.job_name == "ps")
 
     def _wait_all_stopped(self, timeout_s: float) -> bool:
-        with self.state.cond:
-            stopped = bool(self.state.cond.wait_for(
-                lambda: all(n.state in TERMINAL_NODE_STATES or n.state == "unregistered" for n in self.state.nodes),
-                timeout=timeout_s,
-            ))
+        stopped = self.state.wait_until(lambda: self.state.all_nodes(lambda n: not n.state.active), timeout_s)
         if not stopped:
-            running = [f"{n.role} ({n.state})" for n in self.state.snapshot()
-                       if n.state not in TERMINAL_NODE_STATES and n.state != "unregistered"]
+            running = [f"{n.role} ({n.state})" for n in self.state.snapshot() if n.state.active]
             log.warning("after %.0f s these nodes had not reported stopping: %s; their executors stop them "
                         "when the run's Spark job ends (a lost executor or a stuck TF process is the likely "
                         "cause)", timeout_s, ", ".join(running))
@@ -586,19 +574,23 @@ class Cluster:
         pass, so a restart (or a later run) restores what it wrote last."""
         from tfos.storage.mirror import FINAL_PASS_S
 
-        nodes = self.state.nodes
-        lead = nodes[lead_slot([n.role for n in nodes])]
-        with self.state.cond:
-            saved = self.state.cond.wait_for(
-                lambda: lead.state in TERMINAL_NODE_STATES or lead.state == "unregistered",
-                timeout=self.config.stop_grace_s + FINAL_PASS_S)
+        slot = lead_slot(self.state.roles)
+        lead = self.state.node(slot)
+        saved = self.state.wait_until(lambda: not self.state.node(slot).state.active,
+                                      self.config.stop_grace_s + FINAL_PASS_S)
         if not saved:
             log.warning("the lead node %s did not finish its last mirror pass within %.0f s; storage may "
                         "miss what it wrote last", lead.role, self.config.stop_grace_s + FINAL_PASS_S)
 
-    def _teardown(self) -> None:
-        """Stop everything of this run. Idempotent and thread-safe: the first caller does the
-        work; a concurrent one (the restart watcher beside ``shutdown()``) waits for it, at most
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`teardown` began (by ``shutdown()``, a failed start, or a restart)."""
+        return self._closed
+
+    def teardown(self) -> None:
+        """Stop everything of this run now, failed or not (``shutdown()`` waits for training
+        first). Idempotent and thread-safe: the first caller does the work; a concurrent one
+        (the restart watcher beside ``shutdown()``) waits for it, at most
         :meth:`_teardown_bound_s`, so no new attempt starts over nodes still stopping."""
         with self._teardown_lock:
             first = not self._closed
@@ -622,15 +614,12 @@ class Cluster:
         return lead + (grace + 5) + (grace + 15) + (_SERVER_STOP_S + 5) + _OUTPUT_FLUSH_S + 10
 
     def _stop_everything(self) -> None:
-        failed = bool(self.state.failures)
+        failed = self.state.failed
         self.state.finish()  # every heartbeat now answers "stop"
         if failed:
             if self.config.storage:
                 self._wait_lead_saved()
-            try:
-                self.sc.cancelJobGroup(self.job_group)
-            except Exception as exc:  # noqa: BLE001 - the SparkContext may be stopping
-                log.debug("cancelJobGroup failed: %s", exc)
+            cancel_job_group(self.sc, self.job_group)
             self._wait_all_stopped(self.config.stop_grace_s + 5)
         if self._job_thread is not None:
             self._job_thread.join(self.config.stop_grace_s + 15)
@@ -659,45 +648,24 @@ class Cluster:
     @property
     def failures(self) -> list[NodeFailure]:
         """Node failures seen so far, root cause first (empty while all is well); never blocks."""
-        with self.state.cond:
-            return list(self.state.failures)
+        return self.state.failures
 
     @property
     def cluster_spec(self) -> dict[str, list[str]]:
-        spec: dict[str, list[str]] = {}
-        for n in sorted(self.cluster_info, key=lambda n: n.task_index):
-            if n.job_name != "evaluator":
-                spec.setdefault(n.job_name, []).append(n.address)
-        return spec
+        """The TF cluster spec, exactly as in the nodes' ``TF_CONFIG`` (roles.cluster_spec)."""
+        nodes = self.state.snapshot()
+        return cluster_spec([n.role for n in nodes], [join_host_port(n.host, n.port) for n in nodes])
 
     def tensorboard_url(self) -> str | None:
-        """``http://host:port`` of the run's TensorBoard, or ``None`` when it has none."""
+        """``http://host:port`` of the run's TensorBoard (on the lead node), or ``None`` when it has none."""
         if not self.config.tensorboard:
             return None
-        for n in self.cluster_info:
-            if n.tensorboard_port and n.job_name in ("chief", "master"):
-                return f"http://{n.host}:{n.tensorboard_port}"
-        for n in self.cluster_info:
-            if n.tensorboard_port and n.job_name == "worker" and n.task_index == 0:
-                return f"http://{n.host}:{n.tensorboard_port}"
-        return None
+        nodes = self.state.snapshot()
+        lead = nodes[lead_slot([n.role for n in nodes])]
+        return f"http://{join_host_port(lead.host, lead.tensorboard_port)}" if lead.tensorboard_port else None
 
     def __repr__(self) -> str:
         return f"Cluster(run_id={self.run_id!r}, nodes={self.config.num_executors}, state={self.state.run_state!r})"
-
-
-def _spark_thread(target, name: str) -> threading.Thread:
-    """A thread that carries Spark's local properties (job group) correctly under pinned threads."""
-    try:
-        from pyspark import InheritableThread
-
-        return InheritableThread(target=target, name=name, daemon=True)
-    except ImportError:  # pragma: no cover
-        return threading.Thread(target=target, name=name, daemon=True)
-
-
-def _finished_training(node) -> bool:
-    return node.state in TERMINAL_NODE_STATES or node.state == "serving"
 
 
 _NODE_REPORT_GRACE_S = 3.0
@@ -710,28 +678,9 @@ _SERVER_STOP_S = 0.5
 _OUTPUT_FLUSH_S = 5.0
 #: how often a shutdown() waiting on nodes says which, and why
 _WAIT_LOG_S = 30.0
-_BARRIER_TASK = re.compile(r"barrier task ResultTask\(\d+, (\d+)\)")
-
-
-def _failed_slot(exc: BaseException, num_nodes: int) -> int | None:
-    """The node slot Spark names in a failed barrier stage's message, if any."""
-    match = _BARRIER_TASK.search(str(exc))
-    if match and int(match.group(1)) < num_nodes:
-        return int(match.group(1))
-    return None
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip(" :") for line in str(exc).strip().splitlines() if line.strip(" :")]
-    for line in lines:
-        if "Exception" in line or "Error" in line:
-            return line[:500]
-    return (lines[0] if lines else type(exc).__name__)[:500]
-
-
-def _spark_error_text(exc: BaseException) -> str:
-    text = str(exc)
-    return text[:8000]
+#: errors of a feeding task that say a node is in trouble (not the data): tfos/feed/client.py
+_NODE_TROUBLE = ("FeedTimeout", "NodeGone", "FeedConnectionError")
+_NODE_NAME = re.compile(r"\bnode (\w+:\d+)")
 
 
 __all__ = ["Cluster", "NodeInfo", "run"]

@@ -7,21 +7,18 @@ from dataclasses import dataclass, field
 
 from tfos.errors import ConfigError
 from tfos.input_mode import InputMode
-from tfos.ports import PortRange, port_range_from_conf
+from tfos.keras_compat import check_keras_choice
+from tfos.ports import PortRange
 from tfos.roles import Role, plan_roles
-from tfos.tls import TLSConfig, tls_from_conf
+from tfos.tls import TLSConfig
 
-KERAS_CHOICES = ("auto", "keras3", "tf_keras")
 MASTER_NODES = ("chief", "master", None)
 
 #: TensorFlowOnSpark's default for ``shutdown(timeout=...)``: three days.
 DEFAULT_SHUTDOWN_TIMEOUT_S = 259200.0
 
 
-#: Spark conf key read when ``tfos.run`` gets no ``storage=``
-STORAGE_KEY = "spark.tfos.storage"
 #: what tfos.run does when Spark's own RPC is neither authenticated nor encrypted (spark_env.py)
-SPARK_SECURITY_KEY = "spark.tfos.sparkSecurity"
 SPARK_SECURITY_CHOICES = ("warn", "require", "ignore")
 
 
@@ -76,9 +73,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         if isinstance(self.input_mode, int) and not isinstance(self.input_mode, (InputMode, bool)):
             object.__setattr__(self, "input_mode", _input_mode(self.input_mode))
-        _check_int("num_executors", self.num_executors, minimum=1)
-        _check_int("num_ps", self.num_ps, minimum=0)
-        _check_int("max_restarts", self.max_restarts, minimum=0)
+        check_int("num_executors", self.num_executors, minimum=1)
+        check_int("num_ps", self.num_ps, minimum=0)
+        check_int("max_restarts", self.max_restarts, minimum=0)
         if not isinstance(self.input_mode, InputMode):
             raise ConfigError(
                 f"input_mode must be tfos.InputMode.TENSORFLOW or tfos.InputMode.SPARK; "
@@ -91,14 +88,11 @@ class RunConfig:
             raise ConfigError(
                 f"master_node must be 'chief', 'master' or None; received: master_node={self.master_node!r}"
             )
-        if self.keras not in KERAS_CHOICES:
-            raise ConfigError(
-                f"keras must be one of {', '.join(KERAS_CHOICES)}; received: keras={self.keras!r}"
-            )
+        check_keras_choice(self.keras, "keras")
         for name in ("reservation_timeout", "executor_wait_timeout", "heartbeat_interval_s",
                      "heartbeat_timeout_s"):
-            _check_positive(name, getattr(self, name))
-        _check_positive("stop_grace_s", self.stop_grace_s, allow_zero=True)
+            check_positive(name, getattr(self, name))
+        check_positive("stop_grace_s", self.stop_grace_s, allow_zero=True)
         if self.heartbeat_timeout_s < 2 * self.heartbeat_interval_s:
             raise ConfigError(
                 f"heartbeat_timeout_s must be at least twice heartbeat_interval_s; received: "
@@ -134,27 +128,6 @@ class RunConfig:
         return plan_roles(self.num_executors, self.num_ps, self.master_node, self.eval_node)
 
 
-def spark_conf_options(get) -> dict:
-    """``RunConfig`` options set in the Spark conf (``get(key, default)``): ``tls`` from
-    ``spark.tfos.tls.*``, ``port_range`` from ``spark.tfos.portRange``, ``storage`` from
-    ``spark.tfos.storage``, ``spark_security`` from ``spark.tfos.sparkSecurity``. Arguments given to
-    ``tfos.run`` win over these."""
-    options: dict = {}
-    tls = tls_from_conf(get)
-    if tls is not None:
-        options["tls"] = tls
-    port_range = port_range_from_conf(get)
-    if port_range is not None:
-        options["port_range"] = port_range
-    storage = get(STORAGE_KEY, None)
-    if storage:
-        options["storage"] = storage
-    security = get(SPARK_SECURITY_KEY, None)
-    if security:
-        options["spark_security"] = security.strip().lower()
-    return options
-
-
 def _input_mode(value: int) -> InputMode:
     try:
         return InputMode(value)
@@ -165,14 +138,16 @@ def _input_mode(value: int) -> InputMode:
         ) from None
 
 
-def _check_int(name: str, value: object, minimum: int) -> None:
+def check_int(name: str, value: object, minimum: int) -> None:
+    """The one check of an int argument (``RunConfig``, ``parallel_run``)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{name} must be an int; received: {name}={value!r}")
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}; received: {name}={value}")
 
 
-def _check_positive(name: str, value: object, allow_zero: bool = False) -> None:
+def check_positive(name: str, value: object, allow_zero: bool = False) -> None:
+    """The one check of a seconds argument (``RunConfig``, ``parallel_run``)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok and (value > 0 or (allow_zero and value == 0)):
         return

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tfos.errors import ConfigError, FeedError, FeedTimeout
+from tfos.reservation.states import NodeState
 
 _SCHEMES_PASSED_THROUGH = ("://",)
 
@@ -74,11 +75,9 @@ class NodeContext:
     @property
     def is_chief(self) -> bool:
         """True on the node that should write checkpoints, summaries and exports."""
-        if self.job_name in ("chief", "master"):
-            return True
-        return self.job_name == "worker" and self.task_index == 0 and not (
-            "chief" in self.cluster_spec or "master" in self.cluster_spec
-        )
+        from tfos.roles import Role, is_lead
+
+        return is_lead(Role(self.job_name, self.task_index), self.cluster_spec)
 
     def absolute_path(self, path: str) -> str:
         """``path`` resolved the way TensorFlowOnSpark did; see :func:`absolute_path`."""
@@ -160,7 +159,7 @@ class NodeContext:
         """
         server = self.start_server()
         if self._events is not None:
-            self._events("serving")
+            self._events(NodeState.SERVING)
         server.join()
 
     def get_data_feed(self, train_mode: bool = True, qname_in: str = "input", qname_out: str = "output",

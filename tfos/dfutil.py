@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import uuid
 import weakref
@@ -580,18 +579,14 @@ def _saved_schema(sc, input_dir: str):
         return None
 
 
-_CAUSE = re.compile(r"(?:tfos\.errors\.)?DataError: (.*?)(?:\n\s*\n|\n\s+at |\Z)", re.S)
-
-
 def _data_error(exc: BaseException, what: str) -> DataError:
     """The executor's DataError message out of Spark's wrapping, or a DataError saying what failed."""
-    match = _CAUSE.search(str(exc))
-    if match:
-        return DataError(match.group(1).strip())
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    cause = next((line for line in reversed(lines) if "Error" in line or "Exception" in line),
-                 lines[0] if lines else type(exc).__name__)
-    return DataError(f"{what} failed: {cause[:1000]}")
+    from tfos.spark_jobs import first_line, task_error
+
+    raised = task_error(exc)
+    if raised is not None and raised[0] == "DataError":
+        return DataError(raised[1])
+    return DataError(f"{what} failed: {first_line(exc)[:1000]}")
 
 
 __all__ = [

@@ -2,6 +2,31 @@
 
 Callers catch :class:`TfosError` for "anything tfos raised"; the subclasses say
 which part failed so a handler can tell a bad argument from a crashed node.
+
+The family, with the subsystem errors defined next to their code::
+
+    TfosError
+    ├── ConfigError (ValueError)
+    │   ├── SparkPreconditionError
+    │   └── SubmitError ............... tfos/submit: a command line that cannot work
+    ├── ReservationError
+    │   ├── ReservationTimeout (TimeoutError)
+    │   ├── AuthenticationError
+    │   ├── ProtocolError ............. reservation/state.py: a request the server refuses
+    │   └── TLSError .................. tls.py: certificates that cannot work
+    ├── ClusterTimeout (TimeoutError)
+    ├── ClusterFailedError ............ the nodes' failures (NodeFailure), root cause first
+    │   └── ParallelRunError
+    ├── NodeTaskError (RuntimeError) .. raised in a node's Spark task, for the Spark UI
+    ├── FeedError
+    │   ├── FeedAuthenticationError (AuthenticationError)
+    │   ├── FeedTimeout (TimeoutError)
+    │   ├── FeedConnectionError ....... a node's feed connection broke (not the data)
+    │   ├── ControlChannelError ....... a node's feed did not take a control frame
+    │   └── NodeGone .................. feed/client.py: a node closed its feed
+    ├── DataError (ValueError)
+    ├── StorageError (OSError)
+    └── GPUUnavailable ................ compat/gpu_info.py (TensorFlowOnSpark's gpu_info)
 """
 
 from __future__ import annotations
@@ -47,6 +72,35 @@ class FeedAuthenticationError(FeedError, AuthenticationError):
 
 class FeedTimeout(FeedError, TimeoutError):
     """A feed wait ran out."""
+
+
+class FeedConnectionError(FeedError):
+    """The connection to a node's feed could not be opened or broke mid-partition: the node
+    (or the network to it) is in trouble, not the data."""
+
+
+class ControlChannelError(FeedError):
+    """A node's feed did not take a control frame (an epoch's plan, the end of the feed).
+
+    The cluster turns it into the node's failure, so a restart resumes the feed.
+
+    Attributes:
+        node: the node's name, ``"worker:0"``.
+        closed: the node closed the connection (else it did not answer in time).
+    """
+
+    def __init__(self, message: str, node: str, closed: bool):
+        super().__init__(message)
+        self.node = node
+        self.closed = closed
+
+
+class NodeTaskError(TfosError, RuntimeError):
+    """Raised inside a node's Spark task so the Spark UI shows the node failed.
+
+    The driver gets the full story (traceback, output tail) from the reservation
+    server; this message is the short version.
+    """
 
 
 class DataError(TfosError, ValueError):

@@ -92,6 +92,18 @@ _TESTED_KERAS_MINORS: frozenset[tuple[int, int]] = frozenset({(3, 13), (3, 14), 
 
 #: Allowed values of ``configure_keras_backend(choice)``.
 KERAS_BACKEND_CHOICES: tuple[str, ...] = ("keras3", "tf_keras")
+#: what ``tfos.run(keras=...)`` and ``spark.tfos.keras`` take: a backend, or "auto" (what TF picks)
+KERAS_CHOICES: tuple[str, ...] = ("auto", *KERAS_BACKEND_CHOICES)
+
+
+def check_keras_choice(value: object, name: str, hint: str = "", auto: bool = True,
+                       error: type[ConfigError] = ConfigError) -> None:
+    """The one check of a Keras choice (``tfos.run``, the Spark conf, ``tfos submit``):
+    ``error`` naming ``name`` (and ``hint``, where the value came from) unless valid."""
+    choices = KERAS_CHOICES if auto else KERAS_BACKEND_CHOICES
+    if value not in choices:
+        received = f"{name} {value}" if name.startswith("--") else f"{name}={value!r}"  # a CLI flag as typed
+        raise error(f"{name} must be one of {', '.join(choices)}{f' ({hint})' if hint else ''}; received: {received}")
 
 # Marker set on the wrapper functions so a second call sees the patch in place.
 _PATCH_MARKER = "_tfos_keras3_mwms_fix"

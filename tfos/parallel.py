@@ -9,43 +9,20 @@ cluster node does (parent-death signal, output tail, traceback on failure), with
 own index (``ctx.worker_num`` of ``ctx.num_workers``, so ``ctx.shard_files`` gives it its
 share of the input) and the GPUs Spark assigned to its task, if any.
 
-Run as ``python -m tfos.parallel --status-fd N --parent-pid P`` for the child side.
+This module is the driver half; the executor half (the instance task and its child,
+``python -m tfos.node.instance``) is :mod:`tfos.node.instance`.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
-import os
-import subprocess
-import sys
-import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from tfos.errors import ClusterFailedError, ConfigError, NodeFailure, ParallelRunError
-from tfos.node import frames
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class _InstanceLaunch:
-    """What each instance task gets in its Spark closure."""
-
-    run_id: str
-    num_instances: int
-    default_fs: str
-    keras: str
-    timeout_s: float | None
-    stop_grace_s: float
-    keep_omp_num_threads: bool
-    env: dict[str, str] = field(default_factory=dict)
-    payload: bytes = field(default=b"", repr=False)
+from tfos.node.instance import InstanceLaunch as _InstanceLaunch
+from tfos.node.instance import run_instance_task
 
 
 def parallel_run(
@@ -65,7 +42,9 @@ def parallel_run(
     Blocks until every instance ended. Instance ``i`` gets ``ctx.worker_num == ctx.task_index
     == i``, ``ctx.num_workers == num_executors``, ``ctx.job_name == "worker"`` and an empty
     ``ctx.cluster_spec``; ``TF_CONFIG`` is not set. When the Spark task has GPUs
-    (``spark.task.resource.gpu.amount``), ``CUDA_VISIBLE_DEVICES`` lists them.
+    (``spark.task.resource.gpu.amount``), ``ctx.gpus`` lists their addresses and
+    ``CUDA_VISIBLE_DEVICES`` holds them, mapped through the executor's own, as on a
+    cluster's nodes.
 
     Args:
         sc: the ``SparkContext``.
@@ -78,7 +57,8 @@ def parallel_run(
             may queue.
         timeout: seconds an instance may run before it is stopped and counted as failed
             (``None``: no limit).
-        env: extra environment for the instances' processes.
+        env: extra environment for the instances' processes; it wins over the executor's,
+            as described in :mod:`tfos.node.child_env`.
         keras: "auto", "keras3" or "tf_keras", as for :func:`tfos.run`.
         stop_grace_s: seconds between SIGTERM and SIGKILL when an instance is stopped.
         executor_wait_timeout: seconds to wait for the executors to register.
@@ -95,7 +75,8 @@ def parallel_run(
     """
     import cloudpickle
 
-    from tfos.config import KERAS_CHOICES
+    from tfos.config import check_int, check_positive
+    from tfos.keras_compat import check_keras_choice
     from tfos.spark_env import read_facts, wait_for_executors
     from tfos.user_code import describe_source
 
@@ -104,12 +85,11 @@ def parallel_run(
         num_executors = facts.configured_executors
         if num_executors is None:
             raise ConfigError("num_executors is required when spark.executor.instances is not set")
-    if isinstance(num_executors, bool) or not isinstance(num_executors, int) or num_executors < 1:
-        raise ConfigError(f"num_executors must be a positive int; received: num_executors={num_executors!r}")
-    if keras not in KERAS_CHOICES:
-        raise ConfigError(f"keras must be one of {', '.join(map(repr, KERAS_CHOICES))}; received: keras={keras!r}")
-    if timeout is not None and timeout <= 0:
-        raise ConfigError(f"timeout must be positive seconds or None; received: timeout={timeout!r}")
+    check_int("num_executors", num_executors, 1)
+    check_keras_choice(keras, "keras")
+    if timeout is not None:
+        check_positive("timeout", timeout)
+    check_positive("stop_grace_s", stop_grace_s, allow_zero=True)
     if facts.configured_executors:
         wait_for_executors(sc, min(num_executors, facts.configured_executors), executor_wait_timeout)
     launch = _InstanceLaunch(
@@ -124,11 +104,10 @@ def parallel_run(
 
 def _run_job(sc, launch: _InstanceLaunch, use_barrier: bool) -> list[dict]:
     """The Spark job, in a thread under the run's job group (cancelled on interrupt)."""
-    from tfos.cluster import _spark_thread
+    from tfos.spark_jobs import cancel_job_group, error_text, first_line, start_job
 
     n = launch.num_instances
     group = f"tfos-parallel-{launch.run_id}"
-    outcome: dict = {}
 
     def instance(index, _iterator):
         yield run_instance_task(launch, index)
@@ -139,32 +118,25 @@ def _run_job(sc, launch: _InstanceLaunch, use_barrier: bool) -> list[dict]:
         yield run_instance_task(launch, BarrierTaskContext.get().partitionId())
 
     def job():
-        try:
-            sc.setJobGroup(group, f"tfos: parallel run {launch.run_id} ({n} instances)", interruptOnCancel=True)
-            rdd = sc.parallelize(range(n), n)
-            if use_barrier:
-                outcome["reports"] = rdd.barrier().mapPartitions(barrier_instance).collect()
-            else:
-                outcome["reports"] = rdd.mapPartitionsWithIndex(instance).collect()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            outcome["error"] = exc
+        rdd = sc.parallelize(range(n), n)
+        if use_barrier:
+            return rdd.barrier().mapPartitions(barrier_instance).collect()
+        return rdd.mapPartitionsWithIndex(instance).collect()
 
-    thread = _spark_thread(job, name=f"tfos-parallel-{launch.run_id}")
-    thread.start()
+    outcome = start_job(sc, group, f"tfos: parallel run {launch.run_id} ({n} instances)", job,
+                        name=f"tfos-parallel-{launch.run_id}")
     try:
-        while thread.is_alive():
-            thread.join(0.5)
+        while not outcome.done.wait(0.5):
+            pass
     except BaseException:
-        sc.cancelJobGroup(group)
+        cancel_job_group(sc, group)
         raise
-    if "error" in outcome:
-        from tfos.cluster import _first_line, _spark_error_text
-
+    if outcome.error is not None:
         failure = NodeFailure("driver", -1, "", "", f"the Spark job of parallel run {launch.run_id} failed "
-                              f"before every instance reported: {_first_line(outcome['error'])}",
-                              traceback=_spark_error_text(outcome["error"]), at=time.time())
-        raise ClusterFailedError([failure], "parallel run") from outcome["error"]
-    return outcome["reports"]
+                              f"before every instance reported: {first_line(outcome.error)}",
+                              traceback=error_text(outcome.error), at=time.time())
+        raise ClusterFailedError([failure], "parallel run") from outcome.error
+    return outcome.value
 
 
 def _results(reports: list[dict], n: int) -> list:
@@ -188,169 +160,7 @@ def _results(reports: list[dict], n: int) -> list:
     return results
 
 
-# ------------------------------------------------------------------ executor side
-
-
-def run_instance_task(launch: _InstanceLaunch, index: int) -> dict:
-    """Spark task: run instance ``index`` in a supervised child; return its report (never raises
-    for the instance's own failure, so the other instances run on)."""
-    from tfos.node.identity import current_executor
-    from tfos.node.process import OutputTail, describe_exit, terminate
-
-    me = current_executor()
-    report = {"index": index, "executor_id": me.executor_id, "host": me.host, "outcome": "failed",
-              "result": None, "message": "", "traceback": "", "output_tail": "", "exit_code": None,
-              "ended_at": 0.0}
-    read_fd, write_fd = os.pipe()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tfos.parallel", "--status-fd", str(write_fd), "--parent-pid", str(os.getpid())],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(write_fd,),
-        cwd=me.working_dir, env=_child_env(launch), start_new_session=True,
-    )
-    os.close(write_fd)
-    tag = f"[instance:{index}]"
-    tail = OutputTail(proc.stdout, tag)
-    events: dict = {}
-    reader = threading.Thread(target=_read_events, args=(os.fdopen(read_fd, "rb"), events),
-                              name="tfos-instance-events", daemon=True)
-    reader.start()
-    header = {"index": index, "num_instances": launch.num_instances, "run_id": launch.run_id,
-              "executor_id": me.executor_id, "host": me.host, "working_dir": me.working_dir,
-              "default_fs": launch.default_fs, "keras": launch.keras}
-    try:
-        frames.write_json(proc.stdin, header)
-        frames.write_frame(proc.stdin, launch.payload)
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass  # the child died at once; its exit code says how
-    timed_out = False
-    try:
-        code = proc.wait(timeout=launch.timeout_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        code = terminate(proc, launch.stop_grace_s, f"instance {index}")
-    terminate(proc, 0.0, f"instance {index}")  # its process group too
-    reader.join(5.0)
-    tail.join(2.0)
-    report["ended_at"] = time.time()
-    report["exit_code"] = code
-    if timed_out:
-        report["message"] = f"did not finish within timeout={launch.timeout_s:g} s; stopped"
-    elif code == 0 and "done" in events:
-        report.update(outcome="done", result=events.get("result"))
-        return report
-    elif "failed" in events:
-        report.update(message=events["failed"]["message"], traceback=events["failed"].get("traceback", ""))
-    else:
-        report["message"] = f"instance process {describe_exit(code)}"
-    report["output_tail"] = tail.text()
-    return report
-
-
-def _read_events(stream, events: dict) -> None:
-    try:
-        while True:
-            event = frames.read_json(stream)
-            if event is None:
-                return
-            kind = event.get("event")
-            if kind == "done":
-                events["result"] = frames.read_frame(stream)
-            events[kind] = event
-    except (OSError, ValueError, EOFError):
-        return
-
-
-def _child_env(launch: _InstanceLaunch) -> dict[str, str]:
-    from tfos.node.child_env import without_spark_secrets
-
-    env = without_spark_secrets(os.environ)
-    if not launch.keep_omp_num_threads:
-        env.pop("OMP_NUM_THREADS", None)  # pyspark's per-task value would throttle TF
-    env.pop("TF_CONFIG", None)
-    gpus = _task_gpus()
-    if gpus is not None:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
-    env.update(launch.env)
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in sys.path if p))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _task_gpus() -> list[str] | None:
-    """The GPU addresses Spark gave this task, or ``None`` when it schedules no GPUs."""
-    try:
-        from pyspark import TaskContext
-
-        resources = TaskContext.get().resources()
-    except Exception as exc:  # noqa: BLE001 - not in a Spark task, or an old pyspark
-        log.debug("no task resources: %s", exc)
-        return None
-    gpu = resources.get("gpu")
-    return list(gpu.addresses) if gpu is not None else None
-
-
-# ------------------------------------------------------------------ child side
-
-
-def _child_main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--status-fd", type=int, required=True)
-    parser.add_argument("--parent-pid", type=int, required=True)
-    opts = parser.parse_args()
-    from tfos.node.process import die_with_parent
-
-    if not die_with_parent(opts.parent_pid):
-        return 70  # the Spark task is already gone
-    status = os.fdopen(opts.status_fd, "wb")
-    header = frames.read_json(sys.stdin.buffer)
-    payload = frames.read_frame(sys.stdin.buffer)
-    if header is None or payload is None:
-        return 70
-    from tfos.node.tf_process import _prepare_environment
-
-    _prepare_environment(header["keras"])
-    import cloudpickle
-
-    try:
-        from tfos.context import NodeContext
-        from tfos.user_code import restore_source
-
-        main_fun, args, source = cloudpickle.loads(payload)
-        restore_source(main_fun, source)
-        i = header["index"]
-        ctx = NodeContext(job_name="worker", task_index=i, cluster_spec={}, num_workers=header["num_instances"],
-                          worker_num=i, executor_id=header["executor_id"], default_fs=header["default_fs"],
-                          working_dir=header["working_dir"], run_id=header["run_id"], host=header["host"])
-        if isinstance(args, list):
-            sys.argv = list(args)  # TensorFlowOnSpark's convention for argv-style tf_args
-        result = main_fun(args, ctx)
-        try:
-            data = cloudpickle.dumps(result)
-        except Exception as exc:  # noqa: BLE001 - any pickling error: say what was returned
-            raise TypeError(f"main_fun returned a {type(result).__name__} that cannot be pickled back to the "
-                            f"driver ({exc}); return plain data (numbers, lists, dicts, numpy arrays)") from exc
-    except BaseException as exc:  # noqa: BLE001 - every failure must reach the driver
-        if isinstance(exc, SystemExit) and exc.code in (0, None):
-            data = cloudpickle.dumps(None)
-        else:
-            tb = traceback.format_exc()
-            sys.stderr.write(tb)
-            sys.stderr.flush()
-            frames.write_json(status, {"event": "failed", "message": f"main_fun raised {type(exc).__name__}: "
-                                                                     f"{exc}"[:2000], "traceback": tb})
-            return 1
-    frames.write_json(status, {"event": "done"})
-    frames.write_frame(status, data)
-    return 0
-
-
 run = parallel_run  # TensorFlowOnSpark's TFParallel.run
 
 __all__ = ["parallel_run", "run", "run_instance_task"]
 
-
-if __name__ == "__main__":
-    from tfos.node.process import exit_within
-
-    exit_within(_child_main())

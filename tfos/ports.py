@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from tfos.errors import ConfigError
+from tfos.spark_conf import PORT_RANGE_KEY
 
-#: Spark conf key read when ``tfos.run`` gets no ``port_range=``
-CONF_KEY = "spark.tfos.portRange"
 #: ports one node listens on (TF server, feed, TensorBoard)
 PORTS_PER_NODE = 3
 
@@ -52,7 +51,7 @@ class PortRange:
         if match is None:
             raise ConfigError(
                 f"port_range must be a string 'FIRST-LAST' such as '40000-40100' (set it with "
-                f"tfos.run(port_range=...) or {CONF_KEY}); received: {text!r}"
+                f"tfos.run(port_range=...) or {PORT_RANGE_KEY}); received: {text!r}"
             )
         first = int(match.group(1))
         return cls(first, int(match.group(2)) if match.group(2) else first)
@@ -92,7 +91,7 @@ class PortRange:
             reason = f"last error: {os.strerror(last_error.errno) if last_error.errno else last_error}"
         raise ConfigError(
             f"no free port in port_range {self} on {host}: {tried} tried ({reason}); widen the range "
-            f"(tfos.run(port_range=...) or {CONF_KEY}): it needs 1 port on the driver and "
+            f"(tfos.run(port_range=...) or {PORT_RANGE_KEY}): it needs 1 port on the driver and "
             f"{PORTS_PER_NODE} per node on each executor host"
         )
 
@@ -136,12 +135,6 @@ def pick(host: str, port_range: PortRange | None = None, offset: int = 0, exclud
     with listen(host, port_range, offset, exclude, backlog=1) as sock:
         return sock.getsockname()[1]
 
-
-
-def port_range_from_conf(get) -> PortRange | None:
-    """The range in ``spark.tfos.portRange`` (``get(key, default)``), or ``None`` when unset."""
-    text = get(CONF_KEY, None)
-    return PortRange.parse(text) if text else None
 
 
 def _family(host: str) -> int:

@@ -8,6 +8,9 @@ higher. Resuming is the user's part: a checkpoint (``BackupAndRestore``,
 
 In SPARK mode, ``train()`` resumes the feed at the epoch that was interrupted: epochs
 that were fed completely are not fed again, the interrupted one is fed from its start.
+An attempt that fails after ``train()`` returned (its nodes still training on the data in
+their feeds) is restarted by ``shutdown()``, which feeds the new attempt the last epoch of
+the last ``train()`` call again before it waits for the nodes.
 ``inference()`` is not restarted (its RDD is tied to one attempt's nodes).
 
 No wait here is unbounded by accident: a replacement attempt that raises anything ends
@@ -59,6 +62,8 @@ class RestartingCluster:
         #: while the watcher starts an attempt: how long callers wait for it
         self._starting: Deadline | None = None
         self._watcher: threading.Thread | None = None
+        #: (data, feed_timeout, qname) of the last train() call: what a restart in shutdown() feeds
+        self._last_train: tuple | None = None
 
     # ----------------------------------------------------------------- start
 
@@ -114,18 +119,16 @@ class RestartingCluster:
                 cluster = self._current
                 if self._closing or self._exhausted:
                     return
-            state = cluster.state
-            with state.cond:
-                state.cond.wait_for(lambda c=cluster: bool(c.state.failures) or c._closed, timeout=1.0)
-                failures = list(state.failures)
+            cluster.state.wait_until(lambda c=cluster: c.state.failed or c.closed, 1.0)
+            failures = cluster.state.failures
             if not failures:
-                if cluster._closed:  # shut down cleanly: wait for the next attempt or the end
+                if cluster.closed:  # shut down cleanly: wait for the next attempt or the end
                     with self._cond:
                         self._cond.wait(timeout=1.0)
                 continue
             failed_at = time.monotonic()
             try:
-                cluster._teardown()  # every node of the attempt stopped, its server closed, before anyone hears
+                cluster.teardown()  # every node of the attempt stopped, its server closed, before anyone hears
                 self._finished_reports += cluster.feed_reports
             finally:  # recorded even when the teardown raises (which then ends restarting)
                 restart = self._may_restart(failures)
@@ -142,7 +145,7 @@ class RestartingCluster:
                     self._cond.notify_all()
             if late:
                 log.warning("tfos attempt %d started after the run gave up on it; stopping it", self._attempt)
-                replacement._teardown()
+                replacement.teardown()
                 return
 
     def _start_replacement(self):
@@ -220,6 +223,7 @@ class RestartingCluster:
 
     def train(self, data, num_epochs: int = 1, feed_timeout: float = 600, qname: str = "input"):
         """``Cluster.train``; after a restart, feeding goes on from the interrupted epoch."""
+        self._last_train = (data, feed_timeout, qname)
         done = 0
         while True:
             cluster = self._current
@@ -244,6 +248,7 @@ class RestartingCluster:
             cluster = self._current
             left = deadline.remaining()
             try:
+                self._refeed_last_epoch(cluster)  # a no-op unless this attempt replaced a fed one
                 # an expired deadline passed on as 0 would mean "no limit" to Cluster.shutdown
                 cluster.shutdown(grace_secs, None if left is None else max(left, 0.001), **kwargs)
                 with self._cond:
@@ -252,6 +257,16 @@ class RestartingCluster:
                 return
             except ClusterFailedError:
                 self._next_cluster(cluster, deadline)
+
+    def _refeed_last_epoch(self, cluster) -> None:
+        """An attempt restarted after ``train()`` returned waits for data it will never get:
+        feed it the last epoch again, the one its nodes were most likely still training on
+        (as ``train()`` resumes at the interrupted epoch)."""
+        if self._last_train is None or cluster.feed_reports:
+            return
+        data, feed_timeout, qname = self._last_train
+        log.warning("tfos attempt %d started after train() returned; feeding the last epoch again", self._attempt)
+        cluster.train(data, 1, feed_timeout, qname)
 
     @property
     def feed_reports(self) -> list:

@@ -8,11 +8,14 @@ evaluator if asked, then workers.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tfos.errors import ConfigError
 
-TRAINING_JOBS = ("chief", "master", "worker")
+#: the chief's job name: TF 2's "chief", or TF 1's (and TensorFlowOnSpark's) "master"
+CHIEF_JOBS = ("chief", "master")
+TRAINING_JOBS = (*CHIEF_JOBS, "worker")
 
 
 @dataclass(frozen=True)
@@ -76,15 +79,16 @@ def training_rank(roles: list[Role], role: Role) -> tuple[int, int]:
     This is what data sharding wants: chief and workers each take one shard.
     """
     training = [r for r in roles if r.job_name in TRAINING_JOBS]
-    training.sort(key=lambda r: (0 if r.job_name in ("chief", "master") else 1, r.task_index))
+    training.sort(key=lambda r: (0 if r.job_name in CHIEF_JOBS else 1, r.task_index))
     num = len(training)
     return (training.index(role) if role in training else -1), num
 
 
 def lead_slot(roles: list[Role]) -> int:
-    """The node that writes checkpoints, exports and summaries and runs TensorBoard: the
-    chief (or master), else ``worker:0``, else slot 0."""
-    for job in ("chief", "master"):
+    """The lead node: it writes checkpoints, exports and summaries, runs TensorBoard, and
+    coordinates under ParameterServerStrategy. The chief (or master), else ``worker:0``,
+    else slot 0."""
+    for job in CHIEF_JOBS:
         for i, r in enumerate(roles):
             if r.job_name == job:
                 return i
@@ -92,3 +96,11 @@ def lead_slot(roles: list[Role]) -> int:
         if r.job_name == "worker" and r.task_index == 0:
             return i
     return 0
+
+
+def is_lead(role: Role, jobs: Iterable[str]) -> bool:
+    """Whether ``role`` is the lead node (:func:`lead_slot`) of a cluster with these job names
+    (a cluster spec's keys): what a node can tell from its ``TF_CONFIG`` alone."""
+    if role.job_name in CHIEF_JOBS:
+        return True
+    return role == Role("worker", 0) and not any(job in CHIEF_JOBS for job in jobs)

@@ -17,7 +17,7 @@ from tfos.ports import PortRange
 
 log = logging.getLogger(__name__)
 
-#: master URLs: local-cluster[executors, cores, memory MB] and local[...] (one home: submit.py uses them too)
+#: master URLs: local-cluster[executors, cores, memory MB] and local[...] (one home: tfos/submit uses them too)
 LOCAL_CLUSTER_MASTER = re.compile(r"^local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]$")
 LOCAL_MASTER = re.compile(r"^local(\[.*\])?$")
 
@@ -133,8 +133,15 @@ def check_preconditions(facts: SparkFacts, num_executors: int) -> None:
 #: spark.authenticate), TLS (Spark 4), and the deprecated SASL encryption
 _RPC_ENCRYPTION = ("spark.network.crypto.enabled", "spark.ssl.rpc.enabled",
                    "spark.authenticate.enableSaslEncryption")
-_LOOPBACK_MASTER = re.compile(r"^spark://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?$")
+_LOOPBACK_HOST = re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?$")
 _warned_security: set[str] = set()
+
+
+def is_loopback_master(master: str | None) -> bool:
+    """True for a ``spark://`` master (a list of them, for HA) whose every host is this machine's loopback."""
+    if not master or not master.startswith("spark://"):
+        return False
+    return all(_LOOPBACK_HOST.match(h.strip()) for h in master[len("spark://"):].split(","))
 
 
 def check_spark_security(facts: SparkFacts, mode: str, tls: bool) -> None:
@@ -146,7 +153,7 @@ def check_spark_security(facts: SparkFacts, mode: str, tls: bool) -> None:
     tfos cannot protect what Spark does not. Local masters (one machine) are not checked.
     """
     if mode == "ignore" or LOCAL_MASTER.match(facts.master) or LOCAL_CLUSTER_MASTER.match(facts.master) \
-            or _LOOPBACK_MASTER.match(facts.master):
+            or is_loopback_master(facts.master):
         return
     missing, problems = [], []
     if not facts.rpc_authenticated:

@@ -100,22 +100,6 @@ class TLSConfig:
                 + (f", server_name={self.server_name!r})" if self.server_name else ")"))
 
 
-def tls_from_conf(get) -> TLSConfig | None:
-    """A :class:`TLSConfig` from ``spark.tfos.tls.*`` (``get(key, default)``), or ``None`` when unset.
-
-    Raises:
-        ConfigError: when only one of the certificate and the key is set.
-    """
-    cert, key = get(CONF_CERT, None), get(CONF_KEY, None)
-    if not cert and not key:
-        return None
-    if not (cert and key):
-        raise ConfigError(
-            f"{CONF_CERT} and {CONF_KEY} go together; received: {CONF_CERT}={cert!r}, {CONF_KEY}={key!r}"
-        )
-    return TLSConfig(cert, key, get(CONF_CA, None) or None, get(CONF_SERVER_NAME, None) or None)
-
-
 def _read(name: str, path: str) -> bytes:
     try:
         with open(path, "rb") as f:

@@ -9,8 +9,8 @@ import time
 import psutil
 
 #: the command-line marks of every executor-side tfos process (a TF process's group reaper is
-#: a fork of it, so it shows as tfos.node.tf_process); tfos.parallel: parallel_run's instances
-NODE_MODULES = ("tfos.node.supervisor", "tfos.node.tf_process", "tfos.node.guarded", "tfos.parallel")
+#: a fork of it, so it shows as tfos.node.tf_process); tfos.node.instance: parallel_run's instances
+NODE_MODULES = ("tfos.node.supervisor", "tfos.node.tf_process", "tfos.node.guarded", "tfos.node.instance")
 
 
 def start_spark(num_executors: int, app_name: str, extra_conf: dict | None = None):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import sys
 import time
@@ -18,7 +19,8 @@ import cloudpickle
 import pytest
 
 import tfos
-from tests.integration.spark_helpers import shared_spark
+from tests.integration.spark_helpers import process_gone, shared_spark, wait_no_node_processes
+from tfos.node.process import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -85,7 +87,8 @@ def _instance(args, ctx):
         raise RuntimeError(f"instance {ctx.worker_num} gives up")
     return {"index": ctx.worker_num, "num_workers": ctx.num_workers, "task_index": ctx.task_index,
             "cluster_spec": ctx.cluster_spec, "tf_config": _os.environ.get("TF_CONFIG"),
-            "gpus": _os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": _os.getpid(), "lr": args["lrs"][ctx.worker_num]}
+            "gpus": _os.environ.get("CUDA_VISIBLE_DEVICES"), "ctx_gpus": ctx.gpus, "pid": _os.getpid(),
+            "lr": args["lrs"][ctx.worker_num]}
 
 
 def test_parallel_run_returns_each_instance_result_in_index_order(sc):
@@ -94,7 +97,9 @@ def test_parallel_run_returns_each_instance_result_in_index_order(sc):
                                                                                            (1, 1, 2, 0.01)]
     assert all(r["cluster_spec"] == {} and r["tf_config"] is None for r in results)
     assert [r["gpus"] for r in results] == ["7", "7"]  # the task's (fake) GPU, not the executor env's ""
+    assert [r["ctx_gpus"] for r in results] == [["7"], ["7"]]
     assert results[0]["pid"] != results[1]["pid"]
+    assert all(process_gone(r["pid"]) for r in results)  # reaped before parallel_run returned
 
 
 def test_a_failing_instance_is_reported_with_its_index_and_traceback_and_the_others_results_kept(sc):
@@ -114,15 +119,22 @@ def test_a_failing_instance_is_reported_with_its_index_and_traceback_and_the_oth
 
 
 def _sleep_forever(_args, _ctx):
+    import subprocess as _subprocess
+    import sys as _sys
     import time as _time
 
-    print("about to sleep", flush=True)
+    sleeper = _subprocess.Popen([_sys.executable, "-c", "import time; time.sleep(600)"])
+    print(f"about to sleep; spawned {sleeper.pid}", flush=True)
     _time.sleep(600)
 
 
-def test_an_instance_past_its_timeout_is_stopped_and_reported(sc):
+def test_an_instance_past_its_timeout_is_stopped_and_reported_and_leaves_nothing_behind(sc):
     with pytest.raises(tfos.ParallelRunError) as err:
         tfos.parallel_run(sc, _sleep_forever, None, num_executors=2, timeout=3, stop_grace_s=1)
     assert [f.task_index for f in err.value.failures] == [0, 1]
     assert err.value.failures[0].reason == "did not finish within timeout=3 s; stopped"
     assert "about to sleep" in err.value.failures[0].output_tail
+    # no instance process, and nothing main_fun spawned (its process group is stopped with it)
+    spawned = [int(re.search(r"spawned (\d+)", f.output_tail).group(1)) for f in err.value.failures]
+    assert wait_until(lambda: all(process_gone(pid) for pid in spawned), 2.0), spawned
+    assert wait_no_node_processes(timeout_s=5.0) == []

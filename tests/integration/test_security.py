@@ -1,7 +1,8 @@
 """A real 2-executor run with TLS on the reservation channel and a port range: every port tfos
 listens on is in the range, and the run's secret shows nowhere (driver logs at DEBUG, executor
 logs, Spark job descriptions, cluster_info, the TF processes' environment and command line).
-The module's Spark application has ``spark.authenticate`` on with a known secret: no node
+What the node processes and the driver actually listen on (read from the kernel) is in the port
+range, on the advertised host, except TensorFlow's own server, which binds every address. The module's Spark application has ``spark.authenticate`` on with a known secret: no node
 process (supervisor, TF process, TensorBoard) holds it or the run's secret in its environment
 or command line, and a ``main_fun`` printing every frame's locals shows neither."""
 
@@ -142,6 +143,12 @@ def _dump_locals_and_raise(args, ctx):
     import time as _time
     import traceback as _traceback
 
+    import tensorflow as tf
+
+    # the TF server every strategy starts, so that the test sees what it listens on
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    server = tf.distribute.Server(resolver.cluster_spec(), job_name=ctx.job_name,  # noqa: F841
+                                  task_index=ctx.task_index, protocol="grpc", start=True)
     with open(_os.path.join(args, f"{ctx.job_name}.pid"), "w") as f:
         f.write(str(_os.getpid()))
     end = _time.monotonic() + 90
@@ -167,10 +174,44 @@ def _proc_text(pid: int) -> str:
     return "\n".join(parts)
 
 
-def test_no_node_process_holds_spark_or_run_secrets_nor_shows_them_in_locals(sc, tmp_path, caplog):
+def _listening(pid: int) -> set[tuple[str, int]]:
+    """(address, port) of each listening TCP socket; gRPC's IPv4-mapped binds as their IPv4 address."""
+    return {(c.laddr.ip.removeprefix("::ffff:"), c.laddr.port)
+            for c in psutil.Process(pid).net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
+
+
+def _check_listeners(cluster, procs: dict[int, str], driver_before: set, first: int, last: int) -> None:
+    """Every listening socket of the node processes is in the range; only the TF server's is on
+    more than the advertised host (TF binds every address); the driver adds the reservation
+    server's, on the advertised host."""
+    tf_ports = {n.port for n in cluster.cluster_info}
+    end = time.monotonic() + 30  # TensorBoard takes a few seconds to listen
+    while True:
+        seen = {pid: _listening(pid) for pid in procs}
+        found = set().union(*seen.values())
+        if len({p for _, p in found}) >= len(tf_ports) + 3 or time.monotonic() > end:
+            break
+        time.sleep(0.5)
+    where = "\n".join(f"{procs[pid][:90]}: {sorted(s)}" for pid, s in seen.items())
+    assert tf_ports <= {port for _, port in found}, f"the TF servers do not listen:\n{where}"
+    for ip, port in found:
+        assert first <= port <= last, f"{ip}:{port} is outside the port range {first}-{last}:\n{where}"
+        if port in tf_ports:
+            assert ip in ("0.0.0.0", "::"), f"TF's server on {ip}:{port}: the docs say every address"
+        else:
+            assert ip == "127.0.0.1", f"{ip}:{port} is not the advertised host 127.0.0.1:\n{where}"
+    feed_and_tb = found - {(ip, p) for ip, p in found if p in tf_ports}
+    assert len({p for _, p in feed_and_tb}) == 2 + 1, where  # two feed endpoints and TensorBoard
+    driver_new = _listening(os.getpid()) - driver_before
+    assert driver_new == {("127.0.0.1", cluster.server.port)}, driver_new
+
+
+def test_node_processes_hold_no_secret_show_none_in_locals_and_listen_only_in_the_range(sc, tmp_path, caplog):
     caplog.set_level(logging.INFO)
+    first, last = _free_block(12)
+    driver_before = _listening(os.getpid())
     cluster = tfos.run(sc, _dump_locals_and_raise, str(tmp_path), num_executors=2, tensorboard=True,
-                       input_mode=tfos.InputMode.SPARK)
+                       input_mode=tfos.InputMode.SPARK, port_range=f"{first}-{last}")
     run_secret = cluster._secret.value
     forbidden = [*_forms(run_secret), SPARK_AUTH_SECRET]
     try:
@@ -192,6 +233,7 @@ def test_no_node_process_holds_spark_or_run_secrets_nor_shows_them_in_locals(sc,
             assert "_SPARK_" not in text and "PYSPARK_GATEWAY_SECRET" not in text, cmd
             for form in forbidden:
                 assert form not in text, f"a secret shows in /proc/{pid} ({cmd[:80]})"
+        _check_listeners(cluster, procs, driver_before, first, last)
     finally:
         (tmp_path / "go").touch()
     with pytest.raises(tfos.ClusterFailedError) as err:

@@ -27,7 +27,7 @@ SECRET_FORMS = (SECRET.value.hex(), repr(SECRET.value), SECRET.value.decode("lat
 class SwappableState:
     """Forwards the server's calls to the ReservationState the current test installed."""
 
-    nodes = range(8)  # sizes the server's thread pool
+    roles = range(8)  # sizes the server's thread pool
 
     def __init__(self) -> None:
         self.current: ReservationState | None = None
@@ -101,7 +101,6 @@ _NODE_FIELDS = tuple(f.name for f in dataclasses.fields(NodeRecord))
 def state_snapshot(state: ReservationState, skip: tuple[str, ...] = ()) -> tuple:
     """Everything a call could change: run state, failures, every node field but ``skip`` (copies)."""
     names = [f for f in _NODE_FIELDS if f not in skip]
-    with state.cond:
-        nodes = tuple(tuple(tuple(v) if isinstance(v, list) else v for v in (getattr(n, f) for f in names))
-                      for n in state.nodes)
-        return state.run_state, len(state.failures), nodes
+    nodes = tuple(tuple(tuple(v) if isinstance(v, list) else v for v in (getattr(n, f) for f in names))
+                  for n in state.snapshot())
+    return state.run_state, len(state.failures), nodes

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from tests.unit.threads import Background
-from tfos.errors import AuthenticationError, FeedError, FeedTimeout
+from tfos.errors import AuthenticationError, FeedConnectionError, FeedError, FeedTimeout
 from tfos.feed import protocol
 from tfos.feed.client import (
     ControlChannel,
@@ -338,7 +338,7 @@ def test_feeder_times_out_naming_the_node_and_what_it_had_taken(make_server):
         (TimeoutError("timed out"), FeedTimeout,
          "waited 1 s for node worker:3 (executor 7) to read its feed (5 records of partition 0 sent to it); "
          "did the node hang?"),
-        (BrokenPipeError(32, "Broken pipe"), FeedError,
+        (BrokenPipeError(32, "Broken pipe"), FeedConnectionError,
          "feed to node worker:3 broke after 5 records of partition 0: [Errno 32] Broken pipe; did the node fail?"),
     ],
 )

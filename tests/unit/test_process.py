@@ -223,3 +223,117 @@ def test_group_reaper_holds_none_of_its_process_pipes_and_ends_with_the_writer()
     assert proc.stdout.read() == b""  # EOF: the reaper does not hold the output pipe open
     proc.wait()
     assert wait_until(lambda: _gone(reaper), 5)  # the pipe's writer exited: the group is reaped
+
+
+# ------------------------------------------------------------ events and the user's function
+
+
+def _pipe():
+    read_fd, write_fd = os.pipe()
+    return os.fdopen(read_fd, "rb"), os.fdopen(write_fd, "wb")
+
+
+def test_events_arrive_in_order_with_their_attachments_and_end_at_eof():
+    from tfos.node.frames import EventWriter, read_events
+
+    reader, writer = _pipe()
+    events = EventWriter(writer)
+    events("running")
+    events("done", attachment=b"\x00pickled", note="x")
+    writer.close()
+    assert list(read_events(reader)) == [{"event": "running"},
+                                         {"event": "done", "note": "x", "attachment": b"\x00pickled"}]
+    assert reader.closed
+
+
+def test_a_stream_cut_inside_a_frame_ends_the_events_quietly():
+    from tfos.node import frames
+
+    reader, writer = _pipe()
+    frames.write_json(writer, {"event": "running"})
+    writer.write(b"\x00\x00\x01\x00{\"ev")  # a writer killed mid-frame
+    writer.close()
+    assert list(frames.read_events(reader)) == [{"event": "running"}]
+
+
+def test_an_event_writer_whose_reader_is_gone_does_not_raise():
+    from tfos.node.frames import EventWriter
+
+    reader, writer = _pipe()
+    reader.close()
+    EventWriter(writer)("failed", message="nobody hears this")
+
+
+def _payload(fn, args):
+    import cloudpickle
+
+    return cloudpickle.dumps((fn, args, None))
+
+
+def _returns_argv_and_ctx(args, ctx):
+    return list(sys.argv), ctx
+
+
+def _exits(code):
+    def main_fun(args, ctx):
+        sys.exit(code)
+    return main_fun
+
+
+def _raises(args, ctx):
+    raise RuntimeError("user code gave up")
+
+
+@pytest.fixture
+def saved_argv(monkeypatch):
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+
+
+def test_the_user_function_gets_list_args_as_argv_and_its_value_comes_back(saved_argv):
+    from tfos.node.user_function import UserOutcome, run_user_function
+
+    sent = []
+    outcome = run_user_function(_payload(_returns_argv_and_ctx, ["train.py", "--epochs", "3"]), lambda: "ctx",
+                                lambda *a, **k: sent.append((a, k)))
+    assert outcome == UserOutcome(0, (["train.py", "--epochs", "3"], "ctx"))
+    assert sent == []
+
+
+@pytest.mark.parametrize(("code", "exit_code", "message"), [
+    (0, 0, None),
+    (None, 0, None),
+    (2, 1, "main_fun raised SystemExit: 2"),
+    ("bad flag", 1, "main_fun raised SystemExit: bad flag"),
+])
+def test_system_exit_zero_is_a_normal_end_and_any_other_code_a_failure(saved_argv, code, exit_code, message):
+    from tfos.node.user_function import run_user_function
+
+    sent = []
+    outcome = run_user_function(_payload(_exits(code), None), lambda: None, lambda *a, **k: sent.append((a, k)))
+    assert (outcome.exit_code, outcome.value) == (exit_code, None)
+    assert [k["message"] for _, k in sent] == ([] if message is None else [message])
+
+
+def test_a_raising_user_function_reports_failed_with_its_traceback(saved_argv, capsys):
+    from tfos.node.user_function import run_user_function
+
+    sent = []
+    outcome = run_user_function(_payload(_raises, None), lambda: None, lambda *a, **k: sent.append((a, k)))
+    assert outcome.exit_code == 1
+    [(args, fields)] = sent
+    assert args == ("failed",)
+    assert fields["message"] == "main_fun raised RuntimeError: user code gave up"
+    assert 'raise RuntimeError("user code gave up")' in fields["traceback"]
+    assert fields["traceback"] in capsys.readouterr().err  # the output tail has it too
+
+
+def test_a_context_that_cannot_be_built_is_the_runs_failure(saved_argv, capsys):
+    from tfos.node.user_function import run_user_function
+
+    def broken_context():
+        raise OSError("feed listener fd 9 is closed")
+
+    sent = []
+    outcome = run_user_function(_payload(_raises, None), broken_context, lambda *a, **k: sent.append((a, k)))
+    assert outcome.exit_code == 1
+    assert [k["message"] for _, k in sent] == ["main_fun raised OSError: feed listener fd 9 is closed"]

@@ -364,8 +364,9 @@ def test_duplicate_registration_gets_the_same_reply_and_adds_no_node(
     swappable, raw_channel, phase, slot, executor_id, host, port, times
 ):
     state = fresh(swappable, phase)
-    if state.nodes[slot].state != "unregistered":
-        executor_id, host, port = state.nodes[slot].executor_id, state.nodes[slot].host, state.nodes[slot].port
+    node = state.node(slot)
+    if node.state != "unregistered":
+        executor_id, host, port = node.executor_id, node.host, node.port
     body = reg(slot, executor_id=executor_id, host=host, port=port).SerializeToString()
     first = m.RegisterReply.FromString(raw_call(raw_channel, "Register", body))
     before = state_snapshot(state, skip=("last_seen",))
@@ -374,7 +375,8 @@ def test_duplicate_registration_gets_the_same_reply_and_adds_no_node(
         (first.run_state, first.registered, first.expected)
     }
     assert state_snapshot(state, skip=("last_seen",)) == before
-    assert (state.nodes[slot].executor_id, state.nodes[slot].host, state.nodes[slot].port) == (
+    node = state.node(slot)
+    assert (node.executor_id, node.host, node.port) == (
         executor_id.strip(), host.strip(), port)
     counted("duplicates", times)
 

@@ -67,8 +67,7 @@ def test_driver_declares_exactly_the_silent_nodes_lost(formed):
     silenced_at = time.monotonic()
     for slot in SILENCED:
         run.nodes[slot].silence()
-    with state.cond:
-        state.cond.wait_for(lambda: len(state.failures) >= len(SILENCED), timeout=20)
+    state.wait_until(lambda: len(state.failures) >= len(SILENCED), 20)
     detected_s = time.monotonic() - silenced_at
     time.sleep(2 * TIMEOUT_S)  # long enough for a wrongly silent node to be declared too
     stop.set()
@@ -78,7 +77,7 @@ def test_driver_declares_exactly_the_silent_nodes_lost(formed):
 
     assert sorted(declared) == SILENCED
     lost = [f.name for f in state.failures]
-    expected = [str(state.nodes[s].role) for s in SILENCED]
+    expected = [str(state.node(s).role) for s in SILENCED]
     assert sorted(lost) == sorted(expected)
     assert all(f.reason == f"no heartbeat for {TIMEOUT_S:g} s (node process or executor died?)" for f in state.failures)
     assert [n.slot for n in state.snapshot() if n.state == "lost"] == SILENCED

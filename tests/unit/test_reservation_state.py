@@ -40,7 +40,7 @@ def reg(slot: int, executor_id: str | None = None, host: str | None = None, port
 
 
 def register_all(state: ReservationState) -> None:
-    for slot in range(len(state.nodes)):
+    for slot in range(len(state.roles)):
         state.register(reg(slot))
 
 

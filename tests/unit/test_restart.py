@@ -5,15 +5,18 @@ teardowns at once, a feed job that outlives a failure."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
 from tests.unit.threads import Background
-from tfos.errors import ClusterFailedError, ClusterTimeout, FeedError, NodeFailure
+from tfos.errors import ClusterFailedError, ClusterTimeout, FeedError
+from tfos.reservation.state import ReservationState
 from tfos.restart import RestartingCluster
+from tfos.roles import Role
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -24,10 +27,9 @@ class Report:
     epochs_fed: int
 
 
-@dataclass
-class State:
-    cond: threading.Condition = field(default_factory=threading.Condition)
-    failures: list = field(default_factory=list)
+def State():
+    """A real reservation state of one worker, never served: what RestartingCluster reads."""
+    return ReservationState("fake", [Role("worker", 0)])
 
 
 class Attempt:
@@ -41,7 +43,7 @@ class Attempt:
         self.fail_before_feed = fail_before_feed  # fails while counting: no report for this call
         self.teardown_error = teardown_error
         self.state = State()
-        self._closed = False
+        self.closed = False
         self.feed_reports: list[Report] = []
         self.trained: list[int] = []
 
@@ -51,9 +53,7 @@ class Attempt:
     failures = property(failures_)
 
     def _fail(self, reason: str):
-        with self.state.cond:
-            self.state.failures.append(NodeFailure("worker", 0, "h", "1", f"{reason} (attempt {self.number})"))
-            self.state.cond.notify_all()
+        self.state.fail(0, f"{reason} (attempt {self.number})")
         raise ClusterFailedError(self.state.failures, "fake")
 
     def train(self, data, num_epochs, feed_timeout, qname):
@@ -73,10 +73,10 @@ class Attempt:
             self._fail("raised in main_fun")
         if self.state.failures:  # as Cluster.shutdown of a failed (maybe torn down) attempt
             raise ClusterFailedError(self.state.failures, "during the run")
-        self._closed = True
+        self.closed = True
 
-    def _teardown(self):
-        self._closed = True
+    def teardown(self):
+        self.closed = True
         if self.teardown_error is not None:
             raise self.teardown_error
 
@@ -107,8 +107,20 @@ def test_the_feed_resumes_at_the_interrupted_epoch_on_the_next_attempt():
     cluster.shutdown(timeout=10)
     assert [a.trained for a in made] == [[5], [3]]  # epochs 1-2 fed once, 3-5 on attempt 1
     assert report.epochs_fed == 3
-    assert made[0]._closed  # the failed attempt was torn down
+    assert made[0].closed  # the failed attempt was torn down
     assert len(cluster.attempt_failures) == 1 and cluster.attempt == 1
+
+
+def test_an_attempt_restarted_after_train_returned_is_fed_the_last_epoch_again_by_shutdown():
+    # attempt 0 took every epoch, then failed while its nodes still trained on them: the
+    # replacement must get data, or its nodes wait on their feeds until shutdown's timeout
+    start, made = make([{"fail_shutdown": True}, {}])
+    cluster = RestartingCluster(start, max_restarts=1)
+    cluster.start()
+    cluster.train("data", num_epochs=4, feed_timeout=10, qname="input")
+    cluster.shutdown(timeout=10)
+    assert [a.trained for a in made] == [[4], [1]]
+    assert made[1].closed and cluster.attempt == 1
 
 
 @pytest.mark.timeout(20)
@@ -190,9 +202,9 @@ def test_a_restart_that_never_returns_ends_train_at_its_deadline_and_the_late_at
                               "reservation_timeout")
     release.set()
     deadline = time.monotonic() + 10
-    while not (late and late[0]._closed) and time.monotonic() < deadline:
+    while not (late and late[0].closed) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert late and late[0]._closed  # nobody will shut it down: the watcher did
+    assert late and late[0].closed  # nobody will shut it down: the watcher did
 
 
 # ------------------------------------------------- a real Cluster on a stand-in SparkContext
@@ -235,7 +247,7 @@ def spark_cluster():
     config = RunConfig(num_executors=2, input_mode=InputMode.SPARK, stop_grace_s=0)
     cluster = Cluster(StandInSpark(), config, facts, lambda args, ctx: None, None)
     yield cluster
-    cluster._teardown()
+    cluster.teardown()
 
 
 def test_two_teardowns_at_once_do_the_work_once_and_both_return_after_it(spark_cluster):
@@ -256,7 +268,7 @@ def test_two_teardowns_at_once_do_the_work_once_and_both_return_after_it(spark_c
 
     def teardown():
         go.wait()
-        cluster._teardown()
+        cluster.teardown()
         return time.monotonic()
 
     calls = [Background(teardown), Background(teardown)]
@@ -286,9 +298,11 @@ def _node_reports_a_failure(cluster):
 
 def _node_finishes(cluster):
     time.sleep(0.3)
-    with cluster.state.cond:
-        cluster.state.nodes[1].state = "done"
-        cluster.state.cond.notify_all()
+    from tfos.reservation import messages as m
+
+    run_id = cluster.state.run_id
+    cluster.state.register(m.RegisterRequest(run_id=run_id, slot=1, host="h", executor_id="1", port=1))
+    cluster.state.report(m.ReportRequest(run_id=run_id, slot=1, event="done"))
 
 
 @pytest.mark.parametrize("node_does,raised,reason", [
@@ -302,7 +316,7 @@ def _node_finishes(cluster):
     (_node_finishes, FeedError, None),
 ])
 def test_a_node_whose_feed_breaks_at_an_epoch_boundary_fails_the_run(spark_cluster, node_does, raised, reason):
-    from tfos.feed.driver import ControlChannelError
+    from tfos.errors import ControlChannelError
 
     cluster = spark_cluster
     try:
@@ -331,7 +345,11 @@ class BrokenControl:
 
     def __init__(self):
         self.epochs = []
+        self.timeouts = []
         self.closed = False
+
+    def settimeout(self, feed_timeout):
+        self.timeouts.append(feed_timeout)
 
     def epoch(self, info):
         if self.epochs:
@@ -348,15 +366,15 @@ class AnsweringControl(BrokenControl):
 
 
 def test_a_reset_control_connection_at_an_epoch_boundary_is_a_feed_error_naming_the_node():
+    from tfos.errors import ControlChannelError
     from tfos.feed.client import FeedTarget
-    from tfos.feed.driver import ControlChannelError, Prepared, SparkFeeder
+    from tfos.feed.driver import Prepared, SparkFeeder
 
     targets = [FeedTarget("chief:0", "127.0.0.1", 1, "0"), FeedTarget("worker:0", "127.0.0.1", 2, "1")]
     feeder = SparkFeeder(StandInSpark(), targets, b"s" * 32, lambda description, thunk: [(10, False), (10, False)],
                          lambda: None)
     chief, worker = AnsweringControl(), BrokenControl()
     feeder._controls = {(0, "input"): chief, (1, "input"): worker}
-    feeder._control_timeouts = {(0, "input"): 10.0, (1, "input"): 10.0}  # opened by this call's feed_timeout
     with pytest.raises(ControlChannelError) as err:
         feeder._train(None, Prepared(view=None, sizes=[10, 10], transport="records"), 3, 10.0, "input")
     assert str(err.value) == ("node worker:0's feed did not take epoch 2's plan (ConnectionResetError: "
@@ -365,14 +383,11 @@ def test_a_reset_control_connection_at_an_epoch_boundary_is_a_feed_error_naming_
     assert isinstance(err.value.__cause__, ConnectionResetError)
     assert feeder.reports[-1].epochs_fed == 1  # the restart feeds epoch 2 again, not epoch 1
     assert worker.closed and (1, "input") not in feeder._controls  # the next use opens a fresh one
+    assert chief.timeouts == [10.0, 10.0] and worker.timeouts == [10.0, 10.0]  # this call's feed_timeout
 
 
-def test_a_feed_job_blocked_on_a_stuck_node_is_cancelled_when_a_node_fails(spark_cluster, monkeypatch):
-    import tfos.cluster
-
+def test_a_feed_job_blocked_on_a_stuck_node_is_cancelled_when_a_node_fails(spark_cluster):
     cluster = spark_cluster
-    monkeypatch.setattr(tfos.cluster, "_spark_thread",  # no Spark here to carry the job group
-                        lambda target, name: threading.Thread(target=target, name=name, daemon=True))
 
     def feed_job():  # a feeding task blocked on a stuck node: ends only when its job is cancelled
         if not cluster.sc.cancel.wait(30):
@@ -404,10 +419,97 @@ def test_a_control_channel_waits_by_the_feed_timeout_of_the_call_that_uses_it():
         feeder = SparkFeeder(StandInSpark(), [FeedTarget("worker:0", "127.0.0.1", server.port, "1")], secret,
                              lambda description, thunk: None, lambda: None)
         first = feeder._control(0, "input", 600.0)
-        assert feeder._control(0, "input", 600.0) is first  # same timeout: kept
+        assert first._channel.sock.gettimeout() == 600.0
         second = feeder._control(0, "input", 5.0)
-        assert second is not first
-        assert second._channel.sock.gettimeout() == 5.0
+        assert second is first and second._channel.sock.gettimeout() == 5.0  # one connection, this call's wait
         feeder.close()
     finally:
         server.close()
+
+
+class FeederRunningAJob:
+    """SparkFeeder's train: one feeding job through the cluster's job runner, failing as ``error``."""
+
+    def __init__(self, cluster, error: BaseException):
+        self.cluster, self.error, self.reports = cluster, error, []
+
+    def train(self, data, num_epochs, feed_timeout, qname):
+        def thunk():
+            raise self.error
+        return self.cluster._run_feed_job("tfos: feed epoch 1", thunk)
+
+    def close(self):
+        pass
+
+
+class SparkWrapped(Exception):
+    """Stands for Py4JJavaError: its str() is the text Spark wraps a task's Python error in."""
+
+
+def _spark_text(error: str) -> str:
+    return (": org.apache.spark.api.python.PythonException: [PYTHON_EXCEPTION] An exception was thrown from the "
+            f"Python worker: Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n{error}\n"
+            " SQLSTATE: 38000\n\tat org.apache.spark.api.python.BasePythonRunner.handlePythonException(x.scala:1)\n")
+
+
+STUCK = ("tfos.errors.FeedTimeout: waited 5 s for node worker:0 (executor 1) to read its feed (3 records of "
+         "partition 0 sent to it); did the node hang?")
+
+
+def _finish_worker(cluster):
+    from tfos.reservation import messages as m
+
+    run_id = cluster.state.run_id
+    cluster.state.register(m.RegisterRequest(run_id=run_id, slot=1, host="h", executor_id="1", port=1))
+    cluster.state.report(m.ReportRequest(run_id=run_id, slot=1, event="done"))
+
+
+@pytest.mark.parametrize("error,before,failed", [
+    # a node that still runs stopped reading mid-epoch, and reported nothing: it is failed (a restart follows)
+    (STUCK, None, "worker:0"),
+    ("tfos.errors.FeedConnectionError: feed to node worker:0 broke after 7 records of partition 2: [Errno 104] "
+     "Connection reset by peer; did the node fail?", None, "worker:0"),
+    # every node full, none named: the run fails
+    ("tfos.errors.FeedTimeout: waited 5 s for room on any node to feed partition 0: ...", None, "driver:0"),
+    # the node finished main_fun: a feed error, nobody to restart
+    (STUCK, _finish_worker, None),
+    # the data, not a node: a feed error
+    ("tfos.errors.FeedError: a record of 9,000,000 bytes pickled is over the feed's frame limit", None, None),
+])
+def test_a_feed_that_breaks_mid_epoch_on_a_running_node_fails_the_run(spark_cluster, monkeypatch, error, before,
+                                                                      failed):
+    import tfos.cluster
+
+    monkeypatch.setattr(tfos.cluster, "_NODE_REPORT_GRACE_S", 0.2)
+    cluster = spark_cluster
+    if before is not None:
+        before(cluster)
+    cluster._feeder = FeederRunningAJob(cluster, SparkWrapped(_spark_text(error)))
+    with pytest.raises((ClusterFailedError, FeedError)) as err:
+        cluster.train("data", num_epochs=1, feed_timeout=5)
+    if failed is None:
+        assert type(err.value) is FeedError and cluster.failures == []
+        assert str(err.value).startswith("tfos: feed epoch 1 failed: org.apache.spark.api.python.PythonException")
+    else:
+        assert isinstance(err.value, ClusterFailedError) and [f.name for f in err.value.failures] == [failed]
+        reason = err.value.failures[0].reason
+        assert reason.startswith(f"{error.split(': ')[0].split('.')[-1]} tfos: feed epoch 1: ") and "stuck" in reason
+        assert isinstance(err.value.__cause__, FeedError)
+
+
+def test_the_drivers_cluster_spec_and_tensorboard_url_bracket_ipv6_hosts_as_tf_config_does(spark_cluster):
+    from tfos.net import join_host_port
+    from tfos.reservation import messages as m
+    from tfos.roles import cluster_spec
+
+    cluster, run_id = spark_cluster, spark_cluster.state.run_id
+    for slot, host in ((0, "fd00::1"), (1, "fd00::2")):
+        cluster.state.register(m.RegisterRequest(run_id=run_id, slot=slot, host=host, executor_id=str(slot),
+                                                 port=2000 + slot, tensorboard_port=6006 if slot == 0 else 0))
+    nodes = cluster.state.snapshot()
+    # what each node's TF_CONFIG holds (node/supervisor.py builds it this way)
+    tf_config_spec = cluster_spec([n.role for n in nodes], [join_host_port(n.host, n.port) for n in nodes])
+    assert cluster.cluster_spec == tf_config_spec == {"chief": ["[fd00::1]:2000"], "worker": ["[fd00::2]:2001"]}
+    assert [n.address for n in cluster.cluster_info] == ["[fd00::1]:2000", "[fd00::2]:2001"]
+    cluster.config = dataclasses.replace(cluster.config, tensorboard=True)
+    assert cluster.tensorboard_url() == "http://[fd00::1]:6006"

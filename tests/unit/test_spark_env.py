@@ -145,10 +145,11 @@ def test_the_open_rpc_message_names_both_settings_and_the_way_out(monkeypatch):
 
 
 def test_spark_security_comes_from_the_spark_conf_and_bad_values_are_refused():
-    from tfos.config import RunConfig, spark_conf_options
+    from tfos.config import RunConfig
     from tfos.errors import ConfigError
+    from tfos.spark_conf import run_options
 
-    assert spark_conf_options({"spark.tfos.sparkSecurity": " Require "}.get) == {"spark_security": "require"}
+    assert run_options({"spark.tfos.sparkSecurity": " Require "}.get) == {"spark_security": "require"}
     with pytest.raises(ConfigError, match="spark_security must be one of warn, require, ignore; received: "
                                           "spark_security='strict'"):
         RunConfig(num_executors=2, spark_security="strict")

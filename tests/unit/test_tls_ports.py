@@ -10,12 +10,12 @@ import pytest
 from tests.unit.certs import _with_openssl, self_signed
 from tests.unit.reservation_wire import RUN_ID, SECRET, SwappableState, assert_no_secret
 from tfos.errors import ConfigError, ReservationTimeout
-from tfos.ports import PortRange, listen, pick, port_range_from_conf, reserve
+from tfos.ports import PortRange, listen, pick, reserve
 from tfos.reservation.client import ReservationClient
 from tfos.reservation.server import ReservationServer
 from tfos.reservation.state import ReservationState
 from tfos.roles import plan_roles
-from tfos.tls import TLSConfig, TLSError, tls_from_conf
+from tfos.tls import TLSConfig, TLSError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -141,20 +141,6 @@ def test_tls_material_never_shows_the_key_in_repr(certs):
     assert repr(config.client()).startswith("ClientTLS(") and "bytes of CA certificates" in repr(config.client())
 
 
-def test_tls_from_spark_conf(certs):
-    cert, key = certs["server"]
-    assert tls_from_conf({}.get) is None
-    conf = {"spark.tfos.tls.certFile": cert, "spark.tfos.tls.keyFile": key,
-            "spark.tfos.tls.serverName": "driver.tfos.test"}
-    assert tls_from_conf(conf.get) == TLSConfig(cert, key, None, "driver.tfos.test")
-    with pytest.raises(ConfigError) as info:
-        tls_from_conf({"spark.tfos.tls.certFile": cert}.get)
-    assert str(info.value) == (
-        f"spark.tfos.tls.certFile and spark.tfos.tls.keyFile go together; received: "
-        f"spark.tfos.tls.certFile={cert!r}, spark.tfos.tls.keyFile=None"
-    )
-
-
 # ------------------------------------------------------------------ port ranges
 
 
@@ -184,11 +170,6 @@ def test_bad_port_range_is_a_config_error_with_the_value(text, message):
     with pytest.raises(ConfigError) as info:
         PortRange.parse(text)
     assert str(info.value) == message
-
-
-def test_port_range_from_spark_conf():
-    assert port_range_from_conf({}.get) is None
-    assert port_range_from_conf({"spark.tfos.portRange": "41000-41010"}.get) == PortRange(41000, 41010)
 
 
 def test_candidates_start_at_the_offset_and_wrap():
@@ -275,15 +256,6 @@ def test_run_config_takes_tls_and_a_port_range(certs):
     assert str(info.value) == f"tls must be a tfos.TLSConfig or None; received: tls={certs['server']!r}"
     with pytest.raises(ConfigError, match="port_range must be a string 'FIRST-LAST'"):
         RunConfig(num_executors=2, port_range="41000..41010")
-
-
-def test_spark_conf_sets_tls_and_the_port_range(certs):
-    from tfos.config import spark_conf_options
-
-    cert, key = certs["server"]
-    conf = {"spark.tfos.tls.certFile": cert, "spark.tfos.tls.keyFile": key, "spark.tfos.portRange": "41000-41010"}
-    assert spark_conf_options(conf.get) == {"tls": TLSConfig(cert, key), "port_range": PortRange(41000, 41010)}
-    assert spark_conf_options({}.get) == {}
 
 
 def test_node_launch_ships_the_ca_but_not_the_key(certs):

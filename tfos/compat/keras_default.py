@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from tfos.submit_conf import KERAS_KEY
+from tfos.spark_conf import KERAS_KEY
 
 _VARIABLE = "TF_USE_LEGACY_KERAS"
 

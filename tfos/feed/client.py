@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from tfos.errors import FeedError, FeedTimeout
+from tfos.errors import FeedConnectionError, FeedError, FeedTimeout
 from tfos.feed import protocol as p
 from tfos.reservation.auth import Secret
 
@@ -53,7 +53,7 @@ def _open(target: FeedTarget, secret: Secret | bytes, meta: dict, feed_timeout: 
     except ConnectionRefusedError:
         raise NodeGone(f"node {target.name} at {target.host}:{target.port} no longer takes data") from None
     except OSError as exc:
-        raise FeedError(f"cannot reach the feed of node {target.name} at {target.host}:{target.port} "
+        raise FeedConnectionError(f"cannot reach the feed of node {target.name} at {target.host}:{target.port} "
                         f"(executor {target.executor_id}): {exc}; did the node fail?") from None
     channel.sock.settimeout(feed_timeout)
     channel.send_json(p.OPEN, meta)
@@ -66,7 +66,7 @@ def _expect_ack(channel: p.FeedChannel, target: FeedTarget, what: str) -> dict:
     except TimeoutError:
         raise FeedTimeout(f"node {target.name} did not acknowledge {what} in time") from None
     if frame is None or frame[0] != p.ACK:
-        raise FeedError(f"node {target.name} closed the feed connection during {what}; did it fail?")
+        raise FeedConnectionError(f"node {target.name} closed the feed connection during {what}; did it fail?")
     return p.json_object(frame[1], "ACK") if frame[1] else {}
 
 
@@ -409,7 +409,7 @@ class _Links:
                               f"to read its feed ({self._sent[i]} records of partition {self._meta.get('partition')} "
                               f"sent to it); did the node hang?") from None
         except OSError as exc:
-            raise FeedError(f"feed to node {target.name} broke after {self._sent[i]} records of partition "
+            raise FeedConnectionError(f"feed to node {target.name} broke after {self._sent[i]} records of partition "
                             f"{self._meta.get('partition')}: {exc}; did the node fail?") from None
         self._sent[i] += count
 
@@ -439,7 +439,7 @@ class _Links:
             ack = self._acks[i]
             if "gone" in ack:
                 if self._sent[i]:
-                    raise FeedError(f"node {self._targets[i].name} closed the feed connection during the end of "
+                    raise FeedConnectionError(f"node {self._targets[i].name} closed the feed connection during the end of "
                                     f"partition {self._meta.get('partition')}: {ack['gone']}; did it fail?")
                 continue
             if ack.get("terminated"):
@@ -575,9 +575,14 @@ class ControlChannel:
         self._channel = _open(target, secret, {"kind": "control", "qname": qname}, feed_timeout)
         _expect_ack(self._channel, target, "the control connection")
 
+    def settimeout(self, feed_timeout: float) -> None:
+        """How long each later answer may take (each ``train()`` call has its own ``feed_timeout``)."""
+        self._channel.sock.settimeout(feed_timeout)
+
     def epoch(self, info: dict) -> None:
         self._channel.send_json(p.OPEN, info)
-        _expect_ack(self._channel, self.target, f"epoch {info.get('epoch')}'s plan")
+        # numbered from 1 in messages, as the driver's log and the Spark UI number epochs
+        _expect_ack(self._channel, self.target, f"epoch {info.get('epoch', -1) + 1}'s plan")
 
     def end(self) -> None:
         self._channel.send_json(p.END, {})

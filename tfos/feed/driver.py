@@ -6,7 +6,7 @@ import functools
 import logging
 from dataclasses import dataclass, field
 
-from tfos.errors import FeedError
+from tfos.errors import ControlChannelError, FeedError
 from tfos.feed.arrow_export import arrow_batches, count_batches, decode, one_length
 from tfos.feed.client import (
     ArrowChunks,
@@ -20,22 +20,6 @@ from tfos.feed.plan import FeedPlan, plan_feed
 from tfos.feed.records import describe_schema
 
 log = logging.getLogger(__name__)
-
-
-class ControlChannelError(FeedError):
-    """A node's feed did not take a control frame (an epoch's plan, the end of the feed).
-
-    The cluster turns it into the node's failure, so a restart resumes the feed.
-
-    Attributes:
-        node: the node's name, ``"worker:0"``.
-        closed: the node closed the connection (else it did not answer in time).
-    """
-
-    def __init__(self, message: str, node: str, closed: bool):
-        super().__init__(message)
-        self.node = node
-        self.closed = closed
 
 
 @dataclass
@@ -110,24 +94,20 @@ class SparkFeeder:
         self._run_job = run_job  # (description, thunk) -> result, under the run's job group
         self._check_nodes = check_nodes  # raises the run's node failure, if one comes within a moment
         self._controls: dict[tuple[int, str], ControlChannel] = {}
-        self._control_timeouts: dict[tuple[int, str], float] = {}  # each channel's socket timeout
         self.reports: list[FeedReport] = []
         # id -> (the cached RDD or DataFrame, its counts), so unchanged data is counted once
         self._sizes: dict[int, tuple] = {}
 
     def _control(self, node: int, qname: str, feed_timeout: float) -> ControlChannel:
-        """Node ``node``'s control channel, waiting ``feed_timeout`` for each answer.
-
-        A channel keeps the timeout it was opened with, so another timeout opens a new one:
-        ``train(feed_timeout=5)`` after a ``train()`` with the default must not wait 600 s.
-        """
+        """Node ``node``'s control channel, waiting ``feed_timeout`` for each answer (the
+        current call's: ``train(feed_timeout=5)`` after a ``train()`` with the default must
+        not wait 600 s)."""
         key = (node, qname)
-        if key in self._controls and self._control_timeouts[key] != feed_timeout:
-            self._controls.pop(key).close()
         if key not in self._controls:
             self._controls[key] = ControlChannel(self.targets[node], self._secret, qname, feed_timeout)
-            self._control_timeouts[key] = feed_timeout
-        return self._controls[key]
+        channel = self._controls[key]
+        channel.settimeout(feed_timeout)
+        return channel
 
     def _send_control(self, node: int, qname: str, feed_timeout: float, what: str, send) -> None:
         """``send(channel)`` on node ``node``'s control channel; any failure as :class:`ControlChannelError`.

@@ -1,9 +1,19 @@
-"""Length-prefixed frames over a local pipe between a node's own processes."""
+"""Length-prefixed frames over a local pipe between a node's own processes, and the
+events its children report on them.
+
+An event is one JSON frame ``{"event": kind, ...}``; one marked ``"attached": true`` is
+followed by one raw frame (an instance's pickled result), which the reader puts in
+``event["attachment"]``. Written by :class:`EventWriter`, read by :func:`read_events`:
+the TF process and a ``parallel_run`` instance to their parent, the supervisor to its
+node task.
+"""
 
 from __future__ import annotations
 
 import json
 import struct
+import threading
+from collections.abc import Iterator
 
 _LEN = struct.Struct(">I")
 MAX_FRAME = 1 << 30
@@ -49,3 +59,47 @@ def _read_exact(stream, size: int) -> bytes | None:
         chunks.append(chunk)
         got += len(chunk)
     return b"".join(chunks)
+
+
+class EventWriter:
+    """Writes events to a child's status pipe; callable from any thread.
+
+    Never raises: a parent that is gone cannot hear the event anyway, and the child's exit
+    code still tells its story.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def __call__(self, event: str, *, attachment: bytes | None = None, **fields) -> None:
+        """Send ``{"event": event, **fields}``, then ``attachment`` as a frame of its own."""
+        message = {"event": event, **fields}
+        if attachment is not None:
+            message["attached"] = True
+        with self._lock:
+            try:
+                write_json(self._stream, message)
+                if attachment is not None:
+                    write_frame(self._stream, attachment)
+            except (OSError, ValueError):
+                pass
+
+
+def read_events(stream) -> Iterator[dict]:
+    """The events on ``stream`` in order, each with its attachment; blocks for each.
+
+    Ends when the writer closes its end, or the stream breaks or carries a malformed
+    frame (the writer died mid-write: its exit code is the news then); closes ``stream``.
+    """
+    with stream:
+        while True:
+            try:
+                event = read_json(stream)
+                if event is None:
+                    return
+                if event.pop("attached", False):
+                    event["attachment"] = read_frame(stream)
+            except (OSError, ValueError, EOFError):
+                return
+            yield event

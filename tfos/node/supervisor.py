@@ -27,13 +27,13 @@ from tfos.errors import ReservationError
 from tfos.input_mode import InputMode
 from tfos.net import join_host_port
 from tfos.node import frames
-from tfos.node.child_env import without_spark_secrets
-from tfos.node.gpus import cuda_visible_devices
+from tfos.node.child_env import child_environment
 from tfos.node.observe import Observer
 from tfos.node.process import OutputTail, PidWatch, describe_exit, terminate
 from tfos.ports import PORTS_PER_NODE, PortRange, listen, pick, reserve
 from tfos.reservation.auth import Secret
 from tfos.reservation.client import ReservationClient
+from tfos.reservation.states import NodeState
 from tfos.roles import Role, cluster_spec, lead_slot, tf_config, training_rank
 from tfos.storage.credentials import apply_missing
 from tfos.tls import ClientTLS
@@ -127,23 +127,15 @@ class Supervisor:
                 self.mirror.finish()
             except StorageError as exc:
                 log.error("%s %s", self.tag, exc)
-                if outcome.event in ("done", "stopped"):
-                    return _Outcome("failed", str(exc), outcome.exit_code)
+                if outcome.event in (NodeState.DONE, NodeState.STOPPED):
+                    return _Outcome(NodeState.FAILED, str(exc), outcome.exit_code)
         if self.local_root:
             shutil.rmtree(self.local_root, ignore_errors=True)
         return outcome
 
     def _start_child(self) -> None:
-        env = without_spark_secrets(os.environ)  # Spark's own secrets are not the user's business
-        if not self.h["keep_omp_num_threads"]:
-            # pyspark sets OMP_NUM_THREADS=spark.task.cpus for its Python workers; a TF
-            # process owns the whole executor, so let TF size its thread pools itself
-            env.pop("OMP_NUM_THREADS", None)
-        env.update(self.h["env"])
-        devices = cuda_visible_devices(self.h.get("gpus") or [], env.get("CUDA_VISIBLE_DEVICES"))
-        if devices is not None:
-            env["CUDA_VISIBLE_DEVICES"] = devices  # the GPUs Spark gave this task, and no others
-        env["PYTHONUNBUFFERED"] = "1"
+        env = child_environment(os.environ, keep_omp_num_threads=self.h["keep_omp_num_threads"],
+                                user_env=self.h["env"], gpus=self.h.get("gpus") or [])
         read_fd, write_fd = os.pipe()
         # the TF process's reaper reads EOF here when this process is gone, however it died,
         # and kills the TF process's whole group (process.start_group_reaper)
@@ -231,7 +223,10 @@ class Supervisor:
             [sys.executable, "-m", "tfos.node.guarded", str(os.getpid()), "tensorboard.main",
              "--logdir", log_dir, "--host", host, "--port", str(port), "--reload_interval", "5"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True, env=without_spark_secrets(os.environ),
+            start_new_session=True,
+            # the run's env= too: a remote log_dir may need its credentials; no GPU for it
+            env=child_environment(os.environ, keep_omp_num_threads=self.h["keep_omp_num_threads"],
+                                  user_env=self.h["env"]),
         )
         OutputTail(self.tensorboard.stdout, f"{self.tag}[tensorboard]", max_lines=20)
         log.info("%s TensorBoard on http://%s serving %s", self.tag, join_host_port(host, port), log_dir)
@@ -243,11 +238,11 @@ class Supervisor:
         self._events_done.wait(2.0)
         self.observer.close(1.0)  # the last lines reach the driver before the node's end does
         if self.stop_reason:
-            return _Outcome("stopped", self.stop_reason, code)
+            return _Outcome(NodeState.STOPPED, self.stop_reason, code)
         if code == 0:
-            return _Outcome("done", "", 0)
+            return _Outcome(NodeState.DONE, "", 0)
         message = self.child_message or f"TF process {describe_exit(code)}"
-        return _Outcome("failed", message, code)
+        return _Outcome(NodeState.FAILED, message, code)
 
     def _abort(self, reason: str) -> _Outcome:
         log.info("%s %s", self.tag, reason)
@@ -258,18 +253,15 @@ class Supervisor:
 
     def _read_child_events(self, stream) -> None:
         try:
-            while True:
-                event = frames.read_json(stream)
-                if event is None:
-                    break
+            for event in frames.read_events(stream):
                 kind = event.get("event")
-                if kind in ("running", "serving"):
+                if kind in (NodeState.RUNNING, NodeState.SERVING):
                     self.state = kind
                     self._report(kind)
                     self._signal_task({"event": "running"})
                 elif kind == "progress":
                     self.observer.progress(event.get("record") or {})
-                elif kind == "failed":
+                elif kind == NodeState.FAILED:
                     self.traceback = event.get("traceback", "")
                     self.child_message = event.get("message", "")
                     # report now: the TF process may take a second to tear TensorFlow down
@@ -277,10 +269,8 @@ class Supervisor:
                     if self.tail:
                         self.tail.join(0.1)  # let the traceback's lines reach the tail
                     self.failure_reported = self._report(
-                        "failed", exit_code=1, message=self.child_message, traceback=self.traceback,
+                        NodeState.FAILED, exit_code=1, message=self.child_message, traceback=self.traceback,
                         output_tail=self.tail.text() if self.tail else "")
-        except (OSError, ValueError, EOFError):
-            pass
         finally:
             self._events_done.set()
 
@@ -344,7 +334,7 @@ class Supervisor:
             self.stop_ordered = ordered
         log.info("%s stopping: %s", self.tag, reason)
         if not ordered:
-            self._report("failed", message=reason, output_tail=self.tail.text() if self.tail else "",
+            self._report(NodeState.FAILED, message=reason, output_tail=self.tail.text() if self.tail else "",
                          timeout_s=5.0)
         self._stop.set()
         terminate(self.child, self.h["stop_grace_s"], "TF process")
@@ -377,8 +367,8 @@ class Supervisor:
         if outcome.event != "aborted" and not self.failure_reported:
             self._report(
                 outcome.event, exit_code=outcome.exit_code, message=outcome.message,
-                traceback=self.traceback if outcome.event == "failed" else "",
-                output_tail=self.tail.text() if (self.tail and outcome.event == "failed") else "",
+                traceback=self.traceback if outcome.event == NodeState.FAILED else "",
+                output_tail=self.tail.text() if (self.tail and outcome.event == NodeState.FAILED) else "",
             )
         self._signal_task({"event": "result", "outcome": outcome.event, "message": outcome.message,
                            "exit_code": outcome.exit_code, "role": str(self.role or self.tag)})
@@ -410,9 +400,9 @@ def main() -> int:
         reason = f"node supervisor failed: {type(exc).__name__}: {exc}"
         log.error("%s %s", sup.tag, reason)
         terminate(sup.child, 1.0, "TF process")
-        outcome = _Outcome("failed", reason)
+        outcome = _Outcome(NodeState.FAILED, reason)
     sup.finish(outcome)
-    return 0 if outcome.event in ("done", "stopped", "aborted") else 1
+    return 0 if outcome.event in (NodeState.DONE, NodeState.STOPPED, "aborted") else 1
 
 
 if __name__ == "__main__":

@@ -9,18 +9,12 @@ import os
 import subprocess
 import sys
 
+from tfos.errors import NodeTaskError
 from tfos.input_mode import InputMode
 from tfos.node import frames
 from tfos.node.gpus import task_gpus
 from tfos.node.launch import NodeLaunch
-
-
-class NodeTaskError(RuntimeError):
-    """Raised inside the Spark task so the Spark UI shows the node failed.
-
-    The driver gets the full story (traceback, output tail) from the reservation
-    server; this message is the short version.
-    """
+from tfos.reservation.states import NodeState
 
 
 def run_node_task(launch: NodeLaunch, slot: int, task_address: str | None, task_attempt: int) -> dict:
@@ -47,11 +41,8 @@ def run_node_task(launch: NodeLaunch, slot: int, task_address: str | None, task_
         frames.write_frame(proc.stdin, launch.payload)
         proc.stdin.close()
         result = None
-        while True:
-            event = frames.read_json(status)
-            if event is None:
-                break
-            if event.get("event") == "running" and launch.input_mode == InputMode.SPARK:
+        for event in frames.read_events(status):
+            if event.get("event") == NodeState.RUNNING and launch.input_mode == InputMode.SPARK:
                 return {"slot": slot, "executor_id": me.executor_id, "outcome": "running"}
             if event.get("event") == "result":
                 result = event
@@ -63,7 +54,7 @@ def run_node_task(launch: NodeLaunch, slot: int, task_address: str | None, task_
         message = f"node supervisor (pid {proc.pid}) {describe_exit(code)} before reporting a result"
         _report_lost_supervisor(launch, slot, message, code)
         raise NodeTaskError(f"slot {slot}: {message}")
-    if result["outcome"] == "failed":
+    if result["outcome"] == NodeState.FAILED:
         raise NodeTaskError(f"node {result['role']} failed: {result['message']}")
     return {"slot": slot, "executor_id": me.executor_id, "outcome": result["outcome"]}
 
@@ -75,16 +66,14 @@ def _report_lost_supervisor(launch: NodeLaunch, slot: int, message: str, code: i
 
     try:
         with ReservationClient(launch.server_address, launch.secret, launch.run_id, slot, tls=launch.tls) as client:
-            client.report("failed", exit_code=code, message=message, timeout_s=5.0)
+            client.report(NodeState.FAILED, exit_code=code, message=message, timeout_s=5.0)
     except ReservationError:
         pass  # the driver will still see the Spark task fail
 
 
 def _supervisor_env() -> dict[str, str]:
-    from tfos.node.child_env import without_spark_secrets
+    """The base layers only (no secrets, this worker's ``sys.path``): the supervisor applies
+    the run's OMP, ``env=`` and GPU rules when it starts the TF process, on top of its own."""
+    from tfos.node.child_env import child_environment
 
-    env = without_spark_secrets(os.environ)  # the supervisor speaks only tfos's own channels
-    # make sure the supervisor finds tfos the same way this worker did
-    paths = [p for p in sys.path if p]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    return env
+    return child_environment(os.environ, keep_omp_num_threads=True)

@@ -4,7 +4,8 @@ Started by the supervisor as ``python -m tfos.node.tf_process``. Reads, from std
 its header, the cloudpickled ``(main_fun, args)`` (written by the supervisor from the
 Spark task closure, never from a socket), then the cluster. Imports TensorFlow while
 the cluster forms, exports ``TF_CONFIG``, and reports "running" / "failed" (with the
-traceback) to the supervisor over a private pipe.
+traceback) to the supervisor over a private pipe; ``main_fun`` runs as every child
+runs it (:mod:`tfos.node.user_function`).
 """
 
 from __future__ import annotations
@@ -12,31 +13,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import resource
 import sys
 import threading
-import traceback
 
 from tfos.node import frames
+from tfos.node.frames import EventWriter
 from tfos.node.process import die_with_parent, start_group_reaper
+from tfos.node.user_function import prepare_interpreter, run_user_function
+from tfos.reservation.states import NodeState
 
 log = logging.getLogger("tfos.node")
-
-
-def _prepare_environment(keras: str) -> None:
-    """Settings that must be in place before TensorFlow is imported."""
-    # a Python worker's memory cap (spark.executor.pyspark.memory) must not starve TF
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-        if soft != hard:
-            resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
-    except (ValueError, OSError):
-        pass
-    if keras != "auto":  # "auto": whatever the executor environment says
-        from tfos.keras_compat import configure_keras_backend
-
-        os.environ.update(configure_keras_backend(keras))
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
 def _preimport_tensorflow() -> None:
@@ -44,19 +30,6 @@ def _preimport_tensorflow() -> None:
         import tensorflow  # noqa: F401
     except ImportError:
         pass
-
-
-class _Events:
-    def __init__(self, stream):
-        self._stream = stream
-        self._lock = threading.Lock()
-
-    def __call__(self, event: str, **data) -> None:
-        with self._lock:
-            try:
-                frames.write_json(self._stream, {"event": event, **data})
-            except (OSError, ValueError):
-                pass
 
 
 def main() -> int:
@@ -71,13 +44,13 @@ def main() -> int:
         return 70  # the supervisor is already gone
     if opts.watch_fd >= 0:
         start_group_reaper(opts.watch_fd)  # first: no thread runs yet
-    events = _Events(os.fdopen(opts.status_fd, "wb"))
+    events = EventWriter(os.fdopen(opts.status_fd, "wb"))
     stdin = sys.stdin.buffer
     header = frames.read_json(stdin)
     payload = frames.read_frame(stdin)
     if header is None or payload is None:
         return 70
-    _prepare_environment(header["keras"])
+    prepare_interpreter(header["keras"])
     preimport = threading.Thread(target=_preimport_tensorflow, name="tfos-preimport", daemon=True)
     preimport.start()
     cluster = frames.read_json(stdin)
@@ -87,37 +60,26 @@ def main() -> int:
     feed_secret = _take_secret(cluster)
     os.environ["TF_CONFIG"] = _json(cluster["tf_config"])
     preimport.join()
-    try:
-        import cloudpickle
 
-        from tfos.user_code import restore_source
-
-        main_fun, args, source = cloudpickle.loads(payload)
-        restore_source(main_fun, source)
+    def make_context():
         ctx = _context(header, cluster, events)
         ctx._tmp_socket = _held_port(opts.port_fd, header.get("release_port", True))
         if opts.feed_fd >= 0 and cluster["job_name"] not in ("ps", "evaluator"):
             ctx._feed = _feed_server(opts.feed_fd, feed_secret)
-        if cluster["job_name"] == "ps":
-            events("running")
+        return ctx
+
+    def serve_or_call(main_fun, args, ctx):
+        if ctx.job_name == "ps":
+            events(NodeState.RUNNING)
             ctx.serve()
-            return 0
+            return None
         from tfos.keras_compat import apply_keras3_mwms_fix_on_import
 
         apply_keras3_mwms_fix_on_import()
-        if isinstance(args, list):
-            sys.argv = list(args)  # TensorFlowOnSpark's convention for argv-style tf_args
-        events("running")
-        main_fun(args, ctx)
-    except BaseException as exc:  # noqa: BLE001 - every failure must reach the driver
-        if isinstance(exc, SystemExit) and exc.code in (0, None):
-            return 0
-        tb = traceback.format_exc()
-        sys.stderr.write(tb)
-        sys.stderr.flush()
-        events("failed", message=f"main_fun raised {type(exc).__name__}: {exc}"[:2000], traceback=tb)
-        return 1
-    return 0
+        events(NodeState.RUNNING)
+        return main_fun(args, ctx)
+
+    return run_user_function(payload, make_context, events, serve_or_call).exit_code
 
 
 def _context(header: dict, cluster: dict, events):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from tfos.reservation.states import EVENTS as _EVENTS
+
 PACKAGE = "tfos.reservation.v1"
 SERVICE = f"{PACKAGE}.Reservation"
 
@@ -76,8 +78,8 @@ METHODS = {
     "Observe": ("ObserveRequest", "ObserveReply"),
 }
 
-#: events a node may report, in the order a healthy node reports them
-EVENTS = ("running", "serving", "done", "failed", "stopped")
+#: events a node may report (``states.py`` draws what each one moves the node to)
+EVENTS = tuple(str(e) for e in _EVENTS)
 
 
 def _build() -> dict[str, type]:

@@ -56,7 +56,7 @@ class ReservationServer:
         self._secret = secret
         self._refusals = RateLimitedLog(log, "unauthenticated reservation calls refused")
         self.host = host
-        workers = max_workers or max(16, 2 * len(state.nodes) + 8)
+        workers = max_workers or max(16, 2 * len(state.roles) + 8)
         # kept, to shut down with the server: grpc's stop() leaves the pool's threads alive
         self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tfos-reservation")
         self._server = grpc.server(

@@ -2,7 +2,9 @@
 
 One instance per run. Every call is idempotent: a retried registration for the
 same slot from the same executor replaces nothing and adds no node. All methods
-are thread-safe; waits use the condition with a deadline.
+are thread-safe. The driver (``Cluster``, ``RestartingCluster``) uses the public
+surface only: the queries, :meth:`wait_until` and :meth:`notify`; the states and
+their moves are drawn in ``states.py``.
 """
 
 from __future__ import annotations
@@ -16,12 +18,11 @@ from dataclasses import dataclass, field
 from tfos.errors import NodeFailure, ReservationError
 from tfos.reservation import messages as m
 from tfos.reservation.output_relay import OutputRelay
+from tfos.reservation.states import NodeState, RunState
 from tfos.roles import Role
 
 log = logging.getLogger(__name__)
 
-RESERVING, READY, STOPPING, FAILED, FINISHED = "reserving", "ready", "stopping", "failed", "finished"
-TERMINAL_NODE_STATES = ("done", "failed", "stopped", "lost")
 MAX_HOST_CHARS = 255
 #: progress records kept per node
 MAX_PROGRESS_RECORDS = 1000
@@ -46,7 +47,7 @@ class NodeRecord:
     pid: int = 0
     tensorboard_port: int = 0
     feed_port: int = 0
-    state: str = "unregistered"
+    state: NodeState = NodeState.UNREGISTERED
     last_seen: float = 0.0
     stop_requested: bool = False
     events: list[str] = field(default_factory=list)
@@ -77,10 +78,10 @@ class ReservationState:
         self.tensorboard = tensorboard
         self.log_dir = log_dir or ""
         self._clock = clock
-        self.cond = threading.Condition()
-        self.nodes = [NodeRecord(slot=i, role=r) for i, r in enumerate(self.roles)]
-        self.run_state = RESERVING
-        self.failures: list[NodeFailure] = []
+        self._cond = threading.Condition()  # an RLock: queries may run inside wait_until predicates
+        self._nodes = [NodeRecord(slot=i, role=r) for i, r in enumerate(self.roles)]
+        self.run_state = RunState.RESERVING  # read-only outside this class
+        self._failures: list[NodeFailure] = []
         self._listeners: list = []
         #: node output and progress, to the observers from a thread of its own (output_relay.py)
         self.output = OutputRelay()
@@ -98,12 +99,12 @@ class ReservationState:
             value = getattr(req, name)
             if not (0 <= value <= 65535) or (name == "port" and value == 0):
                 raise ProtocolError("INVALID_ARGUMENT", f"{name} must be a TCP port; received: {name}={value}")
-        with self.cond:
-            if self.run_state in (FAILED, STOPPING, FINISHED):
+        with self._cond:
+            if not self.run_state.accepts_nodes:
                 # a Spark retry of a node task after the run ended: tell it to go away
-                return m.RegisterReply(run_state=self.run_state, registered=self._registered(), expected=len(self.nodes))
-            for other in self.nodes:
-                if other.slot != node.slot and other.executor_id == executor_id and other.host == host and other.state != "unregistered":
+                return m.RegisterReply(run_state=self.run_state, registered=self._registered(), expected=len(self._nodes))
+            for other in self._nodes:
+                if other.slot != node.slot and other.executor_id == executor_id and other.host == host and other.state.registered:
                     raise ProtocolError(
                         "FAILED_PRECONDITION",
                         f"executor {executor_id} on {host} already runs node {other.role}; a second node "
@@ -111,8 +112,8 @@ class ReservationState:
                         f"(spark.task.cpus = spark.executor.cores)",
                     )
             same = (node.executor_id, node.host, node.port) == (executor_id, host, req.port)
-            if node.state != "unregistered" and not same:
-                if self.run_state == READY:
+            if node.state.registered and not same:
+                if self.run_state == RunState.READY:
                     reason = (
                         f"slot {node.slot} ({node.role}) registered again from executor {executor_id} on "
                         f"{host} after the cluster had formed with it on executor {node.executor_id} on "
@@ -123,28 +124,28 @@ class ReservationState:
                 log.info("slot %d re-registered from executor %s on %s (retried task)", node.slot, executor_id, host)
             node.executor_id, node.host, node.port = executor_id, host, req.port
             node.pid, node.tensorboard_port, node.feed_port = req.pid, req.tensorboard_port, req.feed_port
-            if node.state == "unregistered":
-                node.state = "registered"
+            if not node.state.registered:
+                node.state = NodeState.REGISTERED
             node.last_seen = self._clock()
-            if self.run_state == RESERVING and self._registered() == len(self.nodes):
-                self.run_state = READY
-                log.info("all %d nodes registered; cluster formed", len(self.nodes))
-            self.cond.notify_all()
-            return m.RegisterReply(run_state=self.run_state, registered=self._registered(), expected=len(self.nodes))
+            if self.run_state == RunState.RESERVING and self._registered() == len(self._nodes):
+                self.run_state = RunState.READY
+                log.info("all %d nodes registered; cluster formed", len(self._nodes))
+            self._cond.notify_all()
+            return m.RegisterReply(run_state=self.run_state, registered=self._registered(), expected=len(self._nodes))
 
     def await_cluster(self, req):
         self._node(req.run_id, req.slot)
         wait_s = min(max(req.wait_ms, 0), 30_000) / 1000.0
-        with self.cond:
-            self.cond.wait_for(lambda: self.run_state != RESERVING, timeout=wait_s)
-            ready = self.run_state != RESERVING
+        with self._cond:
+            self._cond.wait_for(lambda: self.run_state != RunState.RESERVING, timeout=wait_s)
+            ready = self.run_state != RunState.RESERVING
             reply = m.ClusterReply(
-                ready=ready and self.run_state == READY, run_state=self.run_state,
-                registered=self._registered(), expected=len(self.nodes),
+                ready=ready and self.run_state == RunState.READY, run_state=self.run_state,
+                registered=self._registered(), expected=len(self._nodes),
                 tensorboard=self.tensorboard, log_dir=self.log_dir,
             )
             if ready:
-                reply.nodes.extend(n.to_message() for n in self.nodes)
+                reply.nodes.extend(n.to_message() for n in self._nodes)
             return reply
 
     def heartbeat(self, req):
@@ -152,15 +153,15 @@ class ReservationState:
         wait_s = min(max(req.wait_ms, 0), 10_000) / 1000.0
 
         def stopping() -> bool:
-            return node.stop_requested or self.run_state in (FAILED, FINISHED)
+            return node.stop_requested or self.run_state in (RunState.FAILED, RunState.FINISHED)
 
-        with self.cond:
+        with self._cond:
             node.last_seen = self._clock()
-            if req.state in ("running", "serving") and node.state == "registered":
-                node.state = req.state
+            if req.state in (NodeState.RUNNING, NodeState.SERVING) and node.state == NodeState.REGISTERED:
+                node.state = NodeState(req.state)
             if wait_s:
                 # long poll: a stop order reaches the node at once, not at its next beat
-                self.cond.wait_for(stopping, timeout=wait_s)
+                self._cond.wait_for(stopping, timeout=wait_s)
                 node.last_seen = self._clock()
             return m.HeartbeatReply(stop=stopping(), run_state=self.run_state)
 
@@ -170,8 +171,8 @@ class ReservationState:
             raise ProtocolError("INVALID_ARGUMENT", f"event must be one of {', '.join(m.EVENTS)}; received: {req.event!r:.100}")
         if not 0 <= req.tensorboard_port <= 65535:
             raise ProtocolError("INVALID_ARGUMENT", f"tensorboard_port must be a TCP port; received: tensorboard_port={req.tensorboard_port}")
-        with self.cond:
-            if node.state == "unregistered" and req.event in ("running", "serving", "done"):
+        with self._cond:
+            if not node.state.registered and req.event in (NodeState.RUNNING, NodeState.SERVING, NodeState.DONE):
                 # counting it as registered would form a cluster with no address for this slot
                 raise ProtocolError(
                     "FAILED_PRECONDITION",
@@ -180,23 +181,27 @@ class ReservationState:
             node.last_seen = self._clock()
             if req.tensorboard_port:
                 node.tensorboard_port = req.tensorboard_port
-            if node.state in TERMINAL_NODE_STATES:
+            if node.state.terminal:
                 # a retried report, or news after the driver already declared it lost
                 return m.ReportReply(run_state=self.run_state, stop=True)
-            node.events.append(req.event)
-            if req.event == "failed" or (req.event == "stopped" and not node.stop_requested and self.run_state not in (FAILED, FINISHED)):
-                reason = req.message or ("stopped before it was asked to" if req.event == "stopped" else "failed")
+            event = NodeState(req.event)
+            node.events.append(event)
+            unasked = (event == NodeState.STOPPED and not node.stop_requested
+                       and self.run_state not in (RunState.FAILED, RunState.FINISHED))
+            if event == NodeState.FAILED or unasked:
+                reason = req.message or ("stopped before it was asked to" if unasked else "failed")
                 self._fail_locked(
                     node, reason,
                     exit_code=req.exit_code if req.has_exit_code else None,
                     traceback=req.traceback, output_tail=req.output_tail,
                 )
-                node.state = "failed"
+                node.state = NodeState.FAILED
             else:
-                node.state = req.event
-                log.debug("[%s] %s", node.role, req.event)
-            self.cond.notify_all()
-            return m.ReportReply(run_state=self.run_state, stop=node.stop_requested or self.run_state in (FAILED, FINISHED))
+                node.state = event
+                log.debug("[%s] %s", node.role, event)
+            self._cond.notify_all()
+            stop = node.stop_requested or self.run_state in (RunState.FAILED, RunState.FINISHED)
+            return m.ReportReply(run_state=self.run_state, stop=stop)
 
     def observe(self, req):
         """Output lines and progress records: for the driver's log and ``cluster.progress``."""
@@ -217,8 +222,8 @@ class ReservationState:
                                                         f"{m.MAX_PROGRESS_CHARS} characters; received: {text[:80]!r}")
             records.append(record)
         lines = [line[:m.MAX_LINE_CHARS] for line in req.lines]
-        with self.cond:
-            if node.state == "unregistered":
+        with self._cond:
+            if not node.state.registered:
                 raise ProtocolError("FAILED_PRECONDITION", f"slot {node.slot} sent output before it registered")
             node.last_seen = self._clock()
             node.progress.extend(records)
@@ -240,40 +245,37 @@ class ReservationState:
 
     def fail(self, slot: int | None, reason: str, lost: bool = False, **evidence) -> None:
         """Record a failure the driver observed (``lost``: heartbeat silence; else a Spark task error)."""
-        with self.cond:
-            node = self.nodes[slot] if slot is not None else None
+        with self._cond:
+            node = self._nodes[slot] if slot is not None else None
             self._fail_locked(node, reason, **evidence)
-            if node is not None and node.state not in TERMINAL_NODE_STATES:
-                node.state = "lost" if lost else "failed"
-            self.cond.notify_all()
+            if node is not None and not node.state.terminal:
+                node.state = NodeState.LOST if lost else NodeState.FAILED
+            self._cond.notify_all()
 
     def request_stop(self, predicate) -> list[NodeRecord]:
         """Order the nodes for which ``predicate(node)`` holds to stop; returns them."""
-        with self.cond:
-            chosen = [n for n in self.nodes if predicate(n)]
+        with self._cond:
+            chosen = [n for n in self._nodes if predicate(n)]
             for n in chosen:
                 n.stop_requested = True
-            if chosen and self.run_state == READY:
-                self.run_state = STOPPING
-            self.cond.notify_all()
+            if chosen and self.run_state == RunState.READY:
+                self.run_state = RunState.STOPPING
+            self._cond.notify_all()
             return chosen
 
     def finish(self) -> None:
-        with self.cond:
-            if self.run_state != FAILED:
-                self.run_state = FINISHED
-            for n in self.nodes:
+        with self._cond:
+            if self.run_state != RunState.FAILED:
+                self.run_state = RunState.FINISHED
+            for n in self._nodes:
                 n.stop_requested = True
-            self.cond.notify_all()
+            self._cond.notify_all()
 
     def lost_nodes(self, timeout_s: float) -> list[NodeRecord]:
         """Registered, unfinished nodes not heard from for ``timeout_s``."""
         now = self._clock()
-        with self.cond:
-            return [
-                n for n in self.nodes
-                if n.state not in ("unregistered", *TERMINAL_NODE_STATES) and now - n.last_seen > timeout_s
-            ]
+        with self._cond:
+            return [n for n in self._nodes if n.state.active and now - n.last_seen > timeout_s]
 
     def declare_lost(self, timeout_s: float) -> list[NodeRecord]:
         """Fail every node :meth:`lost_nodes` names (the driver's heartbeat check); returns them.
@@ -285,18 +287,57 @@ class ReservationState:
             self.fail(node.slot, f"no heartbeat for {timeout_s:g} s (node process or executor died?)", lost=True)
         return lost
 
+    # ------------------------------------------------------------ queries and waits
+
     def snapshot(self) -> list[NodeRecord]:
-        with self.cond:
-            return [NodeRecord(**{k: getattr(n, k) for k in n.__dataclass_fields__}) for n in self.nodes]
+        """A copy of every node's record, in slot order."""
+        with self._cond:
+            return [NodeRecord(**{k: getattr(n, k) for k in n.__dataclass_fields__}) for n in self._nodes]
+
+    def node(self, slot: int) -> NodeRecord:
+        """A copy of one node's record."""
+        with self._cond:
+            n = self._nodes[slot]
+            return NodeRecord(**{k: getattr(n, k) for k in n.__dataclass_fields__})
+
+    def slot_of(self, name: str) -> int | None:
+        """The slot of the node named ``name`` (``"worker:1"``), or ``None``."""
+        return next((n.slot for n in self._nodes if str(n.role) == name), None)
+
+    def all_nodes(self, predicate) -> bool:
+        """Whether ``predicate(record)`` holds for every node (live records: do not keep them)."""
+        with self._cond:
+            return all(predicate(n) for n in self._nodes)
+
+    @property
+    def failures(self) -> list[NodeFailure]:
+        """Every failure so far, root cause first (a copy)."""
+        with self._cond:
+            return list(self._failures)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self._failures)
+
+    def wait_until(self, predicate, timeout: float | None) -> bool:
+        """Block until ``predicate()`` holds (checked under the state's lock at every change
+        and every :meth:`notify`), at most ``timeout`` seconds; returns its last value."""
+        with self._cond:
+            return bool(self._cond.wait_for(predicate, timeout=timeout))
+
+    def notify(self) -> None:
+        """Wake every :meth:`wait_until`: something its predicate reads outside the state changed."""
+        with self._cond:
+            self._cond.notify_all()
 
     def registered_hosts(self) -> list[str]:
-        with self.cond:
-            return [f"{n.host} (executor {n.executor_id})" for n in self.nodes if n.state != "unregistered"]
+        with self._cond:
+            return [f"{n.host} (executor {n.executor_id})" for n in self._nodes if n.state.registered]
 
     # ------------------------------------------------------------------ internals
 
     def _registered(self) -> int:
-        return sum(1 for n in self.nodes if n.state != "unregistered")
+        return sum(1 for n in self._nodes if n.state.registered)
 
     def _node(self, run_id: str, slot: int) -> NodeRecord:
         if run_id != self.run_id:
@@ -305,12 +346,12 @@ class ReservationState:
                 f"request for run {run_id!r:.80} reached the server of run {self.run_id!r} "
                 f"(a node task left over from an earlier run?)",
             )
-        if not 0 <= slot < len(self.nodes):
+        if not 0 <= slot < len(self._nodes):
             raise ProtocolError(
                 "INVALID_ARGUMENT",
-                f"slot must be 0..{len(self.nodes) - 1} (this run has {len(self.nodes)} nodes); received: slot={slot}",
+                f"slot must be 0..{len(self._nodes) - 1} (this run has {len(self._nodes)} nodes); received: slot={slot}",
             )
-        return self.nodes[slot]
+        return self._nodes[slot]
 
     def _fail_locked(self, node: NodeRecord | None, reason: str, exit_code=None, traceback="", output_tail="") -> None:
         failure = NodeFailure(
@@ -321,9 +362,9 @@ class ReservationState:
             reason=reason, exit_code=exit_code, traceback=traceback, output_tail=output_tail,
             at=time.time(),
         )
-        first = not self.failures
-        self.failures.append(failure)
-        self.run_state = FAILED
+        first = not self._failures
+        self._failures.append(failure)
+        self.run_state = RunState.FAILED
         if first:
             log.error("node %s failed: %s", failure.name, reason)
             listeners = list(self._listeners)

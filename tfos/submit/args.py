@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from tfos.keras_compat import KERAS_BACKEND_CHOICES
+from tfos.spark_conf import CLUSTER_SIZE_KEY
 from tfos.spark_env import LOCAL_CLUSTER_MASTER
 from tfos.submit.config import (
     ARCHIVE_SUFFIXES,
@@ -21,7 +22,6 @@ from tfos.submit.config import (
     SubmitError,
     positive_int,
 )
-from tfos.submit_conf import CLUSTER_SIZE_KEY
 
 # spark-submit's own options (pyspark 4.3's SparkSubmitOptionParser), by how tfos treats them.
 _PASS_VALUE = (

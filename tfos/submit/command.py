@@ -14,10 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from tfos.keras_compat import configure_keras_backend
+from tfos.spark_conf import CLUSTER_SIZE_KEY, KERAS_KEY, STORAGE_KEY
 from tfos.submit.config import ENV_LINK, ENV_PYTHON, ConfEntry, SubmitConfig, SubmitError
 from tfos.submit.machine import env_archive
 from tfos.submit.master import KIND_NAMES, is_loopback_master
-from tfos.submit_conf import CLUSTER_SIZE_KEY, KERAS_KEY
 
 
 @dataclass(frozen=True)
@@ -165,8 +165,6 @@ def _node_environment(needs: _Needs, config: SubmitConfig, environ: Mapping[str,
             needs.need(f"spark.executorEnv.{name}", value, f"--keras {config.keras}")
             needs.driver_env[name] = value
     if config.storage:
-        from tfos.config import STORAGE_KEY
-
         needs.need(STORAGE_KEY, config.storage, "--storage")
     for name, value in config.node_env:
         needs.need(f"spark.executorEnv.{name}", value, f"--env {name}={value}")

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from tfos.errors import ConfigError
-from tfos.keras_compat import KERAS_BACKEND_CHOICES
+from tfos.keras_compat import check_keras_choice
 from tfos.spark_env import LOCAL_CLUSTER_MASTER
 from tfos.submit.master import master_kind
 
@@ -84,9 +84,8 @@ class SubmitConfig:
         if self.deploy_mode == "cluster" and kind == "standalone":
             raise SubmitError("--deploy-mode cluster is not supported for Python scripts on a "
                               "standalone master (spark-submit refuses it); use --deploy-mode client")
-        if self.keras is not None and self.keras not in KERAS_BACKEND_CHOICES:
-            raise SubmitError(f"--keras must be one of {', '.join(KERAS_BACKEND_CHOICES)}; "
-                              f"received: --keras {self.keras}")
+        if self.keras is not None:
+            check_keras_choice(self.keras, "--keras", auto=False, error=SubmitError)
         if self.gpus_per_node < 0:
             raise SubmitError(f"--gpus-per-node must be >= 0; received: --gpus-per-node {self.gpus_per_node}")
         if self.gpu_discovery_script and not self.gpus_per_node:

@@ -6,12 +6,11 @@ run on. The local master regexes are :mod:`tfos.spark_env`'s, their one home.
 
 from __future__ import annotations
 
-from tfos.spark_env import LOCAL_CLUSTER_MASTER, LOCAL_MASTER
+from tfos.spark_env import LOCAL_CLUSTER_MASTER, LOCAL_MASTER, is_loopback_master
 
 #: what each kind is called in messages
 KIND_NAMES = {"embedded": "the embedded local-cluster", "local-cluster": "local-cluster",
               "yarn": "YARN", "k8s": "Kubernetes", "standalone": "a standalone master"}
-_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
 def master_kind(master: str | None) -> str | None:
@@ -32,9 +31,4 @@ def master_kind(master: str | None) -> str | None:
     return None
 
 
-def is_loopback_master(master: str | None) -> bool:
-    """True for a ``spark://`` master whose every host is this machine's loopback."""
-    if not master or not master.startswith("spark://"):
-        return False
-    hosts = master[len("spark://"):].split(",")
-    return all(h.rsplit(":", 1)[0] in _LOOPBACK_HOSTS for h in hosts)
+__all__ = ["KIND_NAMES", "is_loopback_master", "master_kind"]

@@ -75,3 +75,54 @@ def _pgid(pid: int) -> int:
         return os.getpgid(pid)
     except OSError:
         return -1
+
+
+def _instance_spawns_and_sleeps(args, ctx):
+    import os as _os
+    import subprocess as _subprocess
+    import sys as _sys
+    import time as _time
+
+    marker = _os.path.join(args, f"started.{ctx.worker_num}")
+    if _os.path.exists(marker):
+        return "retried"  # Spark's retry of the stage after the kill: end at once
+    open(marker, "w").close()
+    if ctx.worker_num == 1:
+        sleeper = _subprocess.Popen([_sys.executable, "-c", "import time; time.sleep(120)"])
+        forked = _os.fork()
+        if forked == 0:
+            _time.sleep(120)
+            _os._exit(0)
+        with open(_os.path.join(args, "instance.tmp"), "w") as f:
+            f.write(f"{_os.getpid()} {sleeper.pid} {forked}")
+        _os.rename(_os.path.join(args, "instance.tmp"), _os.path.join(args, "instance.pids"))
+    _time.sleep(120)
+    return "slept"
+
+
+def test_a_killed_spark_task_takes_its_parallel_run_instance_group_with_it(sc, tmp_path):
+    import threading
+
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["results"] = tfos.parallel_run(sc, _instance_spawns_and_sleeps, str(tmp_path), num_executors=2)
+        except Exception as exc:  # noqa: BLE001 - either end is fine: the group's fate is the point
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    pids_file = tmp_path / "instance.pids"
+    assert wait_until(pids_file.exists, 90), "instance 1 did not start its children"
+    child, sleeper, forked = (int(p) for p in pids_file.read_text().split())
+    task_worker = psutil.Process(child).parent()  # the Spark task's Python worker
+    assert "tfos.node.instance" in " ".join(psutil.Process(child).cmdline())
+    group = [p.pid for p in psutil.process_iter() if _pgid(p.pid) == child]
+    assert {child, sleeper, forked} < set(group)  # and the reaper
+
+    os.kill(task_worker.pid, signal.SIGKILL)
+    assert wait_until(lambda: all(process_gone(p) for p in group), 5), [p for p in group if not process_gone(p)]
+    thread.join(150)
+    assert not thread.is_alive() and outcome, "parallel_run did not end after its task was killed"
+    assert wait_no_node_processes() == []

@@ -75,12 +75,17 @@ def _run_child(launch: InstanceLaunch, index: int, header: dict, env: dict[str, 
     from tfos.node.process import OutputTail, describe_exit, terminate
 
     read_fd, write_fd = os.pipe()
+    # the child's group reaper reads EOF here when this task's Python worker is gone, however
+    # it died, and kills what main_fun started too (process.start_group_reaper)
+    watch_read, group_watch = os.pipe()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tfos.node.instance", "--status-fd", str(write_fd), "--parent-pid", str(os.getpid())],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(write_fd,),
+        [sys.executable, "-m", "tfos.node.instance", "--status-fd", str(write_fd), "--parent-pid", str(os.getpid()),
+         "--watch-fd", str(watch_read)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(write_fd, watch_read),
         cwd=cwd, env=env, start_new_session=True,
     )
     os.close(write_fd)
+    os.close(watch_read)
     tail = OutputTail(proc.stdout, f"[instance:{index}]")
     events: dict = {}
     reader = threading.Thread(target=_collect_events, args=(os.fdopen(read_fd, "rb"), events),
@@ -99,6 +104,7 @@ def _run_child(launch: InstanceLaunch, index: int, header: dict, env: dict[str, 
         timed_out = True
         code = terminate(proc, launch.stop_grace_s, f"instance {index}")
     terminate(proc, 0.0, f"instance {index}")  # its process group too
+    os.close(group_watch)  # the reaper ends with the group (or now, if something escaped terminate)
     reader.join(5.0)
     tail.join(2.0)
     out = {"ended_at": time.time(), "exit_code": code}
@@ -127,9 +133,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--status-fd", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--watch-fd", type=int, default=-1)
     opts = parser.parse_args()
-    from tfos.node.process import die_with_parent
+    from tfos.node.process import die_with_parent, start_group_reaper
 
+    if opts.watch_fd >= 0:
+        start_group_reaper(opts.watch_fd)  # first: no thread runs yet
     if not die_with_parent(opts.parent_pid):
         return 70  # the Spark task is already gone
     events = EventWriter(os.fdopen(opts.status_fd, "wb"))

@@ -40,6 +40,7 @@ from tfos.spark_env import (
     check_slots_per_executor,
     check_spark_security,
     read_facts,
+    spark_context,
     wait_for_executors,
 )
 from tfos.spark_jobs import (
@@ -96,6 +97,9 @@ def run(
 ) -> Cluster:
     """Start a TF cluster: one node per executor, each running ``main_fun(tf_args, ctx)``.
 
+    ``sc`` is the application's ``SparkContext`` (TensorFlowOnSpark's argument) or its
+    classic ``SparkSession``.
+
     Blocks until every node registered and got its role (TENSORFLOW mode), or until every
     TF process runs (SPARK mode). Parameter names are TensorFlowOnSpark's; ``queues`` is accepted
     for porting and has no effect; ``release_port=False`` keeps each node's TF port held
@@ -116,6 +120,7 @@ def run(
             "driver_ps_nodes=True is not supported: tfos runs every node, ps included, on an "
             "executor; ask Spark for num_ps more executors instead"
         )
+    sc = spark_context(sc)
     facts = read_facts(sc)
     submitted = run_options(sc.getConf().get)  # spark.tfos.* (tfos submit, spark-defaults.conf)
     if num_executors is None:

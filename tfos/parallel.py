@@ -77,9 +77,10 @@ def parallel_run(
 
     from tfos.config import check_int, check_positive
     from tfos.keras_compat import check_keras_choice
-    from tfos.spark_env import read_facts, wait_for_executors
+    from tfos.spark_env import read_facts, spark_context, wait_for_executors
     from tfos.user_code import describe_source
 
+    sc = spark_context(sc)
     facts = read_facts(sc)
     if num_executors is None:
         num_executors = facts.configured_executors

@@ -137,6 +137,27 @@ _LOOPBACK_HOST = re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?$")
 _warned_security: set[str] = set()
 
 
+def spark_context(spark):
+    """The SparkContext behind ``tfos.run``'s (and ``parallel_run``'s) first argument: a
+    ``SparkContext``, or a classic ``SparkSession`` (TensorFlowOnSpark took the former).
+
+    Raises:
+        ConfigError: a Spark Connect session (it has no SparkContext in this process), or
+            anything else.
+    """
+    if type(spark).__module__.startswith("pyspark.sql.connect"):
+        raise ConfigError(
+            "tfos.run got a Spark Connect session (SparkSession.builder.remote(...)); this tfos needs the "
+            "classic SparkContext of the driver process: run the script with spark-submit or tfos submit, "
+            "or use a session created without .remote()")
+    if hasattr(spark, "parallelize") and hasattr(spark, "getConf"):
+        return spark
+    context = getattr(spark, "sparkContext", None)
+    if context is not None and hasattr(context, "parallelize"):
+        return context
+    raise ConfigError(f"tfos.run takes a SparkContext or a SparkSession; received: {type(spark).__name__}")
+
+
 def is_loopback_master(master: str | None) -> bool:
     """True for a ``spark://`` master (a list of them, for HA) whose every host is this machine's loopback."""
     if not master or not master.startswith("spark://"):

@@ -70,7 +70,11 @@ def _own_port_binds(ctx) -> bool:
 
 
 def test_every_node_sees_the_same_cluster_spec_with_unique_roles(sc, tmp_path):
-    cluster = tfos.run(sc, _report_context, str(tmp_path), num_executors=2)
+    from pyspark.sql import SparkSession
+
+    # a classic SparkSession works as TensorFlowOnSpark's SparkContext argument did
+    cluster = tfos.run(SparkSession(sc), _report_context, str(tmp_path), num_executors=2)
+    assert cluster.sc is sc
     cluster.shutdown(timeout=120)
     reports = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
     assert sorted((r["job_name"], r["task_index"]) for r in reports) == [("chief", 0), ("worker", 0)]

@@ -153,3 +153,30 @@ def test_spark_security_comes_from_the_spark_conf_and_bad_values_are_refused():
     with pytest.raises(ConfigError, match="spark_security must be one of warn, require, ignore; received: "
                                           "spark_security='strict'"):
         RunConfig(num_executors=2, spark_security="strict")
+
+
+def test_spark_context_takes_a_context_or_a_classic_session_and_refuses_the_rest():
+    from tfos import spark_env
+    from tfos.errors import ConfigError
+
+    class Context:
+        def parallelize(self, *a):
+            pass
+
+        def getConf(self):
+            pass
+
+    class Session:
+        sparkContext = Context()
+
+    class RemoteSession:  # what SparkSession.builder.remote(...) returns
+        pass
+
+    RemoteSession.__module__ = "pyspark.sql.connect.session"
+    context = Context()
+    assert spark_env.spark_context(context) is context
+    assert spark_env.spark_context(Session()) is Session.sparkContext
+    with pytest.raises(ConfigError, match="a Spark Connect session .* needs the classic SparkContext"):
+        spark_env.spark_context(RemoteSession())
+    with pytest.raises(ConfigError, match="takes a SparkContext or a SparkSession; received: str"):
+        spark_env.spark_context("local[2]")

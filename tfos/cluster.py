@@ -33,6 +33,7 @@ from tfos.reservation.server import ReservationServer
 from tfos.reservation.state import ReservationState
 from tfos.reservation.states import NodeState, RunState
 from tfos.roles import TRAINING_JOBS, cluster_spec, lead_slot
+from tfos.spark_app import spark_app
 from tfos.spark_conf import run_options
 from tfos.spark_env import (
     SparkFacts,
@@ -40,16 +41,13 @@ from tfos.spark_env import (
     check_slots_per_executor,
     check_spark_security,
     read_facts,
-    spark_context,
     wait_for_executors,
 )
 from tfos.spark_jobs import (
-    cancel_job_group,
     error_text,
     failed_partition,
     first_line,
     spark_thread,
-    start_job,
     task_error,
 )
 from tfos.storage.credentials import apply_missing, storage_env_from_conf
@@ -120,9 +118,9 @@ def run(
             "driver_ps_nodes=True is not supported: tfos runs every node, ps included, on an "
             "executor; ask Spark for num_ps more executors instead"
         )
-    sc = spark_context(sc)
-    facts = read_facts(sc)
-    submitted = run_options(sc.getConf().get)  # spark.tfos.* (tfos submit, spark-defaults.conf)
+    app = spark_app(sc)
+    facts = read_facts(app)
+    submitted = run_options(app.get)  # spark.tfos.* (tfos submit, spark-defaults.conf)
     if num_executors is None:
         num_executors = submitted.get("num_executors", facts.configured_executors)
         if num_executors is None:
@@ -144,17 +142,21 @@ def run(
         # spark.hadoop.fs.s3a.* -> AWS_*, as the nodes will see them; credentials, bucket and
         # endpoint checked before any node starts
         environ = dict(os.environ)
-        apply_missing(environ, storage_env_from_conf(sc.getConf().get))
+        apply_missing(environ, storage_env_from_conf(app.get))
         check_writable(config.storage, environ)
-    wait_for_executors(sc, config.num_executors, min(config.executor_wait_timeout, config.reservation_timeout))
-    check_slots_per_executor(sc, facts, config.num_executors)
+    if app.remote and config.input_mode == InputMode.SPARK:
+        raise ConfigError("input_mode=InputMode.SPARK over a Spark Connect session is not supported yet: "
+                          "the nodes can read their data themselves (InputMode.TENSORFLOW, e.g. TFRecords "
+                          "written with tfos.dfutil), or run the script with spark-submit / tfos submit")
+    wait_for_executors(app, config.num_executors, min(config.executor_wait_timeout, config.reservation_timeout))
+    check_slots_per_executor(app, facts, config.num_executors)
     if config.max_restarts:
         from tfos.restart import RestartingCluster
 
         def start_attempt(attempt: int) -> Cluster:
             if attempt:
-                wait_for_executors(sc, config.num_executors, config.executor_wait_timeout)
-            cluster = Cluster(sc, config, facts, main_fun, tf_args, attempt=attempt)
+                wait_for_executors(app, config.num_executors, config.executor_wait_timeout)
+            cluster = Cluster(app, config, facts, main_fun, tf_args, attempt=attempt)
             cluster.start()
             return cluster
 
@@ -164,7 +166,7 @@ def run(
         restarting = RestartingCluster(start_attempt, config.max_restarts, restart_timeout_s)
         restarting.start()
         return restarting
-    cluster = Cluster(sc, config, facts, main_fun, tf_args)
+    cluster = Cluster(app, config, facts, main_fun, tf_args)
     cluster.start()
     return cluster
 
@@ -172,10 +174,12 @@ def run(
 class Cluster:
     """A running TF cluster on Spark executors. Made by :func:`run`."""
 
-    def __init__(self, sc, config: RunConfig, facts: SparkFacts, main_fun, tf_args, attempt: int = 0):
+    def __init__(self, spark, config: RunConfig, facts: SparkFacts, main_fun, tf_args, attempt: int = 0):
         import cloudpickle
 
-        self.sc = sc
+        self.app = spark_app(spark)
+        #: the SparkContext (None over Spark Connect, which has none here)
+        self.sc = None if self.app.remote else self.app.sc
         self.config = config
         self.facts = facts
         self.run_id = uuid.uuid4().hex[:12]
@@ -197,7 +201,7 @@ class Cluster:
             port_range=str(config.port_range or ""),
             release_port=config.release_port,
             storage=config.storage or "",
-            storage_env=storage_env_from_conf(sc.getConf().get),
+            storage_env=storage_env_from_conf(self.app.get),
             attempt=attempt,
             payload=cloudpickle.dumps((main_fun, tf_args, describe_source(main_fun))),
         )
@@ -238,18 +242,13 @@ class Cluster:
         launch = self._launch
         n = self.config.num_executors
 
-        def node(_iterator):
-            from pyspark import BarrierTaskContext
-
-            ctx = BarrierTaskContext.get()
-            slot = ctx.partitionId()
-            infos = ctx.getTaskInfos()
-            address = infos[slot].address if slot < len(infos) else None
-            yield run_node_task(launch, slot, address, ctx.attemptNumber())
+        def node(slot: int, address: str | None, attempt: int) -> dict:
+            return run_node_task(launch, slot, address, attempt)
 
         try:
-            self.sc.setJobGroup(self.job_group, f"tfos: nodes (run {self.run_id})", interruptOnCancel=True)
-            self.sc.parallelize(range(n), n).barrier().mapPartitions(node).collect()
+            description = f"tfos: nodes (run {self.run_id})"
+            self.app.set_group(self.job_group, description)
+            self.app.run_barrier(n, node, description)
         except BaseException as exc:  # noqa: BLE001 - reported through the state
             self._job_error = exc
             # a node's own report (traceback, output tail) beats Spark's summary: give it a moment
@@ -298,7 +297,7 @@ class Cluster:
         log.error("tfos run %s failed at node %s; cancelling its Spark jobs", self.run_id, failure.name)
         if self._job_done.is_set():
             return
-        cancel_job_group(self.sc, self.job_group)
+        self.app.cancel(self.job_group)
 
     def _on_output(self, node: str, lines: list[str], dropped: int, records: list[dict]) -> None:
         """Node output and progress, tagged with the node's role, into the driver's log."""
@@ -423,7 +422,7 @@ class Cluster:
 
     def _run_feed_job(self, description: str, thunk):
         """Run a feeding Spark job under the run's job group; a node failure wins over Spark's error."""
-        outcome = start_job(self.sc, self.job_group, description, thunk, name=f"tfos-feed-{self.run_id}",
+        outcome = self.app.start_job(self.job_group, description, thunk, name=f"tfos-feed-{self.run_id}",
                             on_end=self.state.notify)
         self._wait_feed_job(outcome, description)
         if outcome.error is not None:
@@ -471,7 +470,7 @@ class Cluster:
             cancel = cancelled is None and broken()
             if cancel:
                 cancelled = Deadline(_FEED_CANCEL_WAIT_S, f"the cancelled job {description!r} to end")
-                cancel_job_group(self.sc, self.job_group)
+                self.app.cancel(self.job_group)
             elif cancelled is not None and cancelled.expired():
                 self._raise_if_failed(description)
                 raise FeedError(cancelled.message("it is still running", "see the Spark UI"))
@@ -624,7 +623,7 @@ class Cluster:
         if failed:
             if self.config.storage:
                 self._wait_lead_saved()
-            cancel_job_group(self.sc, self.job_group)
+            self.app.cancel(self.job_group)
             self._wait_all_stopped(self.config.stop_grace_s + 5)
         if self._job_thread is not None:
             self._job_thread.join(self.config.stop_grace_s + 15)

@@ -77,11 +77,16 @@ def parallel_run(
 
     from tfos.config import check_int, check_positive
     from tfos.keras_compat import check_keras_choice
-    from tfos.spark_env import read_facts, spark_context, wait_for_executors
+    from tfos.spark_app import spark_app
+    from tfos.spark_env import read_facts, wait_for_executors
     from tfos.user_code import describe_source
 
-    sc = spark_context(sc)
-    facts = read_facts(sc)
+    app = spark_app(sc)
+    if app.remote:
+        raise ConfigError("parallel_run over a Spark Connect session is not supported yet; run the script "
+                          "with spark-submit / tfos submit")
+    sc = app.sc
+    facts = read_facts(app)
     if num_executors is None:
         num_executors = facts.configured_executors
         if num_executors is None:
@@ -105,7 +110,8 @@ def parallel_run(
 
 def _run_job(sc, launch: _InstanceLaunch, use_barrier: bool) -> list[dict]:
     """The Spark job, in a thread under the run's job group (cancelled on interrupt)."""
-    from tfos.spark_jobs import cancel_job_group, error_text, first_line, start_job
+    from tfos.spark_app import ClassicApp
+    from tfos.spark_jobs import error_text, first_line
 
     n = launch.num_instances
     group = f"tfos-parallel-{launch.run_id}"
@@ -124,13 +130,14 @@ def _run_job(sc, launch: _InstanceLaunch, use_barrier: bool) -> list[dict]:
             return rdd.barrier().mapPartitions(barrier_instance).collect()
         return rdd.mapPartitionsWithIndex(instance).collect()
 
-    outcome = start_job(sc, group, f"tfos: parallel run {launch.run_id} ({n} instances)", job,
-                        name=f"tfos-parallel-{launch.run_id}")
+    app = ClassicApp(sc)
+    outcome = app.start_job(group, f"tfos: parallel run {launch.run_id} ({n} instances)", job,
+                            name=f"tfos-parallel-{launch.run_id}")
     try:
         while not outcome.done.wait(0.5):
             pass
     except BaseException:
-        cancel_job_group(sc, group)
+        app.cancel(group)
         raise
     if outcome.error is not None:
         failure = NodeFailure("driver", -1, "", "", f"the Spark job of parallel run {launch.run_id} failed "

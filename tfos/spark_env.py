@@ -59,14 +59,15 @@ class SparkFacts:
         return self.executor_cores // max(self.task_cpus, 1)
 
 
-def read_facts(sc) -> SparkFacts:
-    """Collect :class:`SparkFacts` from a live ``SparkContext``."""
-    conf = sc.getConf()
+def read_facts(spark) -> SparkFacts:
+    """Collect :class:`SparkFacts` from a live application (a :class:`~tfos.spark_app.SparkApp`,
+    or a ``SparkContext``). Over Spark Connect, the conf the server shows; the driver host is
+    this process's address on the route to the server, where the executors must reach it."""
+    from tfos.spark_app import ClassicApp, SparkApp
 
-    def get(key: str, default=None):
-        return conf.get(key, default)
-
-    master = get("spark.master", "") or sc.master
+    app = spark if isinstance(spark, SparkApp) else ClassicApp(spark)
+    get = app.get
+    master = get("spark.master", "") or ("" if app.remote else app.sc.master)
     cores = _int(get("spark.executor.cores"))
     configured = _int(get("spark.executor.instances"))
     m = LOCAL_CLUSTER_MASTER.match(master)
@@ -75,11 +76,7 @@ def read_facts(sc) -> SparkFacts:
         cores = cores or int(m.group(2))
     if cores is None and master.startswith("yarn"):
         cores = 1  # YARN's default executor cores
-    try:
-        default_fs = sc._jsc.hadoopConfiguration().get("fs.defaultFS") or "file:///"
-    except Exception as exc:  # noqa: BLE001 - py4j not reachable (Spark Connect)
-        log.warning("cannot read fs.defaultFS from Spark (%s); ctx.absolute_path assumes file:///", exc)
-        default_fs = "file:///"
+    default_fs = _default_fs(app)
     from tfos.net import driver_host
 
     return SparkFacts(
@@ -88,16 +85,26 @@ def read_facts(sc) -> SparkFacts:
         task_cpus=_int(get("spark.task.cpus")) or 1,
         dynamic_allocation=(get("spark.dynamicAllocation.enabled", "false") or "").lower() == "true",
         configured_executors=configured,
-        driver_host=driver_host(get),
+        driver_host=app.client_host() if app.remote else driver_host(get),
         default_fs=default_fs,
         omp_num_threads_set=get("spark.executorEnv.OMP_NUM_THREADS") is not None,
-        server_bind_host=os.environ.get("TFOS_SERVER_HOST") or get("spark.driver.bindAddress"),
+        server_bind_host=os.environ.get("TFOS_SERVER_HOST") or (None if app.remote else get("spark.driver.bindAddress")),
         server_host_override=os.environ.get("TFOS_SERVER_HOST") or None,
         **_server_port(os.environ.get("TFOS_SERVER_PORT")),
         default_parallelism_set=get("spark.default.parallelism") is not None,
         rpc_authenticated=_true(get("spark.authenticate")),
         rpc_encryption=next((key for key in _RPC_ENCRYPTION if _true(get(key))), None),
     )
+
+
+def _default_fs(app) -> str:
+    if app.remote:  # no Hadoop conf in this process: what the session's conf says
+        return app.get("spark.hadoop.fs.defaultFS") or "file:///"
+    try:
+        return app.sc._jsc.hadoopConfiguration().get("fs.defaultFS") or "file:///"
+    except Exception as exc:  # noqa: BLE001 - py4j not reachable
+        log.warning("cannot read fs.defaultFS from Spark (%s); ctx.absolute_path assumes file:///", exc)
+        return "file:///"
 
 
 def check_preconditions(facts: SparkFacts, num_executors: int) -> None:
@@ -135,27 +142,6 @@ _RPC_ENCRYPTION = ("spark.network.crypto.enabled", "spark.ssl.rpc.enabled",
                    "spark.authenticate.enableSaslEncryption")
 _LOOPBACK_HOST = re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?$")
 _warned_security: set[str] = set()
-
-
-def spark_context(spark):
-    """The SparkContext behind ``tfos.run``'s (and ``parallel_run``'s) first argument: a
-    ``SparkContext``, or a classic ``SparkSession`` (TensorFlowOnSpark took the former).
-
-    Raises:
-        ConfigError: a Spark Connect session (it has no SparkContext in this process), or
-            anything else.
-    """
-    if type(spark).__module__.startswith("pyspark.sql.connect"):
-        raise ConfigError(
-            "tfos.run got a Spark Connect session (SparkSession.builder.remote(...)); this tfos needs the "
-            "classic SparkContext of the driver process: run the script with spark-submit or tfos submit, "
-            "or use a session created without .remote()")
-    if hasattr(spark, "parallelize") and hasattr(spark, "getConf"):
-        return spark
-    context = getattr(spark, "sparkContext", None)
-    if context is not None and hasattr(context, "parallelize"):
-        return context
-    raise ConfigError(f"tfos.run takes a SparkContext or a SparkSession; received: {type(spark).__name__}")
 
 
 def is_loopback_master(master: str | None) -> bool:
@@ -198,14 +184,16 @@ def check_spark_security(facts: SparkFacts, mode: str, tls: bool) -> None:
         log.warning("%s (spark.tfos.sparkSecurity=ignore silences this)", text)
 
 
-def check_slots_per_executor(sc, facts: SparkFacts, num_executors: int) -> None:
+def check_slots_per_executor(app, facts: SparkFacts, num_executors: int) -> None:
     """With executor cores unknown (standalone, Kubernetes), check slots from the live app.
 
     ``defaultParallelism`` is the total task slots of the registered executors unless
-    ``spark.default.parallelism`` overrides it.
+    ``spark.default.parallelism`` overrides it. Over Spark Connect there is no live view
+    from here: the reservation server refuses a second node on one executor instead.
     """
-    if facts.executor_cores is not None or facts.default_parallelism_set:
+    if facts.executor_cores is not None or facts.default_parallelism_set or app.remote:
         return
+    sc = app.sc
     executors = len(executor_hosts(sc))
     if not executors:
         return
@@ -219,12 +207,21 @@ def check_slots_per_executor(sc, facts: SparkFacts, num_executors: int) -> None:
         )
 
 
-def wait_for_executors(sc, num_executors: int, timeout_s: float) -> list[str]:
-    """Block until ``num_executors`` executors are registered; return their hosts.
+def wait_for_executors(spark, num_executors: int, timeout_s: float) -> list[str]:
+    """Block until ``num_executors`` executors are registered; return their hosts. Over
+    Spark Connect the registry is not visible from here: returns ``[]`` at once, and the
+    node job's barrier stage waits for the slots (Spark fails it when they never come).
 
     Raises:
         SparkPreconditionError: when they are not all up within ``timeout_s``.
     """
+    from tfos.spark_app import SparkApp
+
+    if isinstance(spark, SparkApp):
+        if spark.remote:
+            return []
+        spark = spark.sc
+    sc = spark
     deadline = Deadline(timeout_s, f"{num_executors} Spark executors to register")
     while True:
         hosts = executor_hosts(sc)

@@ -1,5 +1,6 @@
-"""tfos's Spark jobs: each runs in a thread of its own under the run's job group, can be
-cancelled quietly, and its failure is read for the error the executor's Python raised.
+"""tfos's Spark jobs: each runs in a thread of its own under the run's job group
+(``SparkApp.start_job``, tfos/spark_app.py), can be cancelled quietly, and its failure
+is read for the error the executor's Python raised.
 
 A job runs in a thread so the caller can watch node failures (and a notebook's
 interrupt) while it runs, and cancel it; the thread carries Spark's local properties
@@ -45,27 +46,6 @@ class JobOutcome:
     value: Any = None
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
-
-
-def start_job(sc, group: str, description: str, thunk: Callable[[], Any], name: str,
-              on_end: Callable[[], None] | None = None) -> JobOutcome:
-    """Run ``thunk()`` (which starts Spark jobs) in a :func:`spark_thread` under job group
-    ``group``; ``on_end()`` is called when it ended, whatever the end (to wake waiters)."""
-    outcome = JobOutcome()
-
-    def target() -> None:
-        try:
-            sc.setJobGroup(group, description, interruptOnCancel=True)
-            outcome.value = thunk()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller in the outcome
-            outcome.error = exc
-        finally:
-            outcome.done.set()
-            if on_end is not None:
-                on_end()
-
-    spark_thread(target, name).start()
-    return outcome
 
 
 def cancel_job_group(sc, group: str) -> None:
@@ -115,4 +95,4 @@ def failed_partition(exc: BaseException, num_partitions: int) -> int | None:
 
 
 __all__ = ["JobOutcome", "cancel_job_group", "error_text", "failed_partition", "first_line", "spark_thread",
-           "start_job", "task_error"]
+           "task_error"]

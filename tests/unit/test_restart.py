@@ -245,7 +245,9 @@ def spark_cluster():
                        configured_executors=2, driver_host="127.0.0.1", default_fs="file:///",
                        omp_num_threads_set=False)
     config = RunConfig(num_executors=2, input_mode=InputMode.SPARK, stop_grace_s=0)
-    cluster = Cluster(StandInSpark(), config, facts, lambda args, ctx: None, None)
+    from tfos.spark_app import ClassicApp
+
+    cluster = Cluster(ClassicApp(StandInSpark()), config, facts, lambda args, ctx: None, None)
     yield cluster
     cluster.teardown()
 

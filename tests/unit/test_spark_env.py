@@ -155,9 +155,9 @@ def test_spark_security_comes_from_the_spark_conf_and_bad_values_are_refused():
         RunConfig(num_executors=2, spark_security="strict")
 
 
-def test_spark_context_takes_a_context_or_a_classic_session_and_refuses_the_rest():
-    from tfos import spark_env
+def test_spark_app_takes_a_context_a_classic_or_a_connect_session_and_refuses_the_rest():
     from tfos.errors import ConfigError
+    from tfos.spark_app import ClassicApp, ConnectApp, spark_app
 
     class Context:
         def parallelize(self, *a):
@@ -174,9 +174,10 @@ def test_spark_context_takes_a_context_or_a_classic_session_and_refuses_the_rest
 
     RemoteSession.__module__ = "pyspark.sql.connect.session"
     context = Context()
-    assert spark_env.spark_context(context) is context
-    assert spark_env.spark_context(Session()) is Session.sparkContext
-    with pytest.raises(ConfigError, match="a Spark Connect session .* needs the classic SparkContext"):
-        spark_env.spark_context(RemoteSession())
-    with pytest.raises(ConfigError, match="takes a SparkContext or a SparkSession; received: str"):
-        spark_env.spark_context("local[2]")
+    assert isinstance(spark_app(context), ClassicApp) and spark_app(context).sc is context
+    assert spark_app(Session()).sc is Session.sparkContext and not spark_app(Session()).remote
+    remote = spark_app(RemoteSession())
+    assert isinstance(remote, ConnectApp) and remote.remote
+    with pytest.raises(ConfigError, match="takes a SparkContext or a SparkSession .classic or Spark Connect.; "
+                                          "received: str"):
+        spark_app("local[2]")

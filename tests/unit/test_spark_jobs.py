@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from tfos.spark_jobs import cancel_job_group, failed_partition, first_line, start_job, task_error
+from tfos.spark_app import ClassicApp
+from tfos.spark_jobs import cancel_job_group, failed_partition, first_line, task_error
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -68,7 +69,7 @@ class StandInSpark:
 
 def test_a_job_runs_in_its_own_thread_under_the_group_and_reports_its_end():
     sc, ended = StandInSpark(), threading.Event()
-    ok = start_job(sc, "g1", "tfos: feed", lambda: 42, name="tfos-feed-x", on_end=ended.set)
+    ok = ClassicApp(sc).start_job("g1", "tfos: feed", lambda: 42, name="tfos-feed-x", on_end=ended.set)
     assert ok.done.wait(10) and ended.is_set()
     assert (ok.value, ok.error) == (42, None)
     assert sc.groups == [("g1", "tfos: feed", True, "tfos-feed-x")]
@@ -76,6 +77,6 @@ def test_a_job_runs_in_its_own_thread_under_the_group_and_reports_its_end():
     def boom():
         raise KeyError("lost")
 
-    bad = start_job(sc, "g2", "d", boom, name="t")
+    bad = ClassicApp(sc).start_job("g2", "d", boom, name="t")
     assert bad.done.wait(10) and isinstance(bad.error, KeyError) and bad.value is None
     cancel_job_group(StandInSpark(fail_cancel=True), "g2")  # a stopping context: quiet

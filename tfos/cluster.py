@@ -47,7 +47,6 @@ from tfos.spark_jobs import (
     error_text,
     failed_partition,
     first_line,
-    spark_thread,
     task_error,
 )
 from tfos.storage.credentials import apply_missing, storage_env_from_conf
@@ -225,7 +224,7 @@ class Cluster:
         self.state.add_listener(self._on_failure)
         self.state.add_observer(self._on_output)
         self.server.start()
-        self._job_thread = spark_thread(self._run_node_job, name=f"tfos-nodes-{self.run_id}")
+        self._job_thread = self.app.thread(self._run_node_job, name=f"tfos-nodes-{self.run_id}")
         self._job_thread.start()
         threading.Thread(target=self._monitor, name=f"tfos-monitor-{self.run_id}", daemon=True).start()
         try:

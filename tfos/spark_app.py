@@ -92,12 +92,16 @@ class SparkApp:
                 if on_end is not None:
                     on_end()
 
-        spark_thread(target, name).start()
+        self.thread(target, name).start()
         return outcome
 
     def cancel(self, group: str) -> None:
         """Cancel every job of ``group``; quiet when the application is stopping."""
         raise NotImplementedError
+
+    def thread(self, target: Callable[[], None], name: str):
+        """A daemon thread whose Spark jobs this application can group (not started)."""
+        return spark_thread(target, name)
 
 
 class ClassicApp(SparkApp):
@@ -170,6 +174,9 @@ class ConnectApp(SparkApp):
             self.spark.interruptTag(group)
         except Exception as exc:  # noqa: BLE001 - the session or the server is gone
             log.debug("interruptTag(%s) failed: %s", group, exc)
+
+    def thread(self, target: Callable[[], None], name: str):
+        return spark_thread(target, name, session=self.spark)
 
     def client_host(self) -> str:
         """This process's address on the route to the Connect server: the one the executors,

@@ -29,11 +29,14 @@ _JVM_PREFIXES = ("org.", "java.", "javax.", "scala.", "py4j.", "pyspark.")
 #: where a message's continuation lines end: a blank line, a Java frame, Spark 4's SQLSTATE
 _MESSAGE_END = re.compile(r"^\s*$|^\s+at |^\s*SQLSTATE: ")
 
-def spark_thread(target: Callable[[], None], name: str) -> threading.Thread:
-    """A daemon thread that carries Spark's local properties (job group) under pinned threads."""
+def spark_thread(target: Callable[[], None], name: str, session: Any = None) -> threading.Thread:
+    """A daemon thread that carries Spark's local properties (job group) under pinned threads;
+    over Spark Connect (``session`` given) it starts with the caller's operation tags."""
     try:
         from pyspark import InheritableThread
 
+        if session is not None:
+            return InheritableThread(target=target, name=name, daemon=True, session=session)
         return InheritableThread(target=target, name=name, daemon=True)
     except ImportError:  # pragma: no cover - pyspark is a dependency
         return threading.Thread(target=target, name=name, daemon=True)

@@ -96,19 +96,15 @@ class ConnectServer:
         return len(self.executor_pids()) >= self.executors
 
     def executor_pids(self) -> list[int]:
-        """The server's executor JVMs (CoarseGrainedExecutorBackend under its process group)."""
+        """The server's executor JVMs (CoarseGrainedExecutorBackend in its process group)."""
         found = []
-        for proc in psutil.process_iter(["cmdline"]):
-            cmd = " ".join(proc.info["cmdline"] or [])
-            if "CoarseGrainedExecutorBackend" in cmd and "127.0.0.1:" in cmd and self._ours(proc):
-                found.append(proc.pid)
+        for pid in self.group_members():
+            try:
+                if "CoarseGrainedExecutorBackend" in " ".join(psutil.Process(pid).cmdline()):
+                    found.append(pid)
+            except psutil.Error:
+                continue
         return found
-
-    def _ours(self, proc: psutil.Process) -> bool:
-        try:
-            return self.proc is not None and os.getpgid(proc.pid) == self.proc.pid
-        except OSError:
-            return False
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -29,13 +29,15 @@ def pytest_runtest_teardown(item, nextitem):
 def pytest_collection_modifyitems(session, config, items):
     """Run the integration modules on the default Spark application in a row, so they share
     one (tests/integration/spark_helpers.py: shared_spark): unit tests first, then modules
-    that start Spark only in subprocesses, then the shared application's modules, then
+    that start Spark only in subprocesses, then those on the Spark Connect server, then the shared application's modules, then
     those with settings of their own (each starts its own application)."""
 
-    def rank(item) -> int:
+    def rank(item) -> float:
         module = item.module
         if "integration" not in module.__name__.split("."):
             return 0
+        if "connect_server" in item.fixturenames:
+            return 1.5  # one Spark Connect server for these (tests/integration/conftest.py)
         if not {"spark", "sc"} & set(item.fixturenames):
             return 1
         own = "spark" in vars(module) or hasattr(module, "SPARK_CONF") or getattr(module, "SPARK_EXECUTORS", 2) != 2

@@ -28,6 +28,7 @@ from tfos.errors import (
 from tfos.input_mode import InputMode
 from tfos.net import join_host_port
 from tfos.node.launch import NodeLaunch
+from tfos.node.task import UNREACHABLE
 from tfos.reservation.auth import Secret, new_secret
 from tfos.reservation.server import ReservationServer
 from tfos.reservation.state import ReservationState
@@ -143,10 +144,6 @@ def run(
         environ = dict(os.environ)
         apply_missing(environ, storage_env_from_conf(app.get))
         check_writable(config.storage, environ)
-    if app.remote and config.input_mode == InputMode.SPARK:
-        raise ConfigError("input_mode=InputMode.SPARK over a Spark Connect session is not supported yet: "
-                          "the nodes can read their data themselves (InputMode.TENSORFLOW, e.g. TFRecords "
-                          "written with tfos.dfutil), or run the script with spark-submit / tfos submit")
     wait_for_executors(app, config.num_executors, min(config.executor_wait_timeout, config.reservation_timeout))
     check_slots_per_executor(app, facts, config.num_executors)
     if config.max_restarts:
@@ -219,17 +216,26 @@ class Cluster:
     # ------------------------------------------------------------------ start
 
     def start(self) -> None:
-        """Start the server, the node job and the monitor; block until the cluster is up."""
+        """Start the server, the node job and the monitor; block until the cluster is up.
+
+        Ctrl-C (KeyboardInterrupt) while it waits stops everything of this run within a few
+        seconds (see :meth:`_interrupt`) and raises on: a notebook's interrupt leaves nothing.
+        The live display (node states and progress: progress.py) starts here, in the caller's
+        thread, so a notebook shows it in the cell that runs ``tfos.run``.
+        """
         self.started_at = time.monotonic()
         self.state.add_listener(self._on_failure)
         self.state.add_observer(self._on_output)
         self.server.start()
+        self._open_display()
         self._job_thread = self.app.thread(self._run_node_job, name=f"tfos-nodes-{self.run_id}")
         self._job_thread.start()
         threading.Thread(target=self._monitor, name=f"tfos-monitor-{self.run_id}", daemon=True).start()
         try:
             self._wait_formed()
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                self._note_interrupt()
             self.teardown()
             raise
         log.info("tfos run %s: %d nodes up in %.1f s", self.run_id, self.config.num_executors,
@@ -247,7 +253,10 @@ class Cluster:
         try:
             description = f"tfos: nodes (run {self.run_id})"
             self.app.set_group(self.job_group, description)
-            self.app.run_barrier(n, node, description)
+            results = self.app.run_barrier(n, node, description)
+            for result in results:
+                if result.get("outcome") == UNREACHABLE and not self._closed:
+                    self.state.fail(result["slot"], result["message"])
         except BaseException as exc:  # noqa: BLE001 - reported through the state
             self._job_error = exc
             # a node's own report (traceback, output tail) beats Spark's summary: give it a moment
@@ -299,20 +308,22 @@ class Cluster:
         self.app.cancel(self.job_group)
 
     def _on_output(self, node: str, lines: list[str], dropped: int, records: list[dict]) -> None:
-        """Node output and progress, tagged with the node's role, into the driver's log."""
-        from tfos.progress import TerminalDisplay, describe
+        """Node output and progress, tagged with the node's role, into the driver's log; progress
+        also to the live display (a terminal's rich lines, a notebook's output: progress.py)."""
+        from tfos.progress import describe
 
         for line in lines:
             node_log.info("[%s] %s", node, line)
         if dropped:
             node_log.warning("[%s] %d output line(s) did not reach the driver (see the executor's log)", node, dropped)
+        display = self._display
         for record in records:
             node_log.info("[%s] %s", node, describe(record))
-            with self._display_lock:
-                if self._display is None and TerminalDisplay.wanted():
-                    self._display = TerminalDisplay()
-            if self._display is not None:
-                self._display.update(node, record)
+            if display is not None:
+                try:
+                    display.update(node, record)
+                except Exception:  # noqa: BLE001 - a broken display must not stop the log lines
+                    log.debug("live display update failed", exc_info=True)
 
     @property
     def progress(self) -> dict[str, list[dict]]:
@@ -345,17 +356,22 @@ class Cluster:
         Raises:
             ClusterFailedError: a node failed (its traceback, within seconds).
             FeedError / FeedTimeout: the feed itself failed.
+            KeyboardInterrupt: Ctrl-C while it feeds: the run is stopped first (as in shutdown).
         """
-        feeder = self._require_feeder()
         try:
-            return feeder.train(data, num_epochs, feed_timeout, qname)
-        except ControlChannelError as exc:
-            self._fail_on_control_error(exc)
-            raise
-        except FeedError as exc:
-            # the feed broke because a node failed (its control channel refused, its connection
-            # dropped): the node's report, which may be a moment behind, is the error to raise
-            self._raise_on_node_failure("while feeding", exc)
+            feeder = self._require_feeder()
+            try:
+                return feeder.train(data, num_epochs, feed_timeout, qname)
+            except ControlChannelError as exc:
+                self._fail_on_control_error(exc)
+                raise
+            except FeedError as exc:
+                # the feed broke because a node failed (its control channel refused, its connection
+                # dropped): the node's report, which may be a moment behind, is the error to raise
+                self._raise_on_node_failure("while feeding", exc)
+                raise
+        except KeyboardInterrupt:
+            self._interrupt()
             raise
 
     def inference(self, data, feed_timeout: float = 600, qname: str = "input", output_schema=None):
@@ -370,7 +386,13 @@ class Cluster:
                 rows with these columns added (each result a value for one column; a tuple
                 or dict for several) instead of an RDD.
         """
-        return self._require_feeder().inference(data, feed_timeout, qname, output_schema)
+        try:
+            return self._require_feeder().inference(data, feed_timeout, qname, output_schema)
+        except KeyboardInterrupt:
+            # only while the lazy result is built (a Connect session may ask for the schema);
+            # an interrupt of its later collect() is Spark's to handle, and the run stays up
+            self._interrupt()
+            raise
 
     @property
     def feed_reports(self) -> list:
@@ -392,7 +414,7 @@ class Cluster:
                 for n in self.state.snapshot()
                 if n.role.job_name in TRAINING_JOBS and n.feed_port
             ]
-            self._feeder = SparkFeeder(self.sc, targets, self._secret, self._run_feed_job,
+            self._feeder = SparkFeeder(self.app, targets, self._secret, self._run_feed_job,
                                        self._check_nodes)
         return self._feeder
 
@@ -493,6 +515,8 @@ class Cluster:
         Raises:
             ClusterFailedError: when any node failed (at once, not at the timeout).
             ClusterTimeout: when the training nodes are still running after ``timeout``.
+            KeyboardInterrupt: Ctrl-C (a notebook's "interrupt kernel") while it waits: the
+                run's Spark jobs are cancelled and every node stopped first, within seconds.
         """
         if ssc is not None:
             raise ConfigError("shutdown(ssc=...) is not supported: tfos does not feed from Spark Streaming")
@@ -502,6 +526,7 @@ class Cluster:
             self._raise_if_failed("during the run")
             return
         try:
+            self._show_display()  # a notebook: in the cell running shutdown() too
             if self._feeder is not None:
                 # DataFeed.should_stop() turns true once the data is read; a node that does not
                 # take the end is stuck, and shutdown() would wait for it until its timeout
@@ -520,6 +545,9 @@ class Cluster:
             self.state.request_stop(lambda n: not n.state.terminal)
             self._wait_all_stopped(self.config.stop_grace_s + 10)
             self._raise_if_failed("while stopping the nodes")
+        except KeyboardInterrupt:
+            self._note_interrupt()  # the teardown below: at once
+            raise
         finally:
             self.teardown()
         self._raise_if_failed("during the run")
@@ -594,19 +622,26 @@ class Cluster:
         """Stop everything of this run now, failed or not (``shutdown()`` waits for training
         first). Idempotent and thread-safe: the first caller does the work; a concurrent one
         (the restart watcher beside ``shutdown()``) waits for it, at most
-        :meth:`_teardown_bound_s`, so no new attempt starts over nodes still stopping."""
-        with self._teardown_lock:
-            first = not self._closed
-            self._closed = True
-        if not first:
-            if not self._torn_down.wait(self._teardown_bound_s()):
-                log.warning("tfos run %s: another thread's teardown has not ended after %.0f s", self.run_id,
-                            self._teardown_bound_s())
-            return
-        try:
-            self._stop_everything()
-        finally:
-            self._torn_down.set()
+        :meth:`_teardown_bound_s`, so no new attempt starts over nodes still stopping.
+
+        In the main thread a Ctrl-C during it is deferred, not raised (a raise midway would
+        leave the server or nodes behind): it cuts the remaining waits short, cancels the
+        node job, and KeyboardInterrupt is raised once everything is stopped."""
+        with self._sigint_deferred() as deferred:
+            with self._teardown_lock:
+                first = not self._closed
+                self._closed = True
+            if not first:
+                if not self._torn_down.wait(self._teardown_bound_s()):
+                    log.warning("tfos run %s: another thread's teardown has not ended after %.0f s", self.run_id,
+                                self._teardown_bound_s())
+            else:
+                try:
+                    self._stop_everything()
+                finally:
+                    self._torn_down.set()
+        if deferred and not self._propagating_interrupt:
+            raise KeyboardInterrupt
 
     def _teardown_bound_s(self) -> float:
         """The longest :meth:`_stop_everything` takes: the sum of its bounded waits, plus a margin."""
@@ -617,25 +652,49 @@ class Cluster:
         return lead + (grace + 5) + (grace + 15) + (_SERVER_STOP_S + 5) + _OUTPUT_FLUSH_S + 10
 
     def _stop_everything(self) -> None:
+        """Stop order, then (failed or interrupted run, or a node job still running after
+        its nodes stopped) Spark's cancel, then the server. An interrupted run gives its nodes
+        ``stop_grace_s + 2`` s and its job ``_INTERRUPTED_JOB_S``: Ctrl-C must end in seconds."""
         failed = self.state.failed
+        formed = self.state.run_state != RunState.RESERVING
         self.state.finish()  # every heartbeat now answers "stop"
-        if failed:
+        if failed and not self._interrupted:
             if self.config.storage:
                 self._wait_lead_saved()
             self.app.cancel(self.job_group)
             self._wait_all_stopped(self.config.stop_grace_s + 5)
-        if self._job_thread is not None:
-            self._job_thread.join(self.config.stop_grace_s + 15)
+            self._end_node_job(cancelled=True, timeout_s=self.config.stop_grace_s + 15)
+        else:
+            # the stop order before the cancel: a node whose Spark task is killed before the
+            # order reaches it (long-polled heartbeats carry it at once) reports a failure
+            patience = self.config.stop_grace_s + (2 if self._interrupted else 5)
+            if self._interrupted and not formed:
+                # nodes that registered abort at the order, without a report (no TF process ran
+                # yet): a moment for that, then the cancel ends the tasks still pending in Spark
+                patience = min(patience, 1.0)
+            if self.config.storage and not self._interrupted:
+                from tfos.storage.mirror import FINAL_PASS_S
+
+                patience += FINAL_PASS_S  # the lead node's last mirror pass
+            if self._job_thread is not None:  # else never started: no node of this run runs
+                self._wait_stopping(lambda: self._nodes_gone(formed), patience)
+            self._end_node_job(cancelled=False, timeout_s=self._UNCANCELLED_JOB_S)
         self._monitor_stop.set()
         if self._feeder is not None:
             self._feeder.close()
         self.server.stop(_SERVER_STOP_S)
         # the nodes' last lines are in the driver's log when shutdown() returns
-        if not self.state.output.flush(_OUTPUT_FLUSH_S):
+        flush_s = self._INTERRUPTED_FLUSH_S if self._interrupted else _OUTPUT_FLUSH_S
+        if not self.state.output.flush(flush_s):
             log.warning("tfos run %s: node output still queued after %.0f s; a log handler is slow", self.run_id,
-                        _OUTPUT_FLUSH_S)
-        if self._display is not None:
-            self._display.close()
+                        flush_s)
+        with self._display_lock:
+            display, self._display_chosen = self._display, True  # no display starts after this
+        if display is not None:
+            try:
+                display.close(self._node_states())
+            except Exception:  # noqa: BLE001 - the run is stopped; only the drawing failed
+                log.debug("live display close failed", exc_info=True)
 
     # ------------------------------------------------------------------ views
 
@@ -668,7 +727,217 @@ class Cluster:
         return f"http://{join_host_port(lead.host, lead.tensorboard_port)}" if lead.tensorboard_port else None
 
     def __repr__(self) -> str:
-        return f"Cluster(run_id={self.run_id!r}, nodes={self.config.num_executors}, state={self.state.run_state!r})"
+        """``Cluster(run 3f2a..., ready, 2 nodes)`` then one line per node (role, address,
+        executor, state) and the TensorBoard URL; never blocks, fine on a closed cluster."""
+        try:
+            head, rows, url = self._repr_parts()
+        except Exception:  # noqa: BLE001 - a repr must not raise
+            return f"Cluster(run_id={self.run_id!r}, nodes={self.config.num_executors})"
+        width = max((len(r[0]) for r in rows), default=0)
+        addr_width = max((len(r[1]) for r in rows), default=0)
+        lines = [head] + [f"  {role:<{width}}  {address:<{addr_width}}  {executor}  {state}"
+                          for role, address, executor, state in rows]
+        if url:
+            lines.append(f"  TensorBoard: {url}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """The same as a table, for Jupyter."""
+        import html
+
+        try:
+            head, rows, url = self._repr_parts()
+        except Exception:  # noqa: BLE001 - Jupyter falls back to __repr__
+            return f"<pre>{html.escape(repr(self))}</pre>"
+        cells = "".join(f"<tr><td><b>{html.escape(role)}</b></td><td><code>{html.escape(address)}</code></td>"
+                        f"<td>{html.escape(executor)}</td><td>{html.escape(state)}</td></tr>"
+                        for role, address, executor, state in rows)
+        link = (f'<div>TensorBoard: <a href="{html.escape(url)}" target="_blank">{html.escape(url)}</a></div>'
+                if url else "")
+        return (f"<div><b>{html.escape(head)}</b><table><tr><th>node</th><th>address</th><th>executor</th>"
+                f"<th>state</th></tr>{cells}</table>{link}</div>")
+
+    # ------------------------------------------------------------- interrupts
+
+    #: set when a Ctrl-C (KeyboardInterrupt) reached start/train/inference/shutdown or a teardown:
+    #: the teardown then cancels the run's jobs and stops its nodes at once (not a node failure)
+    _interrupted = False
+    #: set once the live display was chosen (or teardown began): it is asked for once per run
+    _display_chosen = False
+    #: set by the paths that re-raise a KeyboardInterrupt themselves (teardown adds none)
+    _propagating_interrupt = False
+    #: teardown: how often its waits look for a deferred Ctrl-C; how long an interrupted run waits
+    #: for its cancelled jobs and its last output; how long a job may outlive its stopped nodes
+    #: before it is cancelled, then how long the cancelled job may take
+    _STOP_POLL_S = 0.2
+    _INTERRUPTED_JOB_S = 5.0
+    _INTERRUPTED_FLUSH_S = 1.0
+    _UNCANCELLED_JOB_S = 5.0
+    _CANCELLED_JOB_S = 10.0
+
+    def _interrupt(self) -> None:
+        """A KeyboardInterrupt reached a call of this cluster: stop the whole run now (the
+        caller re-raises). Spark's jobs of the run are cancelled, every node is stopped."""
+        self._note_interrupt()
+        self.teardown()
+
+    def _note_interrupt(self) -> None:
+        """A KeyboardInterrupt is on its way up: the teardown stops the run at once and adds none."""
+        if not self._closed:
+            log.warning("tfos run %s interrupted: cancelling its Spark jobs and stopping its nodes", self.run_id)
+        self._interrupted = self._propagating_interrupt = True
+
+    def _nodes_gone(self, formed: bool) -> bool:
+        """Every node process of the run ended: all nodes reported an end, or (TENSORFLOW
+        mode, or a cluster that never formed, so no TF process started) every node task
+        returned, which each does only once its supervisor exited."""
+        if self.state.all_nodes(lambda n: not n.state.active):
+            return True
+        return self._job_done.is_set() and (self.config.input_mode != InputMode.SPARK or not formed)
+
+    def _end_node_job(self, cancelled: bool, timeout_s: float) -> None:
+        """Wait for the node job (and the run's feeding jobs) to end; cancel them if the run was
+        interrupted, or if the job outlives its nodes' stop by ``timeout_s`` (a task stuck in
+        Spark), then wait at most ``_INTERRUPTED_JOB_S`` (interrupted) or ``_CANCELLED_JOB_S``."""
+        thread = self._job_thread
+
+        def job_ended() -> bool:  # _job_done: set last by _run_node_job; the thread: any job thread
+            return thread is None or self._job_done.is_set() or not thread.is_alive()
+
+        if not cancelled:
+            if not self._interrupted:
+                self._wait_stopping(job_ended, timeout_s)
+            if self._interrupted or not job_ended():
+                self.app.cancel(self.job_group)  # every job of the run: the node job, a feed
+                cancelled = True
+                timeout_s = self._INTERRUPTED_JOB_S if self._interrupted else self._CANCELLED_JOB_S
+        if self._job_thread is None:
+            return
+        self._wait_stopping(job_ended, timeout_s)
+        self._job_thread.join(0.5)  # it sets _job_done last
+        if not job_ended():
+            log.warning("tfos run %s: its node job has not ended %.0f s after it was cancelled; Spark still "
+                        "stops its tasks", self.run_id, timeout_s)
+
+    def _wait_stopping(self, predicate, timeout_s: float) -> bool:
+        """``state.wait_until`` in short slices: a Ctrl-C deferred during teardown only sets
+        ``_interrupted`` (a signal handler must not take locks), which cuts the wait short."""
+        deadline = Deadline(timeout_s, "the run to stop")
+        hurried = self._interrupted
+        while True:
+            if self.state.wait_until(predicate, deadline.slice(self._STOP_POLL_S)):
+                return True
+            if self._interrupted and not hurried:
+                hurried = True
+                deadline = Deadline(min(deadline.remaining() or 0.0, self.config.stop_grace_s + 2),
+                                    deadline.what)
+                self.app.cancel(self.job_group)
+            if deadline.expired():
+                return False
+
+    def _sigint_deferred(self):
+        """A context manager: in the main thread, SIGINT only marks the run interrupted while
+        it is in force; its value is a list that holds one entry per deferred Ctrl-C."""
+        import contextlib
+        import signal
+
+        @contextlib.contextmanager
+        def deferring():
+            deferred: list[float] = []
+
+            def note(signum, frame) -> None:
+                deferred.append(time.monotonic())
+                self._interrupted = True
+                if len(deferred) == 1:
+                    log.warning("tfos run %s: interrupted while stopping; finishing the stop first (a few "
+                                "seconds), then KeyboardInterrupt", self.run_id)
+
+            previous = None
+            if threading.current_thread() is threading.main_thread():
+                try:
+                    previous = signal.getsignal(signal.SIGINT)
+                    # None: a handler set outside Python, which could not be put back; SIG_IGN:
+                    # Ctrl-C raises nothing here anyway
+                    if previous is None or previous is signal.SIG_IGN:
+                        previous = None
+                    else:
+                        signal.signal(signal.SIGINT, note)
+                except (ValueError, TypeError):  # not the main interpreter: no signals here
+                    previous = None
+            try:
+                yield deferred
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGINT, previous)
+
+        return deferring()
+
+    # --------------------------------------------------------------- display
+
+    #: how often the live display's node states are refreshed
+    _DISPLAY_REFRESH_S = 0.5
+
+    def _node_states(self) -> dict[str, str]:
+        return {str(n.role): str(n.state) for n in self.state.snapshot()}
+
+    def _open_display(self) -> None:
+        """Choose the live display once (progress.live_display: terminal, notebook or none),
+        in the caller's thread, and keep its node states fresh until teardown."""
+        from tfos.progress import live_display
+
+        with self._display_lock:
+            if self._display_chosen:
+                return
+            self._display_chosen = True  # asked once: the driver's terminal or kernel does not change
+            try:
+                self._display = live_display()
+            except Exception:  # noqa: BLE001 - the log lines are the fallback
+                log.debug("no live progress display", exc_info=True)
+            display = self._display
+        if display is None:
+            return
+        display.set_states(self._node_states())
+        threading.Thread(target=self._refresh_display, args=(display,), name=f"tfos-display-{self.run_id}",
+                         daemon=True).start()
+
+    def _refresh_display(self, display) -> None:
+        while not self._monitor_stop.wait(self._DISPLAY_REFRESH_S):
+            try:
+                display.set_states(self._node_states())
+            except Exception:  # noqa: BLE001 - the log lines are the fallback
+                log.debug("live display refresh failed", exc_info=True)
+                return
+
+    def _show_display(self) -> None:
+        display = self._display
+        if display is not None:
+            try:
+                display.show()
+            except Exception:  # noqa: BLE001 - the log lines are the fallback
+                log.debug("live display show failed", exc_info=True)
+
+    # ------------------------------------------------------------------ repr
+
+    def _repr_parts(self) -> tuple[str, list[tuple[str, str, str, str]], str | None]:
+        """The repr's head line, its node rows ``(role, host:port, executor, state)`` and URL."""
+        nodes = self.state.snapshot()
+        state = str(self.state.run_state)
+        if self._interrupted:
+            state += ", interrupted"
+        elif self._closed and self.state.run_state not in (RunState.FINISHED, RunState.FAILED):
+            state += ", closed"
+        head = f"Cluster(run {self.run_id}, {state}, {len(nodes)} nodes"
+        failures = self.state.failures
+        if failures:
+            head += f"; failed at {failures[0].name}: {(failures[0].reason.splitlines() or [''])[0][:120]}"
+        head += ")"
+        rows = [(str(n.role), join_host_port(n.host, n.port) if n.host else "-",
+                 f"executor {n.executor_id}" if n.executor_id else "-", str(n.state)) for n in nodes]
+        try:
+            url = self.tensorboard_url()
+        except Exception:  # noqa: BLE001 - no lead node known yet
+            url = None
+        return head, rows, url
 
 
 _NODE_REPORT_GRACE_S = 3.0

@@ -47,7 +47,8 @@ def parallel_run(
     cluster's nodes.
 
     Args:
-        sc: the ``SparkContext``.
+        sc: a ``SparkContext``, a classic ``SparkSession`` or a Spark Connect session (the
+            job is then a ``mapInPandas`` over ``spark.range``, under an operation tag).
         main_fun: the function to run; its return value (picklable) comes back.
         tf_args: passed to ``main_fun`` unchanged.
         num_executors: number of instances (TensorFlowOnSpark's name); by default
@@ -82,10 +83,6 @@ def parallel_run(
     from tfos.user_code import describe_source
 
     app = spark_app(sc)
-    if app.remote:
-        raise ConfigError("parallel_run over a Spark Connect session is not supported yet; run the script "
-                          "with spark-submit / tfos submit")
-    sc = app.sc
     facts = read_facts(app)
     if num_executors is None:
         num_executors = facts.configured_executors
@@ -97,40 +94,27 @@ def parallel_run(
         check_positive("timeout", timeout)
     check_positive("stop_grace_s", stop_grace_s, allow_zero=True)
     if facts.configured_executors:
-        wait_for_executors(sc, min(num_executors, facts.configured_executors), executor_wait_timeout)
+        wait_for_executors(app, min(num_executors, facts.configured_executors), executor_wait_timeout)
     launch = _InstanceLaunch(
         run_id=uuid.uuid4().hex[:12], num_instances=num_executors, default_fs=facts.default_fs,
         keras=keras, timeout_s=timeout, stop_grace_s=stop_grace_s,
         keep_omp_num_threads=facts.omp_num_threads_set, env=dict(env or {}),
         payload=cloudpickle.dumps((main_fun, tf_args, describe_source(main_fun))),
     )
-    reports = _run_job(sc, launch, use_barrier)
+    reports = _run_job(app, launch, use_barrier)
     return _results(reports, num_executors)
 
 
-def _run_job(sc, launch: _InstanceLaunch, use_barrier: bool) -> list[dict]:
+def _run_job(app, launch: _InstanceLaunch, use_barrier: bool) -> list[dict]:
     """The Spark job, in a thread under the run's job group (cancelled on interrupt)."""
-    from tfos.spark_app import ClassicApp
     from tfos.spark_jobs import error_text, first_line
 
     n = launch.num_instances
     group = f"tfos-parallel-{launch.run_id}"
 
-    def instance(index, _iterator):
-        yield run_instance_task(launch, index)
-
-    def barrier_instance(_iterator):
-        from pyspark import BarrierTaskContext
-
-        yield run_instance_task(launch, BarrierTaskContext.get().partitionId())
-
     def job():
-        rdd = sc.parallelize(range(n), n)
-        if use_barrier:
-            return rdd.barrier().mapPartitions(barrier_instance).collect()
-        return rdd.mapPartitionsWithIndex(instance).collect()
+        return app.run_tasks(n, lambda index: run_instance_task(launch, index), use_barrier)
 
-    app = ClassicApp(sc)
     outcome = app.start_job(group, f"tfos: parallel run {launch.run_id} ({n} instances)", job,
                             name=f"tfos-parallel-{launch.run_id}")
     try:

@@ -67,6 +67,11 @@ class SparkApp:
         """Run ``task`` on ``n`` executors at once (one barrier stage); their results in slot order."""
         raise NotImplementedError
 
+    def run_tasks(self, n: int, task: Callable[[int], Any], barrier: bool) -> list:
+        """Run ``task(index)`` for index 0..n-1, one Spark task each (all at once in one
+        barrier stage when ``barrier``); their return values (picklable) in index order."""
+        raise NotImplementedError
+
     def set_group(self, group: str, description: str) -> None:
         """Put every job this thread starts from now on in ``group`` (to cancel them together)."""
         raise NotImplementedError
@@ -122,6 +127,20 @@ class ClassicApp(SparkApp):
 
         return self.sc.parallelize(range(n), n).barrier().mapPartitions(node).collect()
 
+    def run_tasks(self, n: int, task: Callable[[int], Any], barrier: bool) -> list:
+        def one(index, _iterator):
+            yield task(index)
+
+        def one_in_barrier(_iterator):
+            from pyspark import BarrierTaskContext
+
+            yield task(BarrierTaskContext.get().partitionId())
+
+        rdd = self.sc.parallelize(range(n), n)
+        if barrier:
+            return rdd.barrier().mapPartitions(one_in_barrier).collect()
+        return rdd.mapPartitionsWithIndex(one).collect()
+
     def set_group(self, group: str, description: str) -> None:
         self.sc.setJobGroup(group, description, interruptOnCancel=True)
 
@@ -136,11 +155,28 @@ class ConnectApp(SparkApp):
         self.spark = spark
 
     def get(self, key: str, default: str | None = None) -> str | None:
+        """The session's value; for a ``spark.tfos.*`` key it has none of, ``TFOS_CONF``'s.
+
+        A Connect client session cannot receive a command line's ``--conf`` values, so
+        ``tfos submit --remote`` hands its settings over in ``TFOS_CONF``
+        (:func:`tfos.spark_conf.conf_from_environment`); what the session has (the server's
+        conf, the script's builder or ``spark.conf.set``) wins, as a script's own settings
+        win over spark-submit's.
+        """
+        from tfos.spark_conf import KEY_PREFIX, conf_from_environment
+
         try:
             value = self.spark.conf.get(key, None)
         except Exception as exc:  # noqa: BLE001 - a key the server will not show
             log.debug("spark.conf.get(%s) over Spark Connect failed: %s", key, exc)
-            return default
+            value = None
+        if key.startswith(KEY_PREFIX):
+            submitted = conf_from_environment().get(key)
+            if value is None:
+                value = submitted
+            elif submitted is not None and submitted != value:
+                log.warning("%s: the Spark Connect session's value wins over the one in TFOS_CONF "
+                            "(tfos submit); the session has it from the server's conf or the script", key)
         return default if value is None else value
 
     def run_barrier(self, n: int, task: NodeTask, description: str) -> list[dict]:
@@ -159,6 +195,27 @@ class ConnectApp(SparkApp):
         rows = (self.spark.range(0, n, 1, numPartitions=n)
                 .mapInPandas(node, "result string", barrier=True).collect())
         return [json.loads(row.result) for row in rows]
+
+    def run_tasks(self, n: int, task: Callable[[int], Any], barrier: bool) -> list:
+        """Over ``spark.range(n)`` in n partitions; each value comes back cloudpickled in a
+        binary column (from the executors, through Spark: never from a socket of tfos's)."""
+
+        def one(batches):
+            import cloudpickle
+            import pandas as pd
+            from pyspark import TaskContext
+
+            for _ in batches:  # the partition's one row
+                pass
+            index = TaskContext.get().partitionId()
+            yield pd.DataFrame({"index": [index], "value": [cloudpickle.dumps(task(index))]})
+
+        import cloudpickle
+
+        rows = (self.spark.range(0, n, 1, numPartitions=n)
+                .mapInPandas(one, "index int, value binary", barrier=barrier).collect())
+        by_index = {row["index"]: cloudpickle.loads(row["value"]) for row in rows}
+        return [by_index[i] for i in range(n)]
 
     def set_group(self, group: str, description: str) -> None:
         self.spark.addTag(group)  # this thread's operations of this session only
@@ -180,19 +237,48 @@ class ConnectApp(SparkApp):
 
     def client_host(self) -> str:
         """This process's address on the route to the Connect server: the one the executors,
-        on the server's network, can reach it at (if any address can)."""
-        host, port = _connect_endpoint(self.spark)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:
-            probe.connect((host, port))  # UDP: picks the route, sends nothing
-            return probe.getsockname()[0]
+        on the server's network, can reach it at (if any address can).
+
+        Raises:
+            ConfigError: the server's host cannot be read from the session or resolved; the
+                message names ``TFOS_SERVER_HOST``, which skips this look-up.
+        """
+        host = connect_server_host(self.spark)
+        try:
+            family, _, _, _, address = socket.getaddrinfo(host, _ROUTE_PROBE_PORT, type=socket.SOCK_DGRAM)[0]
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect(address)  # UDP: picks the route, sends nothing
+                return probe.getsockname()[0]
+        except OSError as exc:
+            raise ConfigError(f"cannot find this machine's address on the route to the Spark Connect server "
+                              f"{host!r} ({exc}): set TFOS_SERVER_HOST to an address of this machine the "
+                              f"executors can reach") from None
 
 
-def _connect_endpoint(spark) -> tuple[str, int]:
-    """(host, port) of the Connect server this session talks to (its channel builder's endpoint)."""
-    endpoint = spark.client._builder.endpoint  # "host:port", an IPv6 host in brackets
-    host, _, port = endpoint.rpartition(":")
-    return host.strip("[]"), int(port)
+#: any port: a UDP socket's connect() only chooses the route, which depends on the host alone
+_ROUTE_PROBE_PORT = 15002
 
 
-__all__ = ["ClassicApp", "ConnectApp", "NodeTask", "SparkApp", "is_connect_session", "spark_app"]
+def connect_server_host(spark) -> str:
+    """The host of the Connect server ``spark`` talks to, from the client's public ``host``
+    property (what pyspark shows in its REPL banner), else ``SPARK_REMOTE``.
+
+    Raises:
+        ConfigError: neither says; the message names ``TFOS_SERVER_HOST``.
+    """
+    import os
+    import urllib.parse
+
+    host = getattr(getattr(spark, "client", None), "host", None)
+    if not isinstance(host, str) or not host:
+        remote = os.environ.get("SPARK_REMOTE", "")
+        host = urllib.parse.urlparse(remote.replace("sc://", "http://", 1)).hostname if remote else None
+    if not host:
+        raise ConfigError("cannot tell which Spark Connect server this session talks to (this pyspark's "
+                          "client has no public host, and SPARK_REMOTE is unset): set TFOS_SERVER_HOST to an "
+                          "address of this machine the executors can reach")
+    return host.strip("[]")
+
+
+__all__ = ["ClassicApp", "ConnectApp", "NodeTask", "SparkApp", "connect_server_host", "is_connect_session",
+           "spark_app"]

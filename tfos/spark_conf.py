@@ -14,11 +14,22 @@ key                                   ``tfos.run`` option it sets when the call 
 ``spark.tfos.portRange``              ``port_range``
 ``spark.tfos.tls.certFile``           ``tls`` (with ``keyFile``; ``caFile``, ``serverName``)
 ``spark.tfos.sparkSecurity``          ``spark_security``: warn, require or ignore
+``spark.tfos.env``                    ``env``, a JSON object (``tfos submit --remote --env``)
 ====================================  =====================================================
+
+Over Spark Connect the script's session is a client of a server started earlier: no
+``--conf`` of the command that runs the script reaches it (of those ``spark-submit
+--remote`` forwards, pyspark's client applies only ``spark.sql.*`` ones). So ``tfos submit
+--remote`` puts its ``spark.tfos.*`` settings in the ``TFOS_CONF`` environment variable (a
+JSON object), and a Connect session's conf falls back on it for the keys it has no value
+for (:func:`conf_from_environment`, read by ``tfos.spark_app.ConnectApp.get``).
 """
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from tfos.errors import ConfigError
@@ -32,10 +43,15 @@ TLS_KEY_KEY = "spark.tfos.tls.keyFile"
 TLS_CA_KEY = "spark.tfos.tls.caFile"
 TLS_SERVER_NAME_KEY = "spark.tfos.tls.serverName"
 SPARK_SECURITY_KEY = "spark.tfos.sparkSecurity"
+ENV_KEY = "spark.tfos.env"
 
 #: every key, in the order of the table above
 KEYS = (CLUSTER_SIZE_KEY, KERAS_KEY, STORAGE_KEY, PORT_RANGE_KEY, TLS_CERT_KEY, TLS_KEY_KEY, TLS_CA_KEY,
-        TLS_SERVER_NAME_KEY, SPARK_SECURITY_KEY)
+        TLS_SERVER_NAME_KEY, SPARK_SECURITY_KEY, ENV_KEY)
+#: what every key starts with
+KEY_PREFIX = "spark.tfos."
+#: the environment variable with ``spark.tfos.*`` settings for a Spark Connect session
+CONF_VAR = "TFOS_CONF"
 
 
 def run_options(get) -> dict[str, Any]:
@@ -74,7 +90,48 @@ def run_options(get) -> dict[str, Any]:
     security = get(SPARK_SECURITY_KEY, None)
     if security:
         options["spark_security"] = security.strip().lower()
+    env = get(ENV_KEY, None)
+    if env:
+        options["env"] = _string_map(env, f"{ENV_KEY} must be a JSON object of environment variable "
+                                          f"names to strings (tfos submit --remote --env NAME=VALUE)")
     return options
+
+
+def conf_from_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ``spark.tfos.*`` settings in ``TFOS_CONF`` (``{}`` when unset).
+
+    ``tfos submit --remote`` sets it: a Spark Connect client session cannot receive the
+    command line's ``--conf`` values, so its conf falls back on these (only for
+    ``spark.tfos.*`` keys: no other Spark setting can be changed from here).
+
+    Raises:
+        ConfigError: not a JSON object of ``spark.tfos.*`` keys to strings. The value is
+            not shown: ``spark.tfos.env`` may hold credentials.
+    """
+    raw = (os.environ if environ is None else environ).get(CONF_VAR)
+    if not raw:
+        return {}
+    conf = _string_map(raw, f"{CONF_VAR} must be a JSON object of {KEY_PREFIX}* keys to strings "
+                            f"(tfos submit --remote sets it)")
+    other = sorted(k for k in conf if not k.startswith(KEY_PREFIX))
+    if other:
+        raise ConfigError(f"{CONF_VAR} holds only {KEY_PREFIX}* keys; received: {', '.join(other)}")
+    return conf
+
+
+def _string_map(raw: str, what: str) -> dict[str, str]:
+    """A JSON object of strings to strings, or ConfigError(``what``) saying why not (never the
+    value itself)."""
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{what}; received text that is not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what}; received a JSON {type(value).__name__}")
+    bad = sorted(str(k) for k, v in value.items() if not isinstance(v, str))
+    if bad:
+        raise ConfigError(f"{what}; these are not strings: {', '.join(bad)}")
+    return value
 
 
 def tls_from_conf(get):
@@ -94,5 +151,6 @@ def tls_from_conf(get):
     return TLSConfig(cert, key, get(TLS_CA_KEY, None) or None, get(TLS_SERVER_NAME_KEY, None) or None)
 
 
-__all__ = ["CLUSTER_SIZE_KEY", "KERAS_KEY", "KEYS", "PORT_RANGE_KEY", "SPARK_SECURITY_KEY", "STORAGE_KEY",
-           "TLS_CA_KEY", "TLS_CERT_KEY", "TLS_KEY_KEY", "TLS_SERVER_NAME_KEY", "run_options", "tls_from_conf"]
+__all__ = ["CLUSTER_SIZE_KEY", "CONF_VAR", "ENV_KEY", "KERAS_KEY", "KEYS", "KEY_PREFIX", "PORT_RANGE_KEY",
+           "SPARK_SECURITY_KEY", "STORAGE_KEY", "TLS_CA_KEY", "TLS_CERT_KEY", "TLS_KEY_KEY", "TLS_SERVER_NAME_KEY",
+           "conf_from_environment", "run_options", "tls_from_conf"]

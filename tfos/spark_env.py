@@ -35,7 +35,8 @@ class SparkFacts:
     driver_host: str
     default_fs: str
     omp_num_threads_set: bool
-    #: where the reservation server binds when it differs from driver_host (spark.driver.bindAddress)
+    #: where the reservation server binds when it differs from the advertised host
+    #: (TFOS_SERVER_BIND_HOST, else TFOS_SERVER_HOST, else spark.driver.bindAddress): NAT, containers
     server_bind_host: str | None = None
     #: TFOS_SERVER_HOST overrides the advertised address, TFOS_SERVER_PORT the port (0: any
     #: free) or, as "FIRST-LAST", the range the reservation server binds in (as in TensorFlowOnSpark)
@@ -85,10 +86,12 @@ def read_facts(spark) -> SparkFacts:
         task_cpus=_int(get("spark.task.cpus")) or 1,
         dynamic_allocation=(get("spark.dynamicAllocation.enabled", "false") or "").lower() == "true",
         configured_executors=configured,
-        driver_host=app.client_host() if app.remote else driver_host(get),
+        # over Connect, TFOS_SERVER_HOST (which replaces it anyway) skips the route look-up
+        driver_host=((os.environ.get("TFOS_SERVER_HOST") or app.client_host()) if app.remote else driver_host(get)),
         default_fs=default_fs,
         omp_num_threads_set=get("spark.executorEnv.OMP_NUM_THREADS") is not None,
-        server_bind_host=os.environ.get("TFOS_SERVER_HOST") or (None if app.remote else get("spark.driver.bindAddress")),
+        server_bind_host=(os.environ.get("TFOS_SERVER_BIND_HOST") or os.environ.get("TFOS_SERVER_HOST")
+                          or (None if app.remote else get("spark.driver.bindAddress"))),
         server_host_override=os.environ.get("TFOS_SERVER_HOST") or None,
         **_server_port(os.environ.get("TFOS_SERVER_PORT")),
         default_parallelism_set=get("spark.default.parallelism") is not None,

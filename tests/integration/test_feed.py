@@ -12,23 +12,12 @@ import cloudpickle
 import pytest
 
 import tfos
+from tests.integration.node_functions import collect_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 SPARK = tfos.InputMode.SPARK
-
-
-def _collect_ids(args, ctx):
-    import json as _json
-    import os as _os
-
-    feed = ctx.get_data_feed(train_mode=True)
-    seen = []
-    while not feed.should_stop():
-        seen.extend(record[0] for record in feed.next_batch(100))
-    with open(_os.path.join(args, f"{ctx.job_name}.json"), "w") as f:
-        _json.dump(seen, f)
 
 
 def _skewed(sc, sizes):
@@ -44,7 +33,7 @@ def _skewed(sc, sizes):
     [1],                             # fewer records than nodes: one node gets nothing
 ])
 def test_every_record_reaches_exactly_one_node_once_per_epoch(sc, tmp_path, sizes):
-    cluster = tfos.run(sc, _collect_ids, str(tmp_path), num_executors=2, input_mode=SPARK)
+    cluster = tfos.run(sc, collect_ids, str(tmp_path), num_executors=2, input_mode=SPARK)
     report = cluster.train(_skewed(sc, sizes), num_epochs=2)
     cluster.shutdown(timeout=120)
     seen = []
@@ -61,7 +50,7 @@ def test_every_record_reaches_exactly_one_node_once_per_epoch(sc, tmp_path, size
 
 def test_a_cached_rdd_is_counted_once_across_train_calls_and_read_by_one_task_per_slot(sc, tmp_path):
     rdd = _skewed(sc, [40, 0, 25]).cache()
-    cluster = tfos.run(sc, _collect_ids, str(tmp_path), num_executors=2, input_mode=SPARK)
+    cluster = tfos.run(sc, collect_ids, str(tmp_path), num_executors=2, input_mode=SPARK)
     jobs: list[str] = []
     original = cluster._run_feed_job
 
@@ -105,7 +94,7 @@ def test_data_that_changes_between_the_count_and_the_feed_fails_the_epoch_and_sa
     markers = tmp_path / "reads"
     markers.mkdir()
     rdd = sc.parallelize(range(2), 2).mapPartitionsWithIndex(_one_more_record_each_read(str(markers)))
-    cluster = tfos.run(sc, _collect_ids, str(tmp_path), num_executors=2, input_mode=SPARK)
+    cluster = tfos.run(sc, collect_ids, str(tmp_path), num_executors=2, input_mode=SPARK)
     try:
         with pytest.raises(tfos.FeedError) as error:
             cluster.train(rdd, num_epochs=2)

@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 import tfos
+from tests.integration.node_functions import mwms_fit, raise_on_worker, sleep_and_tell_pid, wait_for
 from tests.integration.spark_helpers import (
     listening,
     process_gone,
@@ -27,14 +28,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 # the executors cannot import this test module: ship its functions by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-def _wait_for(path, timeout_s=60.0):
-    end = time.monotonic() + timeout_s
-    while not os.path.exists(path):
-        if time.monotonic() > end:
-            raise AssertionError(f"{path} did not appear within {timeout_s} s")
-        time.sleep(0.1)
 
 
 # --------------------------------------------------------------------- roles
@@ -135,44 +128,12 @@ def test_too_many_executors_requested_fails_at_once(sc):
 # ------------------------------------------------------------------ training
 
 
-def _mwms_fit(args, ctx):
-    import os as _os
-
-    import numpy as _np
-
-    if args["api"] == "keras3":
-        import keras
-    else:
-        import tensorflow as _tf
-
-        keras = _tf.keras
-    import tensorflow as tf
-
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    rng = _np.random.default_rng(0)
-    x = rng.normal(size=(256, 8)).astype("float32")
-    y = (x @ rng.normal(size=(8, 1))).astype("float32")
-    with strategy.scope():
-        keras.utils.set_random_seed(1)
-        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
-        model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
-    history = model.fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=[ctx.progress_callback()])
-    model.evaluate(x, y, batch_size=32, verbose=0)
-    ctx.report_progress(stage="evaluated")
-    print(f"fit done on {ctx.job_name}", flush=True)
-    out = args["out"]
-    _np.save(_os.path.join(out, f"{ctx.job_name}-{ctx.task_index}.npy"),
-             _np.concatenate([w.ravel() for w in model.get_weights()]))
-    with open(_os.path.join(out, f"{ctx.job_name}-{ctx.task_index}.json"), "w") as f:
-        import json as _json
-
-        _json.dump({"loss": history.history["loss"], "keras": type(model).__module__.split(".")[0]}, f)
 
 
 @pytest.mark.parametrize("api,keras_choice,package", [("keras3", "auto", "keras"), ("tf.keras", "tf_keras", "tf_keras")])
 def test_mwms_fit_across_two_executors_ends_with_identical_weights(sc, tmp_path, api, keras_choice, package, caplog):
     caplog.set_level(logging.INFO, logger="tfos.nodes")
-    cluster = tfos.run(sc, _mwms_fit, {"api": api, "out": str(tmp_path)}, num_executors=2, keras=keras_choice)
+    cluster = tfos.run(sc, mwms_fit, {"api": api, "out": str(tmp_path)}, num_executors=2, keras=keras_choice)
     cluster.shutdown(timeout=150)
     # the nodes' output and progress reached the driver, tagged with their roles
     node_lines = [r.getMessage() for r in caplog.records if r.name == "tfos.nodes"]
@@ -191,19 +152,9 @@ def test_mwms_fit_across_two_executors_ends_with_identical_weights(sc, tmp_path,
 # ------------------------------------------------------------------- failure
 
 
-def _raise_on_worker(args, ctx):
-    import time as _time
-
-    if ctx.job_name == "worker":
-        with open(args, "w") as f:
-            f.write(repr(_time.time()))
-        raise ValueError("bad batch shape (raised on purpose)")
-    _time.sleep(120)
-
-
 def test_raising_node_reaches_the_driver_with_its_traceback_in_seconds(sc, tmp_path):
     marker = str(tmp_path / "raised_at")
-    cluster = tfos.run(sc, _raise_on_worker, marker, num_executors=2)
+    cluster = tfos.run(sc, raise_on_worker, marker, num_executors=2)
     with pytest.raises(tfos.ClusterFailedError) as err:
         cluster.shutdown(timeout=120)
     caught = time.time()
@@ -212,25 +163,16 @@ def test_raising_node_reaches_the_driver_with_its_traceback_in_seconds(sc, tmp_p
     message = str(err.value)
     assert message.startswith("TF cluster failed (while waiting for the nodes to finish): node worker:0 (host 127.0.0.1")
     assert "main_fun raised ValueError: bad batch shape (raised on purpose)" in message
-    assert 'in _raise_on_worker\n    raise ValueError("bad batch shape (raised on purpose)")' in message
+    assert 'in raise_on_worker\n    raise ValueError("bad batch shape (raised on purpose)")' in message
     root = err.value.root_cause
     assert (root.job_name, root.task_index, root.exit_code) == ("worker", 0, 1)
     assert root.executor_id in {n.executor_id for n in cluster.cluster_info}
 
 
-def _sleep_and_tell_pid(args, ctx):
-    import os as _os
-    import time as _time
-
-    with open(_os.path.join(args, f"{ctx.job_name}.pid"), "w") as f:
-        f.write(str(_os.getpid()))
-    _time.sleep(120)
-
-
 def test_killed_tf_process_is_reported_and_nothing_is_left(sc, tmp_path):
-    cluster = tfos.run(sc, _sleep_and_tell_pid, str(tmp_path), num_executors=2)
-    _wait_for(tmp_path / "worker.pid")
-    _wait_for(tmp_path / "chief.pid")
+    cluster = tfos.run(sc, sleep_and_tell_pid, str(tmp_path), num_executors=2)
+    wait_for(tmp_path / "worker.pid")
+    wait_for(tmp_path / "chief.pid")
     ports = [(n.host, n.port) for n in cluster.cluster_info]
     server_port = cluster.server.port
     os.kill(int((tmp_path / "worker.pid").read_text()), signal.SIGKILL)
@@ -250,9 +192,9 @@ def test_killed_tf_process_is_reported_and_nothing_is_left(sc, tmp_path):
     (tfos.InputMode.SPARK, "no heartbeat for 3 s (node process or executor died?)"),
 ])
 def test_killed_supervisor_is_reported_and_its_tf_process_dies_with_it(sc, tmp_path, mode, evidence):
-    cluster = tfos.run(sc, _sleep_and_tell_pid, str(tmp_path), num_executors=2, input_mode=mode,
+    cluster = tfos.run(sc, sleep_and_tell_pid, str(tmp_path), num_executors=2, input_mode=mode,
                        heartbeat_interval_s=0.5, heartbeat_timeout_s=3.0)
-    _wait_for(tmp_path / "worker.pid")
+    wait_for(tmp_path / "worker.pid")
     tf_pid = int((tmp_path / "worker.pid").read_text())
     supervisor = psutil.Process(tf_pid).parent()
     assert "tfos.node.supervisor" in " ".join(supervisor.cmdline())
@@ -269,8 +211,8 @@ def test_killed_supervisor_is_reported_and_its_tf_process_dies_with_it(sc, tmp_p
 
 
 def test_killed_spark_task_fails_the_run_fast_without_a_second_registration(sc, tmp_path):
-    cluster = tfos.run(sc, _sleep_and_tell_pid, str(tmp_path), num_executors=2)
-    _wait_for(tmp_path / "worker.pid")
+    cluster = tfos.run(sc, sleep_and_tell_pid, str(tmp_path), num_executors=2)
+    wait_for(tmp_path / "worker.pid")
     tf_proc = psutil.Process(int((tmp_path / "worker.pid").read_text()))
     task_process = tf_proc.parent().parent()  # TF process -> supervisor -> pyspark worker
     assert "pyspark" in " ".join(task_process.cmdline())
@@ -340,7 +282,7 @@ def test_spark_mode_node_tasks_free_their_slots_while_tf_runs(sc, tmp_path):
 
 def test_the_secret_never_shows_in_logs_errors_or_cluster_info(sc, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
-    cluster = tfos.run(sc, _raise_on_worker, str(tmp_path / "m"), num_executors=2)
+    cluster = tfos.run(sc, raise_on_worker, str(tmp_path / "m"), num_executors=2)
     secret = cluster._secret.value
     with pytest.raises(tfos.ClusterFailedError) as err:
         cluster.shutdown(timeout=120)

@@ -17,6 +17,7 @@ from tfos.errors import ClusterFailedError, ClusterTimeout, FeedError
 from tfos.reservation.state import ReservationState
 from tfos.restart import RestartingCluster
 from tfos.roles import Role
+from tfos.spark_app import ClassicApp
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -245,7 +246,7 @@ def spark_cluster():
                        configured_executors=2, driver_host="127.0.0.1", default_fs="file:///",
                        omp_num_threads_set=False)
     config = RunConfig(num_executors=2, input_mode=InputMode.SPARK, stop_grace_s=0)
-    from tfos.spark_app import ClassicApp
+
 
     cluster = Cluster(ClassicApp(StandInSpark()), config, facts, lambda args, ctx: None, None)
     yield cluster
@@ -373,7 +374,7 @@ def test_a_reset_control_connection_at_an_epoch_boundary_is_a_feed_error_naming_
     from tfos.feed.driver import Prepared, SparkFeeder
 
     targets = [FeedTarget("chief:0", "127.0.0.1", 1, "0"), FeedTarget("worker:0", "127.0.0.1", 2, "1")]
-    feeder = SparkFeeder(StandInSpark(), targets, b"s" * 32, lambda description, thunk: [(10, False), (10, False)],
+    feeder = SparkFeeder(ClassicApp(StandInSpark()), targets, b"s" * 32, lambda description, thunk: [(10, False), (10, False)],
                          lambda: None)
     chief, worker = AnsweringControl(), BrokenControl()
     feeder._controls = {(0, "input"): chief, (1, "input"): worker}
@@ -418,7 +419,7 @@ def test_a_control_channel_waits_by_the_feed_timeout_of_the_call_that_uses_it():
     secret = os.urandom(32)
     server = FeedServer(socket.create_server(("127.0.0.1", 0)), secret)
     try:
-        feeder = SparkFeeder(StandInSpark(), [FeedTarget("worker:0", "127.0.0.1", server.port, "1")], secret,
+        feeder = SparkFeeder(ClassicApp(StandInSpark()), [FeedTarget("worker:0", "127.0.0.1", server.port, "1")], secret,
                              lambda description, thunk: None, lambda: None)
         first = feeder._control(0, "input", 600.0)
         assert first._channel.sock.gettimeout() == 600.0

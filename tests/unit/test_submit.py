@@ -1,4 +1,5 @@
-"""`tfos submit`: argv -> SubmitConfig -> spark-submit command, for every master and deploy mode.
+"""`tfos submit`: argv -> SubmitConfig -> spark-submit command, for every master and deploy mode,
+and the script's own command with --remote (a Spark Connect server).
 
 No process is started here: parse_submit_args and build_command are pure, and the CLI tests
 only use --dry-run, --help and usage errors.
@@ -6,20 +7,25 @@ only use --dry-run, --help and usage errors.
 
 from __future__ import annotations
 
+import json
 import shlex
 
 import pytest
 
 from tfos import cli
 from tfos.errors import ConfigError
+from tfos.spark_conf import conf_from_environment, run_options
 from tfos.submit import (
+    ConfEntry,
     SubmitCommand,
+    SubmitConfig,
     SubmitError,
     build_command,
     hdfs_environment,
     parse_submit_args,
     wants_help,
 )
+from tfos.submit import args as submit_args
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -321,9 +327,97 @@ ERRORS = [
     ("keras_word", "--keras keras2 train.py", "--keras must be one of keras3, tf_keras; received: --keras keras2"),
     ("class", "--class org.X train.py",
      "--class is not supported by tfos submit: tfos submit runs Python scripts; --class is for JVM applications"),
-    ("spark_connect", "--remote sc://h:15002 train.py",
-     "--remote is not supported by tfos submit: tfos needs a classic SparkContext; Spark Connect "
-     "(--remote) has no executors to start TF nodes on"),
+    # --remote: the Connect server's application is not ours to set
+    ("remote_needs_size", "--remote sc://h:15002 train.py",
+     "--cluster-size N is required with --remote (the number of TF nodes; the Connect server needs that "
+     "many executors, one task slot each)"),
+    ("remote_not_a_url", "--remote h:15002 --cluster-size 2 train.py",
+     "--remote takes a Spark Connect URL, sc://host[:port][/;param=value...]; received: --remote h:15002"),
+    ("remote_with_a_path", "--remote sc://h:15002/db --cluster-size 2 train.py",
+     "--remote takes a Spark Connect URL, sc://host[:port][/;param=value...]; received: --remote sc://h:15002/db"),
+    ("remote_local", "--remote local[2] --cluster-size 2 train.py",
+     "--remote local[2] starts a Spark Connect server inside the script's own process, with no executor "
+     "processes; tfos submit --remote takes a running server's sc://host:port (on one machine, leave "
+     "--remote out: an embedded local-cluster)"),
+    ("remote_twice", "--remote sc://a --remote sc://b --cluster-size 2 train.py",
+     "conflicting options: --remote sc://a and --remote sc://b"),
+    ("remote_and_master", "--master yarn --remote sc://h:15002 --cluster-size 2 train.py",
+     "--master does not apply with --remote (a Spark Connect server): the Connect server has its master; "
+     "give --master when starting the server"),
+    ("remote_deploy_mode", "--remote sc://h --cluster-size 2 --deploy-mode client train.py",
+     "--deploy-mode does not apply with --remote (a Spark Connect server): the script runs here, as a "
+     "Spark Connect client; the server's driver is already running"),
+    ("remote_executors", "--remote sc://h --cluster-size 2 --num-executors 2 train.py",
+     "--num-executors does not apply with --remote (a Spark Connect server): the executors are the Connect "
+     "server's: start it with one executor per TF node, each with one task slot (spark.executor.instances, "
+     "spark.executor.cores = spark.task.cpus, spark.dynamicAllocation.enabled=false)"),
+    ("remote_executor_memory", "--remote sc://h --cluster-size 2 --executor-memory 2g train.py",
+     "--executor-memory does not apply with --remote (a Spark Connect server): the executors are the "
+     "Connect server's: start it with one executor per TF node, each with one task slot "
+     "(spark.executor.instances, spark.executor.cores = spark.task.cpus, "
+     "spark.dynamicAllocation.enabled=false)"),
+    ("remote_python", "--remote sc://h --cluster-size 2 --python /p train.py",
+     "--python does not apply with --remote (a Spark Connect server): the executors' Python is the Connect "
+     "server's spark.pyspark.python (give it when starting the server); the script runs with this Python"),
+    ("remote_gpus", "--remote sc://h --cluster-size 2 --gpus-per-node 1 train.py",
+     "--gpus-per-node does not apply with --remote (a Spark Connect server): GPUs are the Connect server's "
+     "executors': start it with spark.executor.resource.gpu.* and spark.task.resource.gpu.amount"),
+    ("remote_pack_env", "--remote sc://h --cluster-size 2 --pack-env env.tar.gz train.py",
+     "--pack-env does not apply with --remote (a Spark Connect server): the executors' environment is the "
+     "Connect server's: ship or install it when starting the server (or spark.addArtifacts(path, "
+     "archive=True) in the script)"),
+    ("remote_image", "--remote sc://h --cluster-size 2 --image reg/tfos train.py",
+     "--image does not apply with --remote (a Spark Connect server): the Kubernetes image is chosen when "
+     "starting the Connect server"),
+    ("remote_hdfs", "--remote sc://h --cluster-size 2 --hdfs train.py",
+     "--hdfs does not apply with --remote (a Spark Connect server): the executors' CLASSPATH and "
+     "LD_LIBRARY_PATH are the Connect server's: start it with spark.executorEnv.CLASSPATH and "
+     "spark.executorEnv.LD_LIBRARY_PATH (docs/deployment.md#hdfs)"),
+    ("remote_py_files", "--remote sc://h --cluster-size 2 --py-files lib.zip train.py",
+     "--py-files does not apply with --remote (a Spark Connect server): ship them in the script, Spark "
+     "Connect's way: spark.addArtifacts(path, pyfile=True) or spark.addArtifacts(path, file=True)"),
+    ("remote_jars", "--remote sc://h --cluster-size 2 --jars x.jar train.py",
+     "--jars does not apply with --remote (a Spark Connect server): JVM code runs in the Connect server: "
+     "give it when starting the server"),
+    ("remote_name", "--remote sc://h --cluster-size 2 --name run1 train.py",
+     "--name does not apply with --remote (a Spark Connect server): a setting of the Connect server's own "
+     "Spark application: give it when starting the server"),
+    ("remote_verbose", "--remote sc://h --cluster-size 2 -v train.py",
+     "-v does not apply with --remote (a Spark Connect server): no spark-submit runs; --dry-run prints "
+     "the command"),
+    ("remote_spark_conf", "--remote sc://h --cluster-size 2 --conf spark.executor.cores=2 train.py",
+     "--conf spark.executor.cores=2 does not apply with --remote: only spark.tfos.* settings reach the "
+     "script (through TFOS_CONF); set other Spark settings when starting the Connect server, or in the "
+     "script with spark.conf.set for runtime SQL settings"),
+    ("remote_tfos_conf_vs_size", "--remote sc://h --cluster-size 2 -c spark.tfos.clusterSize=3 train.py",
+     "conflicting options: -c spark.tfos.clusterSize=3, but tfos needs spark.tfos.clusterSize=2 (tfos.run's "
+     "num_executors default (--cluster-size)); drop the option or change the tfos option it contradicts"),
+    ("remote_env_twice", "--remote sc://h --cluster-size 2 --env A=1 --env A=2 train.py",
+     "conflicting options: --env A=1 and --env A=2"),
+    ("remote_keras_vs_env", "--remote sc://h --cluster-size 2 --keras keras3 --env TF_USE_LEGACY_KERAS=1 train.py",
+     "conflicting options: --env TF_USE_LEGACY_KERAS=1 and --keras keras3 both set the nodes' "
+     "TF_USE_LEGACY_KERAS (1 and 0)"),
+    ("remote_script_by_url", "--remote sc://h --cluster-size 2 hdfs:///apps/train.py",
+     "with --remote the script runs here, with this Python: give a local path; received: hdfs:///apps/train.py"),
+    ("remote_missing_script", "--remote sc://h --cluster-size 2 nothere.py", "script not found: nothere.py"),
+    # a token in the URL is a credential: never in a message
+    ("remote_bad_url_token_hidden", "--remote 'h:15002/;token=s3cret' --cluster-size 2 train.py",
+     "--remote takes a Spark Connect URL, sc://host[:port][/;param=value...]; received: "
+     "--remote h:15002/;token=<redacted>"),
+    ("remote_twice_tokens_hidden", "--remote 'sc://a/;token=s3cret' --remote 'sc://a/;token=other' "
+     "--cluster-size 2 train.py",
+     "conflicting options: --remote sc://a/;token=<redacted> and --remote sc://a/;token=<redacted>"),
+    ("remote_local_token_hidden", "--remote 'local[2]/;token=s3cret' --cluster-size 2 train.py",
+     "--remote local[2]/;token=<redacted> starts a Spark Connect server inside the script's own process, "
+     "with no executor processes; tfos submit --remote takes a running server's sc://host:port (on one "
+     "machine, leave --remote out: an embedded local-cluster)"),
+    ("remote_conf_spark_remote", "--remote sc://h --cluster-size 2 --conf 'spark.remote=sc://x/;token=s3cret' "
+     "train.py",
+     "--conf spark.remote=sc://x/;token=<redacted> does not apply with --remote: only spark.tfos.* settings "
+     "reach the script (through TFOS_CONF); set other Spark settings when starting the Connect server, or in "
+     "the script with spark.conf.set for runtime SQL settings"),
+    ("spark_remote_as_conf", "--conf 'spark.remote=sc://x/;token=s3cret' train.py",
+     "give spark.remote with --remote, not --conf spark.remote=sc://x/;token=<redacted>"),
     ("master_as_conf", "--conf spark.master=yarn train.py",
      "give spark.master with --master, not --conf spark.master=yarn"),
     ("conf_without_value", "--conf spark.ui.port train.py",
@@ -395,6 +489,114 @@ def test_bad_arguments_are_refused_with_the_reason(argv, message):
     assert isinstance(err.value, ConfigError)
 
 
+# ------------------------------------------------------------------------ --remote (Spark Connect)
+
+REMOTE = [
+    # (id, argv, expected argv after this Python, expected TFOS_CONF, other expected env)
+    ("size_only", "--remote sc://10.0.0.7:15002 --cluster-size 2 train.py --epochs 3",
+     ["train.py", "--epochs", "3"], {"spark.tfos.clusterSize": "2"}, {}),
+    ("tfos_settings", "--remote=sc://[::1]:15002 --cluster-size 4 --keras tf_keras --storage s3://b/runs "
+     "--env A=1 --env B=x=y train.py",
+     ["train.py"],
+     {"spark.tfos.clusterSize": "4", "spark.tfos.keras": "tf_keras", "spark.tfos.storage": "s3://b/runs",
+      "spark.tfos.env": '{"A":"1","B":"x=y"}'},
+     {"TF_USE_LEGACY_KERAS": "1"}),
+    ("tfos_conf_keys_pass", "--cluster-size 2 --conf spark.tfos.portRange=41000-41010 -c spark.tfos.clusterSize=2 "
+     "--remote sc://h train.py",
+     ["train.py"], {"spark.tfos.portRange": "41000-41010", "spark.tfos.clusterSize": "2"}, {}),
+    ("url_params_and_script_options_untouched",
+     "--remote sc://h:443/;use_ssl=true;user_id=me --cluster-size 2 --dry-run train.py --master yarn --remote x",
+     ["train.py", "--master", "yarn", "--remote", "x"], {"spark.tfos.clusterSize": "2"}, {}),
+]
+
+
+@pytest.mark.parametrize("argv,expected,tfos_conf,env", [c[1:] for c in REMOTE], ids=[c[0] for c in REMOTE])
+def test_remote_runs_the_script_with_this_python_and_hands_tfos_settings_over(argv, expected, tfos_conf, env):
+    config = parse_submit_args(shlex.split(argv))
+    cmd = command(argv, environ={"SPARK_LOCAL_IP": "127.0.0.1"})
+    assert list(cmd.argv) == [PY, *expected]  # no spark-submit: it would not connect getOrCreate()
+    assert cmd.env == {"SPARK_REMOTE": config.remote, "TFOS_CONF": json.dumps(tfos_conf, separators=(",", ":")),
+                       **env}
+    assert cmd.pack == ()
+    # what the script's session will fall back on, read the way tfos.run reads it
+    assert conf_from_environment(cmd.env) == tfos_conf
+
+
+def test_remote_settings_become_tfos_run_options():
+    cmd = command("--remote sc://h --cluster-size 3 --keras keras3 --env TFOS_PROBE=yes --storage /mnt/runs "
+                  "train.py")
+    conf = conf_from_environment(cmd.env)
+    assert run_options(conf.get) == {"num_executors": 3, "keras": "keras3", "storage": "/mnt/runs",
+                                     "env": {"TFOS_PROBE": "yes"}}
+
+
+def test_remote_dry_run_prints_the_environment_and_hides_a_token():
+    cmd = command("--dry-run --remote 'sc://h:15002/;token=abc;use_ssl=true' --cluster-size 2 train.py --msg 'a b'")
+    assert cmd.env["SPARK_REMOTE"] == "sc://h:15002/;token=abc;use_ssl=true"  # the script gets the token
+    assert cmd.shell() == ("'SPARK_REMOTE=sc://h:15002/;token=<redacted>;use_ssl=true' "
+                           "'TFOS_CONF={\"spark.tfos.clusterSize\":\"2\"}' "
+                           f"{PY} train.py --msg 'a b'")
+    plain = command("--remote sc://h:15002 --cluster-size 2 train.py")
+    assert shlex.split(plain.shell()) == [f"{k}={v}" for k, v in plain.env.items()] + list(plain.argv)
+
+
+@pytest.mark.parametrize("master", ["yarn", ""])
+def test_remote_refuses_an_exported_master(master):
+    with pytest.raises(SubmitError) as err:
+        command("--remote sc://h --cluster-size 2 train.py", environ={"MASTER": master})
+    assert str(err.value) == (f"MASTER={master} is set in the environment, and pyspark refuses a master next "
+                              f"to a Spark Connect URL: unset MASTER to use --remote")
+
+
+CONNECT_URLS_ACCEPTED = ["sc://h", "sc://h:15002", "sc://10.0.0.7:15002", "sc://[::1]:15002", "sc://h/",
+                         "sc://conn.example.com:443/;use_ssl=true;token=abc;user_id=me", "sc://h/;user_agent="]
+CONNECT_URLS_REFUSED = ["h:15002", "http://h:15002", "sc://", "sc://:15002", "sc://h:port", "sc://h:0",
+                        "sc://h:70000", "sc://h/db", "sc://h/;use_ssl", "sc://h/;user_id=a=b", "sc://h;user_id=a",
+                        "sc://h :1", "sc://[::1", "SC://h"]
+
+
+@pytest.mark.parametrize("url", CONNECT_URLS_ACCEPTED)
+def test_remote_takes_a_spark_connect_url_as_pyspark_reads_it(url):
+    assert parse_submit_args(["--remote", url, "--cluster-size", "2", "train.py"]).remote == url
+    core = pytest.importorskip("pyspark.sql.connect.client.core")  # needs grpc
+    core.DefaultChannelBuilder(url)  # pyspark's client takes it too
+
+
+@pytest.mark.parametrize("url", CONNECT_URLS_REFUSED)
+def test_remote_refuses_what_is_not_a_spark_connect_url(url):
+    with pytest.raises(SubmitError) as err:
+        parse_submit_args(["--remote", url, "--cluster-size", "2", "train.py"])
+    assert str(err.value) == ("--remote takes a Spark Connect URL, sc://host[:port][/;param=value...]; "
+                              f"received: --remote {url}")
+
+
+#: every option tfos submit reads, but --remote's own, those refused anyway, and --conf (by key)
+SERVER_SIDE = sorted((submit_args._VALUE_OPTIONS | submit_args._SWITCHES) - submit_args._REMOTE_OK
+                     - set(submit_args._REFUSED))
+
+
+@pytest.mark.parametrize("option", SERVER_SIDE)
+def test_remote_refuses_every_option_of_the_servers_application(option):
+    value = [] if option in submit_args._SWITCHES else ["x"]
+    with pytest.raises(SubmitError) as err:
+        parse_submit_args(["--remote", "sc://h", "--cluster-size", "2", option, *value, "train.py"])
+    prefix, _, instead = str(err.value).partition(" (a Spark Connect server): ")
+    assert prefix == f"{option} does not apply with --remote"
+    assert any(w in instead for w in ("server", "--dry-run", "in the script")), \
+        "the message says where the setting goes instead"
+
+
+def test_a_remote_config_built_in_code_is_checked_too():
+    with pytest.raises(SubmitError) as err:
+        SubmitConfig(script="train.py", remote="sc://h", master="yarn", hdfs=True, spark_args=("--name", "x"),
+                     gpu_discovery_script="gpus.sh", conf=(ConfEntry("spark.executor.cores", "2",
+                                                                     ("--executor-cores", "2")),))
+    assert str(err.value) == ("--master, --gpu-discovery-script, --hdfs, --name x, --executor-cores 2 cannot "
+                              "apply with --remote: the Connect server's application is set when starting "
+                              "the server")
+    assert SubmitConfig(script="train.py", remote="sc://h").remote == "sc://h"
+
+
 def test_pack_env_without_the_packer_says_how_to_get_it():
     with pytest.raises(SubmitError) as err:
         command("--master yarn --cluster-size 2 --pack-env venv train.py", which=installed("conda-pack"))
@@ -446,8 +648,19 @@ def test_cli_dry_run_prints_and_runs_nothing(capsys, monkeypatch):
     assert "spark.tfos.clusterSize=3" in words
 
 
+def test_cli_remote_dry_run_prints_and_runs_nothing(capsys, monkeypatch):
+    monkeypatch.delenv("MASTER", raising=False)
+    monkeypatch.setattr(cli.subprocess, "Popen", _no_process)
+    assert cli.main(["submit", "--dry-run", "--remote", "sc://h:15002", "--cluster-size", "3", "train.py"]) == 0
+    words = shlex.split(capsys.readouterr().out)
+    assert words[:2] == ["SPARK_REMOTE=sc://h:15002", 'TFOS_CONF={"spark.tfos.clusterSize":"3"}']
+    assert words[-1] == "train.py" and not any("spark-submit" in w for w in words)
+
+
 @pytest.mark.parametrize("argv,stderr", [
     (["submit", "--bogus", "train.py"], "tfos submit: error: unknown option --bogus;"),
+    (["submit", "--remote", "sc://h", "--cluster-size", "2", "--master", "yarn", "train.py"],
+     "tfos submit: error: --master does not apply with --remote (a Spark Connect server)"),
     (["submit", "--master", "yarn", "--cluster-size", "2", "--num-executors", "5", "train.py"],
      "tfos submit: error: conflicting options: --num-executors 5, but tfos needs spark.executor.instances=2"),
     (["submit"], "tfos submit: error: no script given"),
@@ -464,7 +677,7 @@ def test_cli_help(capsys):
     assert cli.main(["submit", "--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: tfos submit [tfos options] [spark-submit options] script.py [script args]")
-    assert "--cluster-size N" in out and "--pack-env PATH" in out
+    assert "--cluster-size N" in out and "--pack-env PATH" in out and "--remote sc://HOST:PORT" in out
     assert cli.main([]) == 0
     assert "submit" in capsys.readouterr().out
 

@@ -76,28 +76,72 @@ def count_batches(schema, list_columns: list[str]):
 
     def count(blobs):
         import pyarrow as pa
-        import pyarrow.compute as pc
 
-        rows = 0
-        lengths: dict[str, tuple] = {name: (None, None) for name in list_columns}
-        for blob in blobs:
-            try:
-                batch = decode(blob, schema)
-                batch.validate()
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise FeedError(f"Spark's Arrow batches do not match the schema tfos derived ({schema}): "
-                                f"{exc}; please report this with your Spark version") from None
-            rows += batch.num_rows
-            for name in list_columns:
-                bounds = pc.min_max(pc.list_value_length(batch.column(name)))
-                low, high = bounds["min"].as_py(), bounds["max"].as_py()
-                if low is not None:
-                    old_low, old_high = lengths[name]
-                    lengths[name] = (low if old_low is None else min(low, old_low),
-                                     high if old_high is None else max(high, old_high))
-        yield rows, lengths
+        def checked():
+            for blob in blobs:
+                try:
+                    batch = decode(blob, schema)
+                    batch.validate()
+                except (pa.ArrowInvalid, OSError) as exc:
+                    raise FeedError(f"Spark's Arrow batches do not match the schema tfos derived ({schema}): "
+                                    f"{exc}; please report this with your Spark version") from None
+                yield batch
+
+        yield count_rows(checked(), list_columns)
 
     return count
+
+
+#: the rows :func:`count_partitions` yields, one per partition
+PARTITION_COUNT_SCHEMA = "partition int, rows long, lengths string"
+
+
+def count_partitions(list_columns: list[str]):
+    """A ``mapInArrow`` function (a DataFrame's own batches, over Spark Connect where there is no
+    RDD): one row per partition, ``(partition, rows, lengths as JSON)``, keyed by the task's
+    partition id since Spark returns the rows in no set order."""
+
+    def count(batches):
+        import json
+
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        rows, lengths = count_rows(batches, list_columns)
+        yield pa.RecordBatch.from_pydict(
+            {"partition": [TaskContext.get().partitionId()], "rows": [rows], "lengths": [json.dumps(lengths)]},
+            schema=pa.schema([("partition", pa.int32()), ("rows", pa.int64()), ("lengths", pa.string())]))
+
+    return count
+
+
+def partition_counts(rows, list_columns: list[str]) -> list[tuple[int, dict]]:
+    """:func:`count_partitions`'s rows as :func:`count_batches`'s ``(rows, lengths)`` in partition
+    order; a partition Spark ran no function for (it had no data) counts as empty."""
+    import json
+
+    found = {row["partition"]: (row["rows"], {name: tuple(bounds) for name, bounds in
+                                              json.loads(row["lengths"]).items()}) for row in rows}
+    empty = (0, {name: (None, None) for name in list_columns})
+    return [found.get(i, empty) for i in range(max(found, default=-1) + 1)]
+
+
+def count_rows(batches, list_columns: list[str]) -> tuple[int, dict]:
+    """``(rows, {column: (shortest, longest)})`` over record ``batches``."""
+    import pyarrow.compute as pc
+
+    rows = 0
+    lengths: dict[str, tuple] = {name: (None, None) for name in list_columns}
+    for batch in batches:
+        rows += batch.num_rows
+        for name in list_columns:
+            bounds = pc.min_max(pc.list_value_length(batch.column(name)))
+            low, high = bounds["min"].as_py(), bounds["max"].as_py()
+            if low is not None:
+                old_low, old_high = lengths[name]
+                lengths[name] = (low if old_low is None else min(low, old_low),
+                                 high if old_high is None else max(high, old_high))
+    return rows, lengths
 
 
 def one_length(per_partition: list[dict], list_columns: list[str]) -> dict[str, int | None]:

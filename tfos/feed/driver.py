@@ -1,4 +1,10 @@
-"""The driver's half of InputMode.SPARK: plan the feed, run the feeding Spark jobs, end the feed."""
+"""The driver's half of InputMode.SPARK: plan the feed, run the feeding Spark jobs, end the feed.
+
+Over a classic SparkContext the feed jobs read RDDs: the data's own, or a DataFrame's Arrow
+batches made in the JVM (``arrow_export``). Over Spark Connect there are no RDDs: a
+DataFrame is counted and fed with ``mapInArrow`` in its own partitions (one result row per
+partition, keyed by its partition id), persisted while a ``train()`` call reads it.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,15 @@ import logging
 from dataclasses import dataclass, field
 
 from tfos.errors import ControlChannelError, FeedError
-from tfos.feed.arrow_export import arrow_batches, count_batches, decode, one_length
+from tfos.feed.arrow_export import (
+    PARTITION_COUNT_SCHEMA,
+    arrow_batches,
+    count_batches,
+    count_partitions,
+    decode,
+    one_length,
+    partition_counts,
+)
 from tfos.feed.client import (
     ArrowChunks,
     ControlChannel,
@@ -36,7 +50,8 @@ class FeedReport:
     dropped_per_epoch: int
     epochs_fed: int = 0
     terminated: bool = False
-    #: how records travelled: "arrow" (DataFrames: the JVM's Arrow batches), "pickled batches" (a cached,
+    #: how records travelled: "arrow" (DataFrames: the JVM's Arrow batches; over Spark Connect,
+    #: ``mapInArrow``'s), "pickled batches" (a cached,
     #: checkpointed or source RDD: pyspark's stored batches forwarded as they are) or
     #: "records" (re-chunked in the feeding task: an uncached map chain)
     transport: str = ""
@@ -65,6 +80,8 @@ class Prepared:
     array_lengths: dict = field(default_factory=dict)
     #: DataFrames: the RDD of Arrow batches before its coalesce, kept while a call reads it
     arrow_batches: object = None
+    #: Spark Connect: the DataFrame this call persisted (it was not), unpersisted at its end
+    persisted: object = None
 
 
 def _keep(rdd) -> None:
@@ -79,7 +96,11 @@ def is_dataframe(data) -> bool:
     return hasattr(data, "mapInArrow") and hasattr(data, "schema")
 
 
-def _check_input(data) -> None:
+def _check_input(data, remote: bool) -> None:
+    if remote and not is_dataframe(data):
+        raise FeedError(f"over Spark Connect, cluster.train/inference take a DataFrame (a Spark Connect "
+                        f"session has no RDDs); received: {type(data).__name__}. Make one with "
+                        f"spark.createDataFrame(...) or spark.read")
     if not (is_dataframe(data) or hasattr(data, "mapPartitionsWithIndex")):
         raise FeedError(f"cluster.train/inference take an RDD or a DataFrame; received: {type(data).__name__}")
 
@@ -87,8 +108,9 @@ def _check_input(data) -> None:
 class SparkFeeder:
     """Feeds one run's consumer nodes. Used by :class:`tfos.Cluster`; not thread-safe."""
 
-    def __init__(self, sc, targets: list[FeedTarget], secret: bytes, run_job, check_nodes):
-        self.sc = sc
+    def __init__(self, app, targets: list[FeedTarget], secret: bytes, run_job, check_nodes):
+        self.app = app  # the run's SparkApp (tfos/spark_app.py)
+        self.remote = app.remote
         self.targets = targets
         self._secret = secret
         self._run_job = run_job  # (description, thunk) -> result, under the run's job group
@@ -127,13 +149,15 @@ class SparkFeeder:
                 f"node {name}'s feed did not take {what} ({type(exc).__name__}: {exc})", name, closed) from exc
 
     def train(self, data, num_epochs: int, feed_timeout: float, qname: str) -> FeedReport:
-        _check_input(data)
+        _check_input(data, self.remote)
         prepared = self._prepared(data, num_epochs)
         try:
             return self._train(data, prepared, num_epochs, feed_timeout, qname)
         finally:
             if prepared.arrow_batches is not None and prepared.arrow_batches.is_cached:
                 prepared.arrow_batches.unpersist(blocking=False)
+            if prepared.persisted is not None:
+                prepared.persisted.unpersist(blocking=False)
 
     def _train(self, data, prepared: Prepared, num_epochs: int, feed_timeout: float, qname: str) -> FeedReport:
         sizes = prepared.sizes
@@ -152,7 +176,7 @@ class SparkFeeder:
                 plan.total, len(self.targets), plan.quota, plan.dropped_per_epoch,
             )
         info = {"quota": plan.quota}
-        if prepared.arrow_schema is not None:  # a DataFrame
+        if is_dataframe(data):
             info.update(columns=list(data.columns), schema=describe_schema(data.schema, prepared.array_lengths))
         for epoch in range(num_epochs):
             for i in range(len(self.targets)):
@@ -160,9 +184,12 @@ class SparkFeeder:
                 self._send_control(i, qname, feed_timeout, f"epoch {epoch + 1}'s plan",
                                    lambda channel, order=order: channel.epoch(order))
             args = (plan, self.targets, self._secret, qname, epoch, feed_timeout)
-            feeder = _feeder(*args, batch_sizes=prepared.batch_sizes, arrow_schema=prepared.arrow_schema)
-            fed = self._run_job(f"tfos: feed epoch {epoch + 1}/{num_epochs}",
-                                functools.partial(_run_feeder, prepared.view, feeder))
+            if self.remote:
+                job = functools.partial(_run_frame_feeder, prepared.view, _frame_feeder(*args), len(sizes))
+            else:
+                feeder = _feeder(*args, batch_sizes=prepared.batch_sizes, arrow_schema=prepared.arrow_schema)
+                job = functools.partial(_run_feeder, prepared.view, feeder)
+            fed = self._run_job(f"tfos: feed epoch {epoch + 1}/{num_epochs}", job)
             report.epochs_fed = epoch + 1
             counted = [n for n, _ in fed]
             if counted != list(sizes) and not any(t for _, t in fed):
@@ -180,7 +207,7 @@ class SparkFeeder:
 
     def _slots(self) -> int:
         """Feeding tasks worth running at once: the application's task slots."""
-        return max(len(self.targets), self.sc.defaultParallelism)
+        return max(len(self.targets), self.app.sc.defaultParallelism)
 
     def _prepared(self, data, num_epochs: int) -> Prepared:
         """The data as the feed jobs read it, counted: once per cached or checkpointed RDD or
@@ -203,11 +230,13 @@ class SparkFeeder:
             if prepared.arrow_batches is not None and num_epochs > 1:
                 _keep(prepared.arrow_batches)
             return prepared
-        if frame:
+        if self.remote:
+            prepared = self._prepared_frame(data, stable)
+        elif frame:
             blobs, schema = arrow_batches(data)
             _keep(blobs)  # read by the count job, then by the epochs
             view = feed_view(blobs, self._slots())
-            arrays = [f.name for f in data.schema.fields if type(f.dataType).__name__ == "ArrayType"]
+            arrays = _array_columns(data)
             try:
                 counts = self._run_job("tfos: count partitions",
                                        lambda: view.mapPartitions(count_batches(schema, arrays)).collect())
@@ -230,8 +259,34 @@ class SparkFeeder:
             self._sizes[key] = (data, prepared)
         return prepared
 
+    def _prepared_frame(self, data, stable: bool) -> Prepared:
+        """A DataFrame over Spark Connect, counted with ``mapInArrow`` (no RDD to count).
+
+        Fed in its own partitions, not coalesced to the task slots as the classic path is:
+        every Connect query plans its coalesce anew, and once the count job has filled the
+        cache, the feed's coalesce groups the partitions by the cached blocks' executors,
+        not as the count's did (seen: a node expecting 400 records got 133). Persisted for
+        the call unless already cached: the count and each epoch read the same partitions.
+        """
+        from pyspark import StorageLevel
+
+        arrays = _array_columns(data)
+        persisted = None
+        if not stable:
+            persisted = data.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            rows = self._run_job("tfos: count partitions",
+                                 lambda: data.mapInArrow(count_partitions(arrays), PARTITION_COUNT_SCHEMA).collect())
+            counts = partition_counts(rows, arrays)
+        except BaseException:
+            if persisted is not None:
+                persisted.unpersist(blocking=False)
+            raise
+        return Prepared(data, [n for n, _ in counts], "arrow", arrow_schema=None,
+                        array_lengths=one_length([lengths for _, lengths in counts], arrays), persisted=persisted)
+
     def inference(self, data, feed_timeout: float, qname: str, output_schema=None):
-        _check_input(data)
+        _check_input(data, self.remote)
         targets, secret = self.targets, self._secret
         if not is_dataframe(data):
             if output_schema is not None:
@@ -244,6 +299,10 @@ class SparkFeeder:
 
             return data.mapPartitionsWithIndex(infer, preservesPartitioning=True)
         if output_schema is None:
+            if self.remote:
+                raise FeedError("over Spark Connect, cluster.inference(df) needs output_schema (there is no "
+                                "RDD to return the results in): the columns the results go in, added to the "
+                                "input rows, e.g. cluster.inference(df, output_schema='prediction double')")
             blobs = data.mapInArrow(_arrow_inference(targets, secret, qname, feed_timeout, None), "results binary")
             return blobs.rdd.flatMap(_unpickle_results)
         out_fields = _as_struct(output_schema)
@@ -422,6 +481,35 @@ def _feeder(plan: FeedPlan, targets, secret: bytes, qname: str, epoch: int, feed
         yield _feed_partition(records, index, plan, targets, secret, qname, epoch, feed_timeout)
 
     return feed
+
+
+def _frame_feeder(plan: FeedPlan, targets, secret: bytes, qname: str, epoch: int, feed_timeout: float):
+    """A ``mapInArrow`` function (Spark Connect): feed the partition's batches, then one row
+    ``(partition, fed, cut)``."""
+
+    def feed(batches):
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        index = TaskContext.get().partitionId()
+        fed, cut = _feed_partition(ArrowChunks(batches), index, plan, targets, secret, qname, epoch, feed_timeout)
+        yield pa.RecordBatch.from_pydict({"partition": [index], "fed": [fed], "cut": [cut]},
+                                         schema=pa.schema([("partition", pa.int32()), ("fed", pa.int64()),
+                                                           ("cut", pa.bool_())]))
+
+    return feed
+
+
+def _run_frame_feeder(view, feeder, partitions: int) -> list[tuple[int, bool]]:
+    """One epoch's job over Spark Connect: (records fed, cut short) per partition, in order (a
+    partition that ran no function had no data)."""
+    rows = view.mapInArrow(feeder, "partition int, fed long, cut boolean").collect()
+    found = {row["partition"]: (row["fed"], row["cut"]) for row in rows}
+    return [found.get(i, (0, False)) for i in range(max(partitions, max(found, default=-1) + 1))]
+
+
+def _array_columns(data) -> list[str]:
+    return [f.name for f in data.schema.fields if type(f.dataType).__name__ == "ArrayType"]
 
 
 def _local_target(targets: list[FeedTarget], index: int) -> FeedTarget:

@@ -22,6 +22,11 @@ def run_node_task(launch: NodeLaunch, slot: int, task_address: str | None, task_
     from tfos.node.identity import current_executor
 
     me = current_executor(task_address)
+    unreachable = _unreachable_server(launch, me.host)
+    if unreachable:
+        # a result, not a raise: Spark would retry the task (or the barrier stage) and each
+        # retry would wait again; the driver turns this outcome into the run's failure
+        return {"slot": slot, "executor_id": me.executor_id, "outcome": UNREACHABLE, "message": unreachable}
     header = launch.header()
     header.update(
         slot=slot, executor_id=me.executor_id, host=me.host, working_dir=me.working_dir,
@@ -57,6 +62,32 @@ def run_node_task(launch: NodeLaunch, slot: int, task_address: str | None, task_
     if result["outcome"] == NodeState.FAILED:
         raise NodeTaskError(f"node {result['role']} failed: {result['message']}")
     return {"slot": slot, "executor_id": me.executor_id, "outcome": result["outcome"]}
+
+
+#: a node task's outcome when its executor cannot reach the reservation server
+UNREACHABLE = "unreachable"
+#: how long a node task waits for the reservation server to answer a connection
+SERVER_PROBE_S = 10.0
+
+
+def _unreachable_server(launch: NodeLaunch, host: str) -> str | None:
+    """Why this executor cannot reach the reservation server, or None when it answers.
+
+    The server runs in the process that called ``tfos.run`` (the driver; over Spark Connect,
+    the client). A client the executors cannot reach (a laptop behind NAT, a notebook in a
+    container) would otherwise leave every node retrying to register until its timeout.
+    """
+    from tfos.reservation.client import ReservationClient
+
+    with ReservationClient(launch.server_address, launch.secret, launch.run_id, -1, tls=launch.tls) as client:
+        if client.reachable(SERVER_PROBE_S):
+            return None
+    return (f"executor host {host} cannot reach tfos's reservation server at {launch.server_address} "
+            f"(no answer within {SERVER_PROBE_S:.0f} s). It runs in the process that called tfos.run "
+            f"(over Spark Connect, the client): run that process where the executors can connect to it, or set "
+            f"TFOS_SERVER_HOST to an address of its host that they can reach (TFOS_SERVER_BIND_HOST "
+            f"for the local address to bind when it differs, behind NAT or in a container; "
+            f"TFOS_SERVER_PORT for a port the firewall lets through)")
 
 
 def _report_lost_supervisor(launch: NodeLaunch, slot: int, message: str, code: int) -> None:

@@ -69,6 +69,16 @@ class ReservationClient:
     def __exit__(self, *exc):
         self.close()
 
+    def reachable(self, timeout_s: float) -> bool:
+        """Whether the server answers gRPC's connection handshake (HTTP/2 settings, and TLS when
+        on) within ``timeout_s``: a quick check before registering, which otherwise retries
+        for its whole deadline when nothing answers at the address."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout_s)
+            return True
+        except grpc.FutureTimeoutError:
+            return False
+
     # ------------------------------------------------------------------- calls
 
     def register(self, *, executor_id: str, host: str, port: int, pid: int, tensorboard_port: int = 0,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from tfos.keras_compat import KERAS_BACKEND_CHOICES
-from tfos.spark_conf import CLUSTER_SIZE_KEY
+from tfos.spark_conf import CLUSTER_SIZE_KEY, CONF_VAR, KEY_PREFIX
 from tfos.spark_env import LOCAL_CLUSTER_MASTER
 from tfos.submit.config import (
     ARCHIVE_SUFFIXES,
@@ -21,6 +21,7 @@ from tfos.submit.config import (
     SubmitConfig,
     SubmitError,
     positive_int,
+    redact_connect_url,
 )
 
 # spark-submit's own options (pyspark 4.3's SparkSubmitOptionParser), by how tfos treats them.
@@ -43,8 +44,6 @@ _REFUSED = {
     "--class": "tfos submit runs Python scripts; --class is for JVM applications",
     "--kill": "use spark-submit --kill directly",
     "--status": "use spark-submit --status directly",
-    "--remote": "tfos needs a classic SparkContext; Spark Connect (--remote) has no executors to "
-                "start TF nodes on",
     "--version": "use spark-submit --version",
     "--usage-error": "an internal spark-submit option",
 }
@@ -52,12 +51,44 @@ _TFOS_VALUE = ("--cluster-size", "--keras", "--gpus-per-node", "--gpu-discovery-
                "--pack-output", "--image", "--python", "--env", "--storage")
 _TFOS_SWITCH = ("--dry-run", "--hdfs", "--help", "-h")
 _VALUE_OPTIONS = frozenset(_PASS_VALUE + _TFOS_VALUE + tuple(_AS_CONF) + tuple(_REFUSED)
-                           + ("--master", "--deploy-mode", "--conf", "-c", "--archives"))
+                           + ("--master", "--deploy-mode", "--remote", "--conf", "-c", "--archives"))
 _SWITCHES = frozenset(_PASS_SWITCH + _TFOS_SWITCH)
 #: tfos options that may be given once
-_SINGLE = frozenset(_TFOS_VALUE) - {"--env"} | {"--master", "--deploy-mode"}
+_SINGLE = frozenset(_TFOS_VALUE) - {"--env"} | {"--master", "--deploy-mode", "--remote"}
+
+#: with --remote the script is a Spark Connect client of a server already running: these
+#: options are all that still mean something (--conf: spark.tfos.* keys only)
+_REMOTE_OK = frozenset({"--remote", "--cluster-size", "--keras", "--env", "--storage", "--conf", "-c",
+                        "--dry-run", "--help", "-h"})
+_SERVER_APP = "a setting of the Connect server's own Spark application: give it when starting the server"
+_SERVER_EXECUTORS = ("the executors are the Connect server's: start it with one executor per TF node, "
+                     "each with one task slot (spark.executor.instances, spark.executor.cores = "
+                     "spark.task.cpus, spark.dynamicAllocation.enabled=false)")
+_SERVER_ENV = ("the executors' environment is the Connect server's: ship or install it when starting the "
+               "server (or spark.addArtifacts(path, archive=True) in the script)")
+#: why each other option cannot apply with --remote, and what to do instead
+_REMOTE_REFUSED = {
+    "--master": "the Connect server has its master; give --master when starting the server",
+    "--deploy-mode": "the script runs here, as a Spark Connect client; the server's driver is already running",
+    **dict.fromkeys(tuple(_AS_CONF), _SERVER_EXECUTORS),
+    "--python": "the executors' Python is the Connect server's spark.pyspark.python (give it when "
+                "starting the server); the script runs with this Python",
+    **dict.fromkeys(("--gpus-per-node", "--gpu-discovery-script"),
+                    "GPUs are the Connect server's executors': start it with spark.executor.resource.gpu.* "
+                    "and spark.task.resource.gpu.amount"),
+    **dict.fromkeys(("--pack-env", "--pack-output", "--archives"), _SERVER_ENV),
+    "--image": "the Kubernetes image is chosen when starting the Connect server",
+    "--hdfs": "the executors' CLASSPATH and LD_LIBRARY_PATH are the Connect server's: start it with "
+              "spark.executorEnv.CLASSPATH and spark.executorEnv.LD_LIBRARY_PATH (docs/deployment.md#hdfs)",
+    **dict.fromkeys(("--py-files", "--files"),
+                    "ship them in the script, Spark Connect's way: spark.addArtifacts(path, pyfile=True) "
+                    "or spark.addArtifacts(path, file=True)"),
+    **dict.fromkeys(("--jars", "--packages", "--exclude-packages", "--repositories"),
+                    "JVM code runs in the Connect server: give it when starting the server"),
+    **dict.fromkeys(("--verbose", "-v"), "no spark-submit runs; --dry-run prints the command"),
+}
 #: conf keys that have their own option
-_OWN_OPTION = {"spark.master": "--master", "spark.submit.deployMode": "--deploy-mode"}
+_OWN_OPTION = {"spark.master": "--master", "spark.submit.deployMode": "--deploy-mode", "spark.remote": "--remote"}
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -94,6 +125,10 @@ tfos options:
 
 spark-submit options, read by tfos:
   --master URL             spark://host:port, yarn, k8s://https://host:port, local-cluster[N,C,MB]
+  --remote sc://HOST:PORT  a running Spark Connect server: the script runs with this Python,
+                           SPARK_REMOTE set (SparkSession.builder.getOrCreate() connects) and tfos's
+                           settings in {CONF_VAR}; needs --cluster-size, takes --keras, --env, --storage
+                           and --conf {KEY_PREFIX}* only (the rest belongs to the server)
   --deploy-mode MODE       client (default) or cluster (YARN, Kubernetes)
   --executor-cores C       cores per executor = per node (default 1); spark.task.cpus is set to C
   --executor-memory MEM    heap per executor (default 1g)
@@ -103,7 +138,7 @@ spark-submit options, read by tfos:
                            accepted when they agree with --cluster-size
 
 Passed through unchanged: {", ".join(_PASS_VALUE + _PASS_SWITCH)}.
-Exit codes: 2 for a usage error (nothing is run), else spark-submit's.
+Exit codes: 2 for a usage error (nothing is run), else spark-submit's (with --remote, the script's).
 """
 
 
@@ -169,12 +204,16 @@ def parse_submit_args(argv: list[str]) -> SubmitConfig:
     archives: list[str] = []
     spark_args: list[str] = []
     seen: dict[str, str | None] = {}
+    remote = any(name == "--remote" for name, _ in options)
     for name, value in options:
         if name in _SINGLE and name in seen and seen[name] != value:
-            raise SubmitError(f"conflicting options: {name} {seen[name]} and {name} {value}")
+            shown = redact_connect_url if name == "--remote" else str
+            raise SubmitError(f"conflicting options: {name} {shown(seen[name])} and {name} {shown(value)}")
         seen[name] = value
         if name in _REFUSED:
             raise SubmitError(f"{name} is not supported by tfos submit: {_REFUSED[name]}")
+        if remote:
+            _check_remote_option(name, value)
         if name in ("-h", "--help"):
             continue
         if name == "--cluster-size":
@@ -185,14 +224,14 @@ def parse_submit_args(argv: list[str]) -> SubmitConfig:
             fields[name[2:].replace("-", "_")] = True
         elif name in _TFOS_VALUE and name != "--env":
             fields[name[2:].replace("-", "_")] = value
-        elif name in ("--master", "--deploy-mode"):
+        elif name in ("--master", "--deploy-mode", "--remote"):
             fields[name[2:].replace("-", "_")] = value
         elif name == "--env":
             node_env.append(_key_value(value, "--env", "NAME=VALUE", _ENV_NAME))
         elif name in ("--conf", "-c"):
             key, val = _key_value(value, name, "KEY=VALUE")
             if key in _OWN_OPTION:
-                raise SubmitError(f"give {key} with {_OWN_OPTION[key]}, not {name} {value}")
+                raise SubmitError(f"give {key} with {_OWN_OPTION[key]}, not {name} {redact_connect_url(value)}")
             conf.append(ConfEntry(key, val, (name, value)))
         elif name in _AS_CONF:
             conf.append(ConfEntry(_AS_CONF[name], value, (name, value)))
@@ -202,6 +241,9 @@ def parse_submit_args(argv: list[str]) -> SubmitConfig:
             spark_args.append(name)
         else:
             spark_args.extend([name, value])
+    if remote and "cluster_size" not in fields:
+        raise SubmitError("--cluster-size N is required with --remote (the number of TF nodes; the Connect "
+                          "server needs that many executors, one task slot each)")
     if "cluster_size" not in fields:
         master = fields.get("master") or ""
         m = LOCAL_CLUSTER_MASTER.match(master)
@@ -215,6 +257,22 @@ def parse_submit_args(argv: list[str]) -> SubmitConfig:
         archives=tuple(archives), spark_args=tuple(spark_args), **fields,
     )
     return config
+
+
+def _check_remote_option(name: str, value: str | None) -> None:
+    """Refuse, with what to do instead, an option that cannot reach a running Connect server's
+    application: only the script's client session, and tfos.run in it, are ours to set."""
+    if name in ("--conf", "-c"):
+        given = value or ""
+        if not given.startswith(KEY_PREFIX):
+            raise SubmitError(
+                f"{name} {redact_connect_url(given)} does not apply with --remote: only {KEY_PREFIX}* "
+                f"settings reach the script (through {CONF_VAR}); set other Spark settings when starting "
+                f"the Connect server, or in the script with spark.conf.set for runtime SQL settings"
+            )
+    elif name not in _REMOTE_OK:
+        reason = _REMOTE_REFUSED.get(name, _SERVER_APP)
+        raise SubmitError(f"{name} does not apply with --remote (a Spark Connect server): {reason}")
 
 
 def _key_value(value: str, option: str, form: str, name_pattern: re.Pattern | None = None) -> tuple[str, str]:

@@ -7,6 +7,7 @@ and a user setting that contradicts it is refused with the reason. Nothing is st
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -14,8 +15,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from tfos.keras_compat import configure_keras_backend
-from tfos.spark_conf import CLUSTER_SIZE_KEY, KERAS_KEY, STORAGE_KEY
-from tfos.submit.config import ENV_LINK, ENV_PYTHON, ConfEntry, SubmitConfig, SubmitError
+from tfos.spark_conf import CLUSTER_SIZE_KEY, CONF_VAR, ENV_KEY, KERAS_KEY, STORAGE_KEY
+from tfos.submit.config import (
+    ENV_LINK,
+    ENV_PYTHON,
+    ConfEntry,
+    SubmitConfig,
+    SubmitError,
+    redact_connect_url,
+)
 from tfos.submit.machine import env_archive
 from tfos.submit.master import KIND_NAMES, is_loopback_master
 
@@ -29,11 +37,12 @@ class SubmitCommand:
     pack: tuple[str, ...] = ()
 
     def shell(self) -> str:
-        """The commands as shell lines, quoted: what ``--dry-run`` prints."""
+        """The commands as shell lines, quoted: what ``--dry-run`` prints (and ``tfos submit``
+        before it runs them, so a Spark Connect URL's ``token=`` is shown as ``<redacted>``)."""
         lines = []
         if self.pack:
             lines.append(shlex.join(self.pack))
-        assignments = [f"{k}={v}" for k, v in self.env.items()]
+        assignments = [f"{k}={redact_connect_url(v) if k == 'SPARK_REMOTE' else v}" for k, v in self.env.items()]
         lines.append(shlex.join([*assignments, *self.argv]))
         return "\n".join(lines)
 
@@ -77,7 +86,8 @@ def build_command(
     hdfs_env: Mapping[str, str] | None = None,
     which: Callable[[str], str | None] = shutil.which,
 ) -> SubmitCommand:
-    """The ``spark-submit`` command for ``config``; starts nothing.
+    """The ``spark-submit`` command for ``config`` (with ``--remote``, the script's own
+    command, see :func:`_remote_command`); starts nothing.
 
     Args:
         spark_submit: path of the spark-submit script (see :func:`~tfos.submit.machine.find_spark_submit`).
@@ -91,6 +101,8 @@ def build_command(
     Raises:
         SubmitError: a user option contradicts what tfos needs, or a needed input is missing.
     """
+    if config.remote is not None:
+        return _remote_command(config, python, environ)
     needs = _Needs()
     _cluster_shape(needs, config)
     archive, pack = _python(needs, config, python, environ, which)
@@ -102,6 +114,57 @@ def build_command(
         raise SubmitError(f"script not found: {config.script}")
     argv = _argv(config, spark_submit, archive, _merge(needs.settings, config.conf))
     return SubmitCommand(argv=tuple(argv), env=env, pack=tuple(pack))
+
+
+def _remote_command(config: SubmitConfig, python: str, environ: Mapping[str, str]) -> SubmitCommand:
+    """``--remote``: the script itself, with this Python, as a client of the Connect server.
+
+    Not spark-submit: with pyspark 4.x, ``spark-submit --remote URL script.py`` leaves
+    ``SPARK_REMOTE`` unset in the script (``SparkSession.builder.getOrCreate()`` there then
+    looks for a classic master, and fails), and of the ``--conf`` values it forwards the
+    client applies only ``spark.sql.*`` ones. So ``SPARK_REMOTE`` makes ``getOrCreate()``
+    connect, and tfos's own settings travel in ``TFOS_CONF``, which a Connect session's
+    conf falls back on (``tfos.spark_app.ConnectApp.get``).
+    """
+    if "MASTER" in environ:  # pyspark refuses it even empty
+        raise SubmitError(f"MASTER={environ['MASTER']} is set in the environment, and pyspark refuses a "
+                          f"master next to a Spark Connect URL: unset MASTER to use --remote")
+    if "://" in config.script:
+        raise SubmitError(f"with --remote the script runs here, with this Python: give a local path; "
+                          f"received: {config.script}")
+    if not os.path.isfile(config.script):
+        raise SubmitError(f"script not found: {config.script}")
+    needs = _Needs()
+    needs.need(CLUSTER_SIZE_KEY, config.cluster_size, "tfos.run's num_executors default (--cluster-size)")
+    node_env = _remote_node_env(config)
+    if config.keras:
+        needs.need(KERAS_KEY, config.keras, "--keras")
+        needs.driver_env.update(configure_keras_backend(config.keras))  # the script's own tf.keras
+    if config.storage:
+        needs.need(STORAGE_KEY, config.storage, "--storage")
+    if node_env:
+        needs.need(ENV_KEY, json.dumps(node_env, separators=(",", ":")), "--env")
+    conf = dict(_merge(needs.settings, config.conf))  # checked against --conf spark.tfos.*
+    conf.update((e.key, e.value) for e in config.conf)  # the user's (the last one wins)
+    env = {"SPARK_REMOTE": config.remote, CONF_VAR: json.dumps(conf, separators=(",", ":")),
+           **needs.driver_env}
+    return SubmitCommand(argv=(python, config.script, *config.script_args), env=env)
+
+
+def _remote_node_env(config: SubmitConfig) -> dict[str, str]:
+    """``--env`` for ``tfos.run``'s ``env`` (the TF processes' environment): the server's
+    executors take no ``spark.executorEnv`` from a client. Refuses two values for one name."""
+    env: dict[str, str] = {}
+    given: dict[str, str] = {}
+    keras = configure_keras_backend(config.keras) if config.keras else {}
+    for name, value in config.node_env:
+        if name in env and env[name] != value:
+            raise SubmitError(f"conflicting options: {given[name]} and --env {name}={value}")
+        if name in keras and keras[name] != value:
+            raise SubmitError(f"conflicting options: --env {name}={value} and --keras {config.keras} both set "
+                              f"the nodes' {name} ({value} and {keras[name]})")
+        env[name], given[name] = value, f"--env {name}={value}"
+    return env
 
 
 def _cluster_shape(needs: _Needs, config: SubmitConfig) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from tfos.errors import ConfigError
 from tfos.keras_compat import check_keras_choice
+from tfos.spark_conf import KEY_PREFIX
 from tfos.spark_env import LOCAL_CLUSTER_MASTER
 from tfos.submit.master import master_kind
 
@@ -25,6 +26,17 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 DEPLOY_MODES = ("client", "cluster")
 
 _MEMORY = re.compile(r"^(\d+)\s*([kmgtp]?)b?$", re.IGNORECASE)
+#: a Spark Connect URL as pyspark's ChannelBuilder reads it: sc://host[:port][/;param=value...],
+#: an IPv6 host in brackets, each parameter one key=value (a second "=" is an error there)
+_CONNECT_URL = re.compile(r"^sc://(\[[0-9A-Fa-f:.]+\]|[^\s/:;\[\]]+)(?::(\d{1,5}))?(?:/(?:;[^\s;=]+=[^\s;=]*)*)?$")
+#: a Connect URL's token parameter: its value is a credential
+_URL_TOKEN = re.compile(r"([;?&]token=)[^;&]*", re.IGNORECASE)
+
+
+def redact_connect_url(url: str) -> str:
+    """``url`` with a ``;token=`` parameter's value shown as ``<redacted>``: for every message
+    and printed command that names a Spark Connect URL (the script still gets the token)."""
+    return _URL_TOKEN.sub(r"\1<redacted>", url)
 
 
 class SubmitError(ConfigError):
@@ -67,6 +79,8 @@ class SubmitConfig:
     archives: tuple[str, ...] = ()
     spark_args: tuple[str, ...] = ()
     dry_run: bool = False
+    #: ``--remote sc://...``: a running Spark Connect server; no spark-submit, no application to shape
+    remote: str | None = None
 
     def __post_init__(self) -> None:
         if not self.script.endswith(".py"):
@@ -75,6 +89,9 @@ class SubmitConfig:
             )
         if self.cluster_size < 1:
             raise SubmitError(f"--cluster-size must be >= 1; received: --cluster-size {self.cluster_size}")
+        if self.remote is not None:
+            self._check_remote()
+            return
         kind = self.master_kind
         if self.deploy_mode not in DEPLOY_MODES:
             raise SubmitError(f"--deploy-mode must be client or cluster; received: --deploy-mode {self.deploy_mode}")
@@ -105,6 +122,34 @@ class SubmitConfig:
         m = LOCAL_CLUSTER_MASTER.match(self.master or "")
         if m:
             self._check_local_cluster(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+
+    def _check_remote(self) -> None:
+        """``--remote``: a Connect URL, and nothing that shapes the server's application (the
+        command line is refused option by option earlier; this guards configs built in code)."""
+        url = self.remote or ""
+        shown = redact_connect_url(url)
+        if url.startswith("local"):
+            raise SubmitError(
+                f"--remote {shown} starts a Spark Connect server inside the script's own process, with "
+                f"no executor processes; tfos submit --remote takes a running server's sc://host:port "
+                f"(on one machine, leave --remote out: an embedded local-cluster)"
+            )
+        m = _CONNECT_URL.match(url)
+        if not m or (m.group(2) and not 0 < int(m.group(2)) < 65536):
+            raise SubmitError(f"--remote takes a Spark Connect URL, sc://host[:port][/;param=value...]; "
+                              f"received: --remote {shown}")
+        server_side = {
+            "--master": self.master is not None, "--deploy-mode cluster": self.deploy_mode != "client",
+            "--python": self.python is not None, "--gpus-per-node": self.gpus_per_node > 0,
+            "--gpu-discovery-script": self.gpu_discovery_script is not None,
+            "--pack-env": self.pack_env is not None, "--image": self.image is not None, "--hdfs": self.hdfs,
+            "--archives": bool(self.archives), " ".join(self.spark_args): bool(self.spark_args),
+            **{" ".join(e.given_as): True for e in self.conf if not e.key.startswith(KEY_PREFIX)},
+        }
+        given = [option for option, used in server_side.items() if used]
+        if given:
+            raise SubmitError(f"{', '.join(given)} cannot apply with --remote: the Connect server's "
+                              f"application is set when starting the server")
 
     def _check_local_cluster(self, executors: int, cores: int, mb: int) -> None:
         found = f"--master {self.master} starts {executors} executor(s) of {cores} core(s) and {mb} MB"

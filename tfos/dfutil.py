@@ -172,12 +172,20 @@ def save_as_tfrecords(df, output_dir: str, compression: str | None = None,
     Returns:
         A :class:`SavedTFRecords` (file names and record counts per partition).
 
+    Over Spark Connect (``df`` of a remote session) the directory is made, checked and
+    finished (``_SUCCESS``, the schema) by a one-task job on an executor, not here: the
+    client may not see the cluster's file systems. ``output_dir`` must then be absolute
+    (``/data/train``, on ``spark.hadoop.fs.defaultFS`` when the session's conf sets one)
+    or a URI: a relative one would resolve in each executor's working directory.
+
     Raises:
         DataError: a column type that an Example cannot hold (before any Spark job runs),
             a null inside an array, or ``output_dir`` not empty without ``overwrite``.
     """
     compression = check_compression(compression)
     fields = fields_from_schema(df.schema)
+    if _is_connect(df.sparkSession):
+        return _save_over_connect(df, output_dir, compression, overwrite, fields)
     sc = df.sparkSession.sparkContext
     target = _qualify(sc, output_dir)
     _prepare_dir(sc, target, overwrite)
@@ -257,6 +265,11 @@ def load_tfrecords(spark, input_dir: str, binary_features=(), schema=None,
             read, with their types; other features are ignored.
         sample_records: records per file used to infer the schema.
 
+    Over Spark Connect everything is read by the executors (the files through Spark's
+    ``binaryFile``; the saved schema by a one-task job, as Spark's sources skip ``_``
+    files), so ``input_dir`` must be absolute or a URI, on a file system Spark can read; Spark ML vector columns cannot be loaded there (Arrow has no vector type, and
+    there is no RDD to build them in): pass ``schema`` with ``array<float>`` instead.
+
     Raises:
         DataError: no records to infer a schema from, a schema type an Example cannot
             hold, or (when the DataFrame is computed) a record that does not fit.
@@ -265,26 +278,16 @@ def load_tfrecords(spark, input_dir: str, binary_features=(), schema=None,
         from pyspark.sql import SparkSession
 
         spark = SparkSession.getActiveSession() or SparkSession(spark)
+    if _is_connect(spark):
+        return _load_over_connect(spark, input_dir, binary_features, schema, sample_records)
     sc = spark.sparkContext
     through_storage = _spark_cannot_read(sc, input_dir)
     if through_storage:  # e.g. s3a:// without hadoop-aws: list and read with tfos's storage layer
         files = _storage_files(sc, input_dir)
     else:
         files = sc.binaryFiles(input_dir, minPartitions=max(sc.defaultParallelism, 2))  # lazy: read if used
-    if schema is None:
-        schema = _saved_schema(sc, input_dir)
-    if isinstance(schema, str):
-        from pyspark.sql.types import StructType, _parse_datatype_string
-
-        schema = _parse_datatype_string(schema)
-        if not isinstance(schema, StructType):
-            raise DataError(f"schema must describe a struct of columns; received: {schema!r}")
-    strict = schema is None
-    if schema is None:
-        fields = _infer(files, binary_features, sample_records, input_dir)
-        schema = spark_schema(fields)
-    else:
-        fields = fields_from_schema(schema)
+    fields, schema, strict = _fields_to_read(
+        schema, lambda: _saved_schema(sc, input_dir), lambda: _infer(files, binary_features, sample_records, input_dir))
 
     if any(f.py == PY_VECTOR for f in fields):  # Arrow has no Spark ML vectors: rows through pickling
         vector = [i for i, f in enumerate(fields) if f.py == PY_VECTOR]
@@ -299,6 +302,24 @@ def load_tfrecords(spark, input_dir: str, binary_features=(), schema=None,
                                  files=files if through_storage else None)
     loadedDF[df] = input_dir
     return df
+
+
+def _fields_to_read(schema, saved, infer) -> tuple[list[Field], object, bool]:
+    """``(fields, StructType, strict)`` to read: ``schema`` (a StructType or a DDL string), else
+    ``saved()`` (save_as_tfrecords's), else ``infer()``'s fields, strict (an unexpected
+    feature then fails the read rather than being dropped)."""
+    from pyspark.sql.types import StructType, _parse_datatype_string
+
+    if schema is None:
+        schema = saved()
+    if isinstance(schema, str):
+        schema = _parse_datatype_string(schema)
+        if not isinstance(schema, StructType):
+            raise DataError(f"schema must describe a struct of columns; received: {schema!r}")
+    if schema is None:
+        fields = infer()
+        return fields, spark_schema(fields), True
+    return fields_from_schema(schema), schema, False
 
 
 def _decode_file(path: str, data: bytes, fields: list[Field], strict: bool):
@@ -577,6 +598,218 @@ def _saved_schema(sc, input_dir: str):
     except (OSError, ValueError) as exc:
         log.warning("ignoring unreadable %s: %s", path, exc)
         return None
+
+
+# ------------------------------------------------------------- Spark Connect
+
+
+def _is_connect(spark) -> bool:
+    from tfos.spark_app import is_connect_session
+
+    return is_connect_session(spark)
+
+
+def _qualify_remote(spark, path: str) -> str:
+    """``path`` for the executors of a Spark Connect session: a URI as it is, an absolute path
+    on ``spark.hadoop.fs.defaultFS`` (``file:`` when unset)."""
+    if "://" in path or path.startswith("file:"):
+        return path
+    if not os.path.isabs(path):
+        raise DataError(f"over Spark Connect, give an absolute path or a URI (file:/..., hdfs://..., s3a://...); "
+                        f"received the relative path {path!r}, which would resolve in each executor's working "
+                        f"directory")
+    try:
+        default_fs = spark.conf.get("spark.hadoop.fs.defaultFS", None) or ""
+    except Exception:  # noqa: BLE001 - a key the server will not show: Hadoop's default
+        default_fs = ""
+    if default_fs and not default_fs.startswith("file:"):
+        return default_fs.rstrip("/") + path
+    return "file:" + path
+
+
+def _on_an_executor(spark, action, what: str) -> str | None:
+    """``action()`` in a one-task Spark job, and the text it returns: the file operations a
+    classic driver does itself, done where the writers are (a Connect client may not see
+    the cluster's file systems). A DataError or StorageError it raises is raised here with
+    its own message."""
+    from tfos.errors import StorageError
+
+    def run(batches):
+        import pyarrow as pa
+
+        for _ in batches:
+            pass
+        kind, message, value = "", "", None
+        try:
+            value = action()
+        except (DataError, StorageError) as exc:  # the same on a retry: a value, not a task failure
+            kind, message = type(exc).__name__, str(exc)
+        yield pa.RecordBatch.from_pydict({"kind": [kind], "message": [message], "value": [value]},
+                                         schema=pa.schema([("kind", pa.string()), ("message", pa.string()),
+                                                           ("value", pa.string())]))
+
+    try:
+        rows = spark.range(0, 1, 1, 1).mapInArrow(run, "kind string, message string, value string").collect()
+    except Exception as exc:  # noqa: BLE001 - Spark wraps the executor's error; give the cause
+        raise _data_error(exc, what) from exc
+    kind, message = rows[0]["kind"], rows[0]["message"]
+    if kind == "StorageError":
+        raise StorageError(message)
+    if kind:
+        raise DataError(message)
+    return rows[0]["value"]
+
+
+def _read_text(path: str) -> str | None:
+    """The UTF-8 text of the file at ``path`` (local or through the storage layer), ``None`` when missing."""
+    local = _local(path)
+    try:
+        if local is not None:
+            with open(local, encoding="utf-8") as f:
+                return f.read()
+        from tfos.storage.filesystems import read_bytes
+
+        return read_bytes(path).decode("utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def _save_over_connect(df, output_dir: str, compression: str, overwrite: bool,
+                       fields: list[Field]) -> SavedTFRecords:
+    spark = df.sparkSession
+    target = _qualify_remote(spark, output_dir)
+    _on_an_executor(spark, lambda: _prepare_dir(None, target, overwrite), f"preparing {target}")
+    suffix = SUFFIX[compression]
+    vectors = [i for i, f in enumerate(fields) if f.py == PY_VECTOR]
+    schema_json = df.schema.json()
+
+    def write(batches):
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        task = TaskContext.get()
+        index = task.partitionId()
+        name = f"part-{index:05d}{suffix}"
+
+        def rows():
+            for batch in batches:
+                for row in zip(*(column.to_pylist() for column in batch.columns), strict=True):
+                    yield _arrow_vectors(row, vectors) if vectors else row
+
+        try:
+            count, error = _write_part(target, name, rows(), fields, compression, attempt=task.attemptNumber()), ""
+        except DataError as exc:  # bad data: the same on every retry, so report it instead of raising
+            count, error = -1, str(exc)
+        yield pa.RecordBatch.from_pydict({"name": [name], "records": [count], "error": [error]})
+
+    try:
+        written = [(r["name"], r["records"], r["error"]) for r in
+                   df.mapInArrow(write, "name string, records long, error string").collect()]
+    except Exception as exc:  # noqa: BLE001 - Spark wraps the executor's error; give the cause
+        raise _data_error(exc, f"writing TFRecords to {target}") from exc
+    errors = [error for _, _, error in sorted(written) if error]
+    if errors:
+        raise DataError(errors[0])
+
+    def finish():
+        _write_small_file(None, _join(target, SCHEMA_FILE), schema_json)
+        _write_small_file(None, _join(target, SUCCESS_FILE), "")
+
+    _on_an_executor(spark, finish, f"finishing {target}")
+    written.sort()
+    result = SavedTFRecords(target, tuple(n for n, _, _ in written), tuple(c for _, c, _ in written), compression)
+    log.info("wrote %d records in %d TFRecord files to %s", result.total_records, len(result.files), target)
+    return result
+
+
+def _arrow_vectors(row: tuple, positions: list[int]) -> tuple:
+    """Spark ML vectors as Arrow gives them (their UDT's struct, as a dict) back as vectors."""
+    from pyspark.ml.linalg import VectorUDT
+
+    udt = VectorUDT()
+    row = list(row)
+    for i in positions:
+        value = row[i]
+        if isinstance(value, dict):
+            row[i] = udt.deserialize((value["type"], value["size"], value["indices"], value["values"]))
+    return tuple(row)
+
+
+def _load_over_connect(spark, input_dir: str, binary_features, schema, sample_records: int):
+    fields, schema, strict = _fields_to_read(
+        schema, lambda: _saved_schema_over_connect(spark, input_dir),
+        lambda: _infer_over_connect(spark, input_dir, binary_features, sample_records))
+    vectors = [f.name for f in fields if f.py == PY_VECTOR]
+    if vectors:
+        raise DataError(f"over Spark Connect, load_tfrecords cannot make Spark ML vector columns ({', '.join(vectors)}): "
+                        f"Arrow has no vector type and a Connect session no RDD to build them in; pass schema= with "
+                        f"array<float> for them, then pyspark.ml.functions.array_to_vector")
+    df = _load_through_arrow(spark, input_dir, fields, schema, strict)
+    loadedDF[df] = input_dir
+    return df
+
+
+def _saved_schema_over_connect(spark, input_dir: str):
+    """The schema save_as_tfrecords left in ``input_dir``, or ``None``: read on an executor
+    (Spark's own sources skip files whose names start with ``_``)."""
+    from pyspark.sql.types import StructType
+
+    path = _join(_qualify_remote(spark, input_dir), SCHEMA_FILE)
+    if any(c in input_dir for c in "*?["):
+        return None  # a glob of files, as in the classic path: no directory to hold a schema
+    try:
+        text = _on_an_executor(spark, lambda: _read_text(path), f"reading {path}")
+    except (DataError, OSError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return None
+    if text is None:
+        return None
+    try:
+        return StructType.fromJson(json.loads(text))
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return None
+
+
+def _infer_over_connect(spark, input_dir: str, binary_features, sample_records: int) -> list[Field]:
+    """:func:`_infer` over Spark's ``binaryFile`` source: each file's feature statistics
+    come back pickled (from the executors, through Spark) in a binary column."""
+
+    def sample(batches):
+        import cloudpickle
+        import pyarrow as pa
+
+        for batch in batches:
+            stats, errors = [], []
+            paths, contents = batch.column(0), batch.column(1)
+            for i in range(batch.num_rows):
+                path = paths[i].as_py()
+                try:
+                    stats.append(cloudpickle.dumps(
+                        feature_stats(islice(read_file_bytes(contents[i].as_py(), path), sample_records))))
+                    errors.append("")
+                except DataError as exc:  # a corrupt file: the same on every retry
+                    stats.append(b"")
+                    errors.append(str(exc))
+            yield pa.RecordBatch.from_pydict({"stats": stats, "error": errors})
+
+    import cloudpickle
+
+    frame = spark.read.format("binaryFile").load(input_dir).select("path", "content")
+    try:
+        per_file = frame.mapInArrow(sample, "stats binary, error string").collect()
+    except Exception as exc:  # noqa: BLE001 - Spark wraps the executor's error; give the cause
+        raise _data_error(exc, f"inferring the schema of the TFRecords in {input_dir}") from exc
+    errors = [row["error"] for row in per_file if row["error"]]
+    if errors:
+        raise DataError(errors[0])
+    stats: dict = {}
+    for row in per_file:
+        stats = merge_stats(stats, cloudpickle.loads(row["stats"]))
+    if not stats:
+        raise DataError(f"found no records in {input_dir} ({len(per_file)} files) to infer a schema from; "
+                        "pass schema=... to read an empty directory")
+    return infer_fields(stats, binary_features)
 
 
 def _data_error(exc: BaseException, what: str) -> DataError:

@@ -297,16 +297,35 @@ def _resolve(reference: str):
     return target
 
 
+def _spark_handle(session):
+    """What tfos.run and pyspark's metadata helpers take: a Spark Connect session as it is (it
+    has no SparkContext), else its SparkContext (pyspark 3.5's helpers take only a context)."""
+    from tfos.spark_app import is_connect_session
+
+    return session if is_connect_session(session) else session.sparkContext
+
+
 class _Writer(DefaultParamsWriter):
     def saveImpl(self, path: str) -> None:  # noqa: N802 - Spark's name
-        # a SparkContext: pyspark 4 takes a session too, but 3.5 only a context
-        DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession.sparkContext,
+        DefaultParamsWriter.saveMetadata(self.instance, path, _spark_handle(self.sparkSession),
                                          extraMetadata=self.instance._persisted_state())
+
+    def _handleOverwrite(self, path: str) -> None:  # noqa: N802 - Spark's name
+        """``write().overwrite()``: pyspark's own goes through the JVM session, which a Spark
+        Connect client has not; its Connect writer asks the server instead."""
+        from tfos.spark_app import is_connect_session
+
+        if is_connect_session(self.sparkSession):
+            from pyspark.ml.connect.readwrite import RemoteMLWriter
+
+            RemoteMLWriter.handleOverwrite(path, True)
+        else:
+            super()._handleOverwrite(path)
 
 
 class _Reader(DefaultParamsReader):
     def load(self, path: str):
-        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession.sparkContext)
+        metadata = DefaultParamsReader.loadMetadata(path, _spark_handle(self.sparkSession))
         expected = f"{self.cls.__module__}.{self.cls.__name__}"
         if metadata["class"] != expected:
             raise ConfigError(f"{path} holds a saved {metadata['class']}, not a {expected}; load it with that class")
@@ -448,10 +467,11 @@ class TFEstimator(Estimator, _TFParams, _Persistence, HasInputMapping, HasOutput
         if mode == InputMode.TENSORFLOW:
             args.tfrecord_dir = self._tfrecords_for(dataset, data, args.tfrecord_dir)
         log.info("TFEstimator: training on %s with args %s", columns, args)
-        cluster = run(dataset.sparkSession.sparkContext, self.train_fn, args, num_executors=args.cluster_size,
+        spark = _spark_handle(dataset.sparkSession)
+        cluster = run(spark, self.train_fn, args, num_executors=args.cluster_size,
                       num_ps=args.num_ps, tensorboard=args.tensorboard, input_mode=mode,
                       master_node=args.master_node, driver_ps_nodes=args.driver_ps_nodes,
-                      **self._run_options(dataset.sparkSession.sparkContext))
+                      **self._run_options(spark))
         try:
             if mode == InputMode.SPARK:
                 cluster.train(data, num_epochs=args.epochs, feed_timeout=args.feed_timeout)
@@ -460,7 +480,7 @@ class TFEstimator(Estimator, _TFParams, _Persistence, HasInputMapping, HasOutput
             raise
         cluster.shutdown(grace_secs=args.grace_secs)
         if self.export_fn is not None:
-            self._export(dataset.sparkSession.sparkContext, args)
+            self._export(spark, args)
         return self._copyValues(TFModel(self.tf_args))
 
     @staticmethod
@@ -474,16 +494,18 @@ class TFEstimator(Estimator, _TFParams, _Persistence, HasInputMapping, HasOutput
                               "DataFrame there as TFRecords for train_fn to read (args.tfrecord_dir)")
         return save_as_tfrecords(data, tfrecord_dir, overwrite=True).output_dir
 
-    def _export(self, sc, args) -> None:
+    def _export(self, spark, args) -> None:
+        """``export_fn(args)`` in one Spark task, on an executor (a SparkContext or a Connect session)."""
+        from tfos.spark_app import spark_app
+
         if not args.export_dir:
             raise ConfigError("export_fn needs setExportDir(dir): the directory it exports to")
         export_fn = self.export_fn
 
-        def export(_partition):
+        def export(_index: int) -> None:
             export_fn(args)
-            return iter(())
 
-        sc.parallelize([0], 1).mapPartitions(export).collect()
+        spark_app(spark).run_tasks(1, export, barrier=False)
 
     def _persisted_state(self) -> dict:
         state = super()._persisted_state()

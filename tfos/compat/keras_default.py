@@ -24,16 +24,25 @@ def prefer_tf_keras_on_the_driver() -> None:
     os.environ.setdefault(_VARIABLE, "1")
 
 
+def _conf_reader(sc):
+    """``get(key, default)`` over a SparkContext's conf or a Spark Connect session's, else None."""
+    if hasattr(sc, "getConf"):
+        return sc.getConf().get
+    from tfos.spark_app import ConnectApp, is_connect_session
+
+    return ConnectApp(sc).get if is_connect_session(sc) else None
+
+
 def keras_option(sc, options: dict) -> str:
     """The ``keras=`` a compat run passes to :func:`tfos.run`."""
     if "keras" in options:
         return options["keras"]
     if _VARIABLE in (options.get("env") or {}):
         return "auto"  # the script's own env= decides on the nodes
-    conf = sc.getConf() if hasattr(sc, "getConf") else None
-    if conf is not None:
-        if conf.get(KERAS_KEY, None):
-            return conf.get(KERAS_KEY)  # tfos submit --keras
-        if conf.get(f"spark.executorEnv.{_VARIABLE}", None) is not None:
+    get = _conf_reader(sc)
+    if get is not None:
+        if get(KERAS_KEY, None):
+            return get(KERAS_KEY, None)  # tfos submit --keras (over Spark Connect, --remote's TFOS_CONF too)
+        if get(f"spark.executorEnv.{_VARIABLE}", None) is not None:
             return "auto"
     return "tf_keras" if os.environ.get(_VARIABLE) in ("1", "true", "True") else "keras3"

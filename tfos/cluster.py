@@ -29,6 +29,7 @@ from tfos.input_mode import InputMode
 from tfos.net import join_host_port
 from tfos.node.launch import NodeLaunch
 from tfos.node.task import UNREACHABLE
+from tfos.progress import show_node_lines
 from tfos.reservation.auth import Secret, new_secret
 from tfos.reservation.server import ReservationServer
 from tfos.reservation.state import ReservationState
@@ -55,7 +56,7 @@ from tfos.user_code import describe_source
 
 log = logging.getLogger(__name__)
 #: the nodes' output lines and progress, tagged ``[chief:0]``
-node_log = logging.getLogger("tfos.nodes")
+node_log = logging.getLogger("tfos.nodes")  # progress.NODE_LOGGER
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,7 @@ class Cluster:
         self.state.add_listener(self._on_failure)
         self.state.add_observer(self._on_output)
         self.server.start()
+        show_node_lines()
         self._open_display()
         self._job_thread = self.app.thread(self._run_node_job, name=f"tfos-nodes-{self.run_id}")
         self._job_thread.start()
@@ -310,7 +312,7 @@ class Cluster:
     def _on_output(self, node: str, lines: list[str], dropped: int, records: list[dict]) -> None:
         """Node output and progress, tagged with the node's role, into the driver's log; progress
         also to the live display (a terminal's rich lines, a notebook's output: progress.py)."""
-        from tfos.progress import describe
+        from tfos.progress import PROGRESS_FLAG, describe
 
         for line in lines:
             node_log.info("[%s] %s", node, line)
@@ -318,7 +320,7 @@ class Cluster:
             node_log.warning("[%s] %d output line(s) did not reach the driver (see the executor's log)", node, dropped)
         display = self._display
         for record in records:
-            node_log.info("[%s] %s", node, describe(record))
+            node_log.info("[%s] %s", node, describe(record), extra={PROGRESS_FLAG: True})
             if display is not None:
                 try:
                     display.update(node, record)
@@ -728,7 +730,8 @@ class Cluster:
 
     def __repr__(self) -> str:
         """``Cluster(run 3f2a..., ready, 2 nodes)`` then one line per node (role, address,
-        executor, state) and the TensorBoard URL; never blocks, fine on a closed cluster."""
+        executor, state, its last progress) and the TensorBoard URL; never blocks, fine on a
+        closed cluster."""
         try:
             head, rows, url = self._repr_parts()
         except Exception:  # noqa: BLE001 - a repr must not raise
@@ -736,7 +739,8 @@ class Cluster:
         width = max((len(r[0]) for r in rows), default=0)
         addr_width = max((len(r[1]) for r in rows), default=0)
         lines = [head] + [f"  {role:<{width}}  {address:<{addr_width}}  {executor}  {state}"
-                          for role, address, executor, state in rows]
+                          + (f"  {progress}" if progress else "")
+                          for role, address, executor, state, progress in rows]
         if url:
             lines.append(f"  TensorBoard: {url}")
         return "\n".join(lines)
@@ -750,12 +754,13 @@ class Cluster:
         except Exception:  # noqa: BLE001 - Jupyter falls back to __repr__
             return f"<pre>{html.escape(repr(self))}</pre>"
         cells = "".join(f"<tr><td><b>{html.escape(role)}</b></td><td><code>{html.escape(address)}</code></td>"
-                        f"<td>{html.escape(executor)}</td><td>{html.escape(state)}</td></tr>"
-                        for role, address, executor, state in rows)
+                        f"<td>{html.escape(executor)}</td><td>{html.escape(state)}</td>"
+                        f"<td>{html.escape(progress)}</td></tr>"
+                        for role, address, executor, state, progress in rows)
         link = (f'<div>TensorBoard: <a href="{html.escape(url)}" target="_blank">{html.escape(url)}</a></div>'
                 if url else "")
         return (f"<div><b>{html.escape(head)}</b><table><tr><th>node</th><th>address</th><th>executor</th>"
-                f"<th>state</th></tr>{cells}</table>{link}</div>")
+                f"<th>state</th><th>progress</th></tr>{cells}</table>{link}</div>")
 
     # ------------------------------------------------------------- interrupts
 
@@ -918,8 +923,11 @@ class Cluster:
 
     # ------------------------------------------------------------------ repr
 
-    def _repr_parts(self) -> tuple[str, list[tuple[str, str, str, str]], str | None]:
-        """The repr's head line, its node rows ``(role, host:port, executor, state)`` and URL."""
+    def _repr_parts(self) -> tuple[str, list[tuple[str, str, str, str, str]], str | None]:
+        """The repr's head line, its node rows ``(role, host:port, executor, state, last
+        progress)`` and URL."""
+        from tfos.progress import describe
+
         nodes = self.state.snapshot()
         state = str(self.state.run_state)
         if self._interrupted:
@@ -932,7 +940,8 @@ class Cluster:
             head += f"; failed at {failures[0].name}: {(failures[0].reason.splitlines() or [''])[0][:120]}"
         head += ")"
         rows = [(str(n.role), join_host_port(n.host, n.port) if n.host else "-",
-                 f"executor {n.executor_id}" if n.executor_id else "-", str(n.state)) for n in nodes]
+                 f"executor {n.executor_id}" if n.executor_id else "-", str(n.state),
+                 describe(n.progress[-1]) if n.progress else "") for n in nodes]
         try:
             url = self.tensorboard_url()
         except Exception:  # noqa: BLE001 - no lead node known yet

@@ -94,6 +94,50 @@ def keras_callback(report, every_s: float = 1.0):
 _OFF = ("0", "off", "false", "no", "none")
 
 
+#: the logger the nodes' output lines and progress records go to on the driver (cluster.py)
+NODE_LOGGER = "tfos.nodes"
+#: set (``extra=``) on the log records that carry a progress record, not an output line
+PROGRESS_FLAG = "tfos_progress"
+
+
+class _NodeLines(logging.StreamHandler):
+    """Prints ``[worker:1] line`` to this process's ``sys.stdout`` as it is at each line (a
+    kernel's stream, rich's stand-in while a terminal display is live), unless the user has
+    set up logging since: their handlers print the line then, and this one stays quiet."""
+
+    def __init__(self):
+        super().__init__(sys.stdout)
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if logging.getLogger().handlers:  # the user configured logging (basicConfig, a shipper)
+            return
+        if getattr(record, PROGRESS_FLAG, False) and display_kind() != "none":
+            return  # the live display shows it, updated in place: no line per record under it
+        self.setStream(sys.stdout)
+        super().emit(record)
+
+
+def show_node_lines() -> None:
+    """Make the nodes' lines print where the user looks when nothing else would.
+
+    A notebook kernel, and a script that never set up logging, have no handler for
+    ``tfos.nodes``' INFO lines: they would be lost. Then one handler goes on that logger
+    (once per process), printing each line on ``sys.stdout``: in a kernel, the running
+    cell. A user who configured logging keeps their handlers and sees each line once.
+    ``TFOS_NODE_LINES=off`` leaves logging alone. (The one place the library touches
+    logging handlers, on the user-visible logger it owns.)
+    """
+    if os.environ.get("TFOS_NODE_LINES", "").strip().lower() in _OFF:
+        return
+    logger = logging.getLogger(NODE_LOGGER)
+    if any(isinstance(h, _NodeLines) for h in logger.handlers) or logger.hasHandlers():
+        return
+    logger.addHandler(_NodeLines())
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+
+
 def display_kind() -> str:
     """Which live display this driver gets: ``"notebook"`` (a Jupyter kernel), ``"terminal"``
     (stderr is a terminal and rich is installed) or ``"none"`` (``TFOS_PROGRESS=off``, or

@@ -29,6 +29,7 @@ def test_a_round_trip_over_connect_returns_equal_rows_and_types(remote, tmp_path
     assert dfutil.is_loaded_df(back) and dfutil.loadedDF[back] == out
 
 
+@pytest.mark.slow  # CI time; covered in the default run by vectors: test_dfutil's classic round trip; the Connect write path: the round-trip test
 def test_vectors_are_written_over_connect_and_read_back_as_float_arrays(remote, tmp_path):
     df = _every_type_frame(remote).select("id", "vec")
     out = str(tmp_path / "vectors")

@@ -30,7 +30,8 @@ def _skewed(sc, sizes):
 
 @pytest.mark.parametrize("sizes", [
     [0, 5000, 0, 3, 0, 17],          # empty partitions, one huge, more partitions than nodes
-    [1],                             # fewer records than nodes: one node gets nothing
+    # fewer records than nodes: one node gets nothing (CI time: the plan is unit-tested for it)
+    pytest.param([1], marks=pytest.mark.slow),
 ])
 def test_every_record_reaches_exactly_one_node_once_per_epoch(sc, tmp_path, sizes):
     cluster = tfos.run(sc, collect_ids, str(tmp_path), num_executors=2, input_mode=SPARK)
@@ -137,6 +138,7 @@ def _mapped_columns(args, ctx):
         _json.dump(got, f)
 
 
+@pytest.mark.slow  # CI time; covered in the default run by input_mapping in test_connect's inference and test_pipeline
 def test_dataframe_columns_reach_the_tensors_named_by_input_mapping(spark, sc, tmp_path):
     rows = [(i, float(i) / 2, [i, i + 1], f"n{i}", i % 2 == 0) for i in range(50)]
     df = spark.createDataFrame(rows, "label long, x double, arr array<int>, name string, flag boolean")
@@ -300,6 +302,7 @@ def _fail_before_reading(args, ctx):
         feed.next_batch(100)
 
 
+@pytest.mark.slow  # CI time; covered in the default run by a node failing while fed: the mid-feed test
 def test_a_node_failing_as_the_feed_starts_ends_train_with_its_traceback_not_a_feed_error(sc):
     # the worker's feed endpoint goes while train() counts the data and opens its channels:
     # the feed's own error (NodeGone, refused connections) must give way to the node's report
@@ -401,6 +404,7 @@ def _mwms_fit_on_data_feed(args, ctx):
         _json.dump({"records": feed.records, "steps": steps, "loss": history.history["loss"]}, f)
 
 
+@pytest.mark.slow  # CI time; covered in the default run by MWMS on uneven partitions: test_mwms_fit_on_skewed_partitions_finishes_with_equal_steps
 def test_mwms_fit_on_a_data_feed_of_wide_records_in_uneven_partitions_finishes(sc, tmp_path):
     """The TensorFlowOnSpark example's deadlock: more partitions than task slots, uneven, each
     node's share many times its buffer (MNIST-CSV-sized records), nodes advancing in lockstep."""

@@ -102,6 +102,7 @@ def _hold_then_release_the_port(out_dir, ctx):
         _json.dump({"held": held, "same_port": same, "released": released}, f)
 
 
+@pytest.mark.slow  # CI time; covered in the default run by the port handover: unit tests of the node's port
 def test_release_port_false_holds_the_tf_port_until_main_fun_releases_it(sc, tmp_path, monkeypatch):
     from tests.unit.test_tls_ports import free_block
 
@@ -130,7 +131,11 @@ def test_too_many_executors_requested_fails_at_once(sc):
 
 
 
-@pytest.mark.parametrize("api,keras_choice,package", [("keras3", "auto", "keras"), ("tf.keras", "tf_keras", "tf_keras")])
+@pytest.mark.parametrize("api,keras_choice,package", [
+    ("keras3", "auto", "keras"),
+    # CI time: tf-keras on the nodes runs in the default run in test_compat (TensorFlowOnSpark scripts)
+    pytest.param("tf.keras", "tf_keras", "tf_keras", marks=pytest.mark.slow),
+])
 def test_mwms_fit_across_two_executors_ends_with_identical_weights(sc, tmp_path, api, keras_choice, package, caplog):
     caplog.set_level(logging.INFO, logger="tfos.nodes")
     cluster = tfos.run(sc, mwms_fit, {"api": api, "out": str(tmp_path)}, num_executors=2, keras=keras_choice)
@@ -257,6 +262,7 @@ def test_tensorboard_url_answers_while_the_cluster_runs_and_not_after(sc, tmp_pa
         urllib.request.urlopen(url, timeout=2)
 
 
+@pytest.mark.slow  # CI time; covered in the default run by the URL's life: test_tensorboard_url_answers_while_the_cluster_runs_and_not_after
 def test_no_tensorboard_means_no_url(sc, tmp_path):
     cluster = tfos.run(sc, _report_context, str(tmp_path), num_executors=2)
     cluster.shutdown(timeout=120)

@@ -143,6 +143,14 @@ def test_notebook_shows_progress_and_repr_stops_in_seconds_on_interrupt_and_runs
         assert worker.startswith("worker:0  [##########] epoch 3/3") and worker.endswith("  done"), rows
         assert "loss=" in chief
         assert '<progress value="3" max="3">' in _htmls(cell, "display_data")[0]
+    # the nodes' printed lines, tagged, in the cells' own output with no logging set up; no
+    # line per progress record under the live rows
+    printed = {i: "".join(o["text"] for o in nb.cells[i].outputs if o["output_type"] == "stream")
+               for i in (_index(nb, "cluster = tfos.run"), _index(nb, "cluster.shutdown()"))}
+    print(f"node lines per cell: {printed}")
+    text = "".join(printed.values())
+    assert "[chief:0] chief done: loss " in text and "[worker:0] worker done: loss " in text, printed
+    assert "epoch 1/3" not in text, printed
     # the Cluster's repr and its HTML table, as the cells' results
     (running,) = _texts(run_cell, "execute_result")
     assert running.startswith("Cluster(run ") and ", ready, 2 nodes)" in running.splitlines()[0], running

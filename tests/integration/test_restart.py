@@ -74,6 +74,7 @@ def _run(sc, directory, kill_after: int, max_restarts: int):
     return cluster, json.loads((directory / "result.json").read_text())
 
 
+@pytest.mark.slow  # CI time; covered in the default run by restart from a checkpoint: test_storage's restart test; a restart: the stuck-node test
 def test_a_killed_worker_restarts_the_run_from_its_last_checkpoint(sc, tmp_path):
     (tmp_path / "plain").mkdir()
     (tmp_path / "killed").mkdir()
@@ -94,6 +95,7 @@ def _always_fails(args, ctx):
     raise RuntimeError(f"bad input on attempt {ctx.attempt}")
 
 
+@pytest.mark.slow  # CI time; covered in the default run by the error's content: tests/unit/test_restart.py
 def test_when_restarts_run_out_the_error_lists_every_attempts_root_cause(sc):
     with pytest.raises(tfos.ClusterFailedError) as err:
         cluster = tfos.run(sc, _always_fails, None, num_executors=2, max_restarts=1)

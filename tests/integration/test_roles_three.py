@@ -85,7 +85,11 @@ def _ps_strategy(args, ctx):
                     "variable_device": total.device}, f)
 
 
-@pytest.mark.parametrize("serve", ["ctx.serve", "tf.distribute.Server.join"])
+@pytest.mark.parametrize("serve", [
+    "ctx.serve",
+    # CI time: the same ps path as ctx.serve, the worker serving by hand
+    pytest.param("tf.distribute.Server.join", marks=pytest.mark.slow),
+])
 def test_parameter_server_strategy_run_ends_when_the_chief_is_done(sc, tmp_path, serve):
     # however the worker serves, the coordinator's end is the job's end: the worker is stopped
     cluster = tfos.run(sc, _ps_strategy, {"dir": str(tmp_path), "serve": serve}, num_executors=3, num_ps=1)
@@ -134,6 +138,7 @@ def _never_ending_evaluator(args, ctx):
         _time.sleep(300)
 
 
+@pytest.mark.slow  # CI time; covered in the default run by stopping serving roles: the ps tests
 def test_shutdown_stops_an_evaluator_that_would_run_forever(sc):
     cluster = tfos.run(sc, _never_ending_evaluator, None, num_executors=3, eval_node=True)
     start = time.monotonic()

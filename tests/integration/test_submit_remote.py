@@ -76,6 +76,7 @@ def test_remote_submit_runs_a_chief_and_a_worker(connect_server, tmp_path):
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow  # CI time; covered in the default run by a failing node over Connect: test_connect's raising-node test
 def test_remote_node_failure_exits_non_zero_with_its_traceback(connect_server, tmp_path):
     out = tmp_path / "nodes"
     out.mkdir()

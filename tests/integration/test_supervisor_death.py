@@ -40,6 +40,7 @@ def _spawn_fork_and_sleep(args, ctx):
     _time.sleep(120)
 
 
+@pytest.mark.slow  # CI time; covered in the default run by a killed supervisor: test_launch's killed-supervisor test
 def test_sigkilled_supervisor_takes_its_tf_process_group_with_it(sc, tmp_path):
     cluster = tfos.run(sc, _spawn_fork_and_sleep, str(tmp_path), num_executors=2,
                        input_mode=tfos.InputMode.SPARK, heartbeat_interval_s=0.5, heartbeat_timeout_s=3.0)

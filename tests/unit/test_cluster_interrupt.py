@@ -216,7 +216,7 @@ def test_repr_of_a_fresh_cluster_lists_its_roles_unregistered():
                              "  worker:0  -  -  unregistered")
 
 
-def test_repr_of_a_running_cluster_has_addresses_executors_states_and_tensorboard():
+def test_repr_of_a_running_cluster_has_addresses_executors_states_progress_and_tensorboard():
     app = _FakeApp(train_s=1.0)
     cluster = _cluster(app, tensorboard=True)
     cluster.start()
@@ -228,16 +228,19 @@ def test_repr_of_a_running_cluster_has_addresses_executors_states_and_tensorboar
                                  "  TensorBoard: http://127.0.0.1:36006")
         assert cluster._repr_html_() == (
             f"<div><b>Cluster(run {cluster.run_id}, ready, 2 nodes)</b><table><tr><th>node</th>"
-            "<th>address</th><th>executor</th><th>state</th></tr>"
-            "<tr><td><b>chief:0</b></td><td><code>127.0.0.1:30000</code></td><td>executor 0</td><td>running</td></tr>"
-            "<tr><td><b>worker:0</b></td><td><code>127.0.0.1:30001</code></td><td>executor 1</td><td>running</td></tr>"
+            "<th>address</th><th>executor</th><th>state</th><th>progress</th></tr>"
+            "<tr><td><b>chief:0</b></td><td><code>127.0.0.1:30000</code></td><td>executor 0</td><td>running</td>"
+            "<td></td></tr>"
+            "<tr><td><b>worker:0</b></td><td><code>127.0.0.1:30001</code></td><td>executor 1</td><td>running</td>"
+            "<td></td></tr>"
             "</table><div>TensorBoard: <a href=\"http://127.0.0.1:36006\" target=\"_blank\">"
             "http://127.0.0.1:36006</a></div></div>")
     finally:
         cluster.shutdown()
+    # with each node's last progress record
     assert repr(cluster) == (f"Cluster(run {cluster.run_id}, finished, 2 nodes)\n"
-                             "  chief:0   127.0.0.1:30000  executor 0  done\n"
-                             "  worker:0  127.0.0.1:30001  executor 1  done\n"
+                             "  chief:0   127.0.0.1:30000  executor 0  done  epoch 1/1 loss=0.5\n"
+                             "  worker:0  127.0.0.1:30001  executor 1  done  epoch 1/1 loss=0.5\n"
                              "  TensorBoard: http://127.0.0.1:36006")
 
 

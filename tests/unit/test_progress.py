@@ -181,3 +181,88 @@ def test_a_kernel_that_refuses_output_ends_the_display_quietly(shell):
     display.update("chief:0", {"epoch": 2})
     display.close({"chief:0": "done"})
     assert calls == [False, True]
+
+
+# ------------------------------------------------------------------ node lines
+
+
+@pytest.fixture
+def bare_logging(monkeypatch):
+    """Logging as a notebook kernel or a plain script has it: no handler anywhere, tfos.nodes
+    at NOTSET. The root's handlers are pytest's capture handlers, which pytest adds for each
+    phase of a test: patched to none for the test's own phase."""
+    import io
+    import logging
+
+    root, nodes = logging.getLogger(), logging.getLogger(progress.NODE_LOGGER)
+    monkeypatch.setattr(nodes, "handlers", [])
+    monkeypatch.setattr(nodes, "level", logging.NOTSET)
+    out = io.StringIO()
+    monkeypatch.delenv("TFOS_NODE_LINES", raising=False)
+
+    def bare():  # in the test's phase: pytest sets sys.stdout and the root's handlers per phase
+        monkeypatch.setattr(sys, "stdout", out)
+        monkeypatch.setattr(root, "handlers", [])
+        nodes.manager._clear_cache()  # levels are cached per logger
+
+    yield out, root, nodes, bare
+
+
+def test_node_lines_print_on_stdout_when_nothing_else_would(bare_logging):
+    out, _root, nodes, bare = bare_logging
+    bare()
+    progress.show_node_lines()
+    progress.show_node_lines()  # once per process: one line each, not two
+    nodes.info("[%s] %s", "worker:1", "step 3")
+    assert out.getvalue() == "[worker:1] step 3\n"
+
+
+def test_node_lines_follow_sys_stdout_as_it_is_at_each_line(bare_logging, monkeypatch):
+    import io
+
+    _out, _root, nodes, bare = bare_logging
+    bare()
+    progress.show_node_lines()
+    later = io.StringIO()  # a kernel's next cell, rich's stand-in while a display is live
+    monkeypatch.setattr(sys, "stdout", later)
+    nodes.info("[chief:0] saved")
+    assert later.getvalue() == "[chief:0] saved\n"
+
+
+def test_a_user_who_configured_logging_keeps_their_handlers_and_sees_each_line_once(bare_logging):
+    import io
+    import logging
+
+    out, root, nodes, bare = bare_logging
+    bare()
+    progress.show_node_lines()  # nothing configured yet: tfos's handler goes on
+    theirs = io.StringIO()
+    root.addHandler(logging.StreamHandler(theirs))  # basicConfig after tfos.run
+    nodes.info("[chief:0] epoch 1")
+    assert theirs.getvalue() == "[chief:0] epoch 1\n" and out.getvalue() == ""
+
+
+def test_configured_logging_or_the_off_switch_adds_no_handler(bare_logging, monkeypatch):
+    import logging
+
+    _out, root, nodes, bare = bare_logging
+    bare()
+    root.addHandler(logging.NullHandler())
+    progress.show_node_lines()
+    assert nodes.handlers == []
+    root.handlers[:] = []
+    monkeypatch.setenv("TFOS_NODE_LINES", "off")
+    progress.show_node_lines()
+    assert nodes.handlers == []
+
+
+def test_progress_lines_are_left_to_a_live_display_and_printed_without_one(bare_logging, monkeypatch):
+    out, _root, nodes, bare = bare_logging
+    bare()
+    progress.show_node_lines()
+    monkeypatch.setattr(progress, "display_kind", lambda: "notebook")
+    nodes.info("[chief:0] epoch 1/3", extra={progress.PROGRESS_FLAG: True})
+    nodes.info("[chief:0] a line main_fun printed")
+    monkeypatch.setattr(progress, "display_kind", lambda: "none")
+    nodes.info("[chief:0] epoch 2/3", extra={progress.PROGRESS_FLAG: True})
+    assert out.getvalue() == "[chief:0] a line main_fun printed\n[chief:0] epoch 2/3\n"

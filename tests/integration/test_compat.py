@@ -81,7 +81,8 @@ def worker_temp_dirs() -> set[str]:
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("script, mode", [
-    ("mnist_tf.py", "tensorflow"),
+    # CI time: ~50 s; the compat layer is covered by tests/unit/test_compat in the default run
+    pytest.param("mnist_tf.py", "tensorflow", marks=pytest.mark.slow),
     # ~50 s more; the SPARK-mode DataFeed path is covered by test_feed and tests/unit/test_compat
     pytest.param("mnist_spark.py", "spark", marks=pytest.mark.slow),
 ])

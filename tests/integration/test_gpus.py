@@ -36,6 +36,7 @@ def _report_gpus(args, ctx):
         _json.dump({"gpus": ctx.gpus, "cuda": _os.environ.get("CUDA_VISIBLE_DEVICES")}, f)
 
 
+@pytest.mark.slow  # CI time; fake GPU addresses reach ctx.gpus and CUDA_VISIBLE_DEVICES in the default run through test_node_data's parallel_run test
 def test_each_node_sees_only_the_gpu_spark_assigned_to_its_task(sc, tmp_path):
     cluster = tfos.run(sc, _report_gpus, str(tmp_path), num_executors=2)
     cluster.shutdown(timeout=120)

@@ -119,6 +119,7 @@ async def _execute(client, nb, interrupt_at: int, marker_dir) -> float:
     return ended_after
 
 
+@pytest.mark.slow  # CI time; a kernel's display rows, repr, interrupt and second run are checked in the default run by the Spark Connect notebook test; this one also runs the example notebook
 def test_notebook_shows_progress_and_repr_stops_in_seconds_on_interrupt_and_runs_again(kernel_name, tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     stop = nb.cells.pop()

@@ -119,6 +119,7 @@ def test_conflicting_options_exit_2_with_the_reason():
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow  # CI time; the CLI end to end runs in the default run in test_submit_remote; its spark-submit lines in tests/unit/test_submit.py
 def test_submit_on_the_embedded_local_cluster(tmp_path):
     out = tmp_path / "nodes"
     out.mkdir()

@@ -54,8 +54,12 @@ spark.stop()
 '''
 
 
-def _run_in_a_terminal(script: str, timeout_s: float) -> tuple[int, bytes]:
-    """Run ``python script`` with a pty as its terminal; its exit code and every byte it wrote there."""
+def _run_in_a_terminal(script: str, timeout_s: float, interrupt_when=None, interrupts: list | None = None
+                       ) -> tuple[int, bytes]:
+    """Run ``python script`` with a pty as its terminal; its exit code and every byte it wrote there.
+
+    ``interrupt_when()`` true: Ctrl-C as a terminal sends it (SIGINT to the foreground
+    process group; pyspark's JVM ignores it), once; its time goes into ``interrupts``."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", LINES, COLUMNS, 0, 0))
     env = {k: v for k, v in os.environ.items()
@@ -68,6 +72,9 @@ def _run_in_a_terminal(script: str, timeout_s: float) -> tuple[int, bytes]:
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
+            if interrupt_when is not None and interrupts is not None and not interrupts and interrupt_when():
+                os.killpg(proc.pid, signal.SIGINT)
+                interrupts.append(time.monotonic())
             ready, _, _ = select.select([master], [], [], 0.5)
             if not ready:
                 continue
@@ -125,3 +132,62 @@ def test_rich_draws_one_live_row_per_node_in_a_terminal_and_log_lines_stay_intac
                   if line in ("LOG tfos.nodes: [chief:0] epoch 2/3 loss=0.5", "LOG tfos.nodes: [worker:0] epoch 2/3 loss=0.5")]
     assert len(node_lines) == 2, shown[-4000:]
     assert up < min(node_lines) and max(node_lines) < rows["chief:0"][0] < rows["worker:0"][0] < result, shown[-4000:]
+
+
+INTERRUPTED_DRIVER = '''
+import sys
+import time
+
+sys.path.insert(0, {root!r})
+from tests.integration.spark_helpers import start_spark
+
+import tfos
+
+
+def sleep_long(marker_dir, ctx):
+    import os
+    import time
+
+    with open(os.path.join(marker_dir, f"{{ctx.job_name}}.pid"), "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(600)
+
+
+def quick(args, ctx):
+    ctx.report_progress(epoch=1, epochs=1, epoch_end=True)
+
+
+spark = start_spark(2, "tfos-tty-interrupt")
+cluster = tfos.run(spark, sleep_long, {marker_dir!r}, num_executors=2)
+try:
+    cluster.shutdown()
+except KeyboardInterrupt:
+    print("INTERRUPTED", time.monotonic(), flush=True)
+print(repr(cluster).splitlines()[0], flush=True)
+again = tfos.run(spark, quick, None, num_executors=2)
+again.shutdown()
+print("AGAIN", repr(again).splitlines()[0], flush=True)
+spark.stop()
+'''
+
+
+@pytest.mark.slow  # CI time; the interrupt path is checked in the default run by the Connect notebook test and tests/unit/test_cluster_interrupt.py
+def test_ctrl_c_in_a_terminal_stops_the_run_in_seconds_and_the_next_run_works(tmp_path):
+    from tests.integration.spark_helpers import process_gone, wait_no_node_processes
+
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    script = tmp_path / "driver.py"
+    script.write_text(INTERRUPTED_DRIVER.format(root=ROOT, marker_dir=str(markers)))
+    interrupts: list[float] = []
+    code, raw = _run_in_a_terminal(str(script), timeout_s=150, interrupts=interrupts,
+                                   interrupt_when=lambda: len(list(markers.glob("*.pid"))) == 2)
+    text = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", raw).decode("utf-8", "replace")
+    assert code == 0 and interrupts, text[-4000:]
+    caught = float(re.search(r"INTERRUPTED ([0-9.]+)", text).group(1))
+    assert caught - interrupts[0] < 15, caught - interrupts[0]  # KeyboardInterrupt in seconds
+    assert re.search(r"Cluster\(run \w+, finished, interrupted, 2 nodes\)", text), text[-4000:]
+    assert re.search(r"AGAIN Cluster\(run \w+, finished, 2 nodes\)", text), text[-4000:]
+    pids = [int(p.read_text()) for p in markers.glob("*.pid")]
+    assert all(process_gone(pid) for pid in pids), pids
+    assert wait_no_node_processes() == []

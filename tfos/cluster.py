@@ -29,7 +29,7 @@ from tfos.input_mode import InputMode
 from tfos.net import join_host_port
 from tfos.node.launch import NodeLaunch
 from tfos.node.task import UNREACHABLE
-from tfos.progress import show_node_lines
+from tfos.progress import PROGRESS_FLAG, describe, show_node_lines
 from tfos.reservation.auth import Secret, new_secret
 from tfos.reservation.server import ReservationServer
 from tfos.reservation.state import ReservationState
@@ -312,8 +312,6 @@ class Cluster:
     def _on_output(self, node: str, lines: list[str], dropped: int, records: list[dict]) -> None:
         """Node output and progress, tagged with the node's role, into the driver's log; progress
         also to the live display (a terminal's rich lines, a notebook's output: progress.py)."""
-        from tfos.progress import PROGRESS_FLAG, describe
-
         for line in lines:
             node_log.info("[%s] %s", node, line)
         if dropped:
@@ -926,8 +924,6 @@ class Cluster:
     def _repr_parts(self) -> tuple[str, list[tuple[str, str, str, str, str]], str | None]:
         """The repr's head line, its node rows ``(role, host:port, executor, state, last
         progress)`` and URL."""
-        from tfos.progress import describe
-
         nodes = self.state.snapshot()
         state = str(self.state.run_state)
         if self._interrupted:

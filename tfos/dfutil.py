@@ -628,36 +628,27 @@ def _qualify_remote(spark, path: str) -> str:
 
 
 def _on_an_executor(spark, action, what: str) -> str | None:
-    """``action()`` in a one-task Spark job, and the text it returns: the file operations a
-    classic driver does itself, done where the writers are (a Connect client may not see
-    the cluster's file systems). A DataError or StorageError it raises is raised here with
-    its own message."""
+    """``action()`` in a one-task Spark job (:meth:`tfos.spark_app.SparkApp.run_tasks`), and
+    the text it returns: the file operations a classic driver does itself, done where the
+    writers are (a Connect client may not see the cluster's file systems). A DataError or
+    StorageError it raises comes back as a value (the same on a retry: no task failure) and
+    is raised here with its own message."""
     from tfos.errors import StorageError
+    from tfos.spark_app import spark_app
 
-    def run(batches):
-        import pyarrow as pa
-
-        for _ in batches:
-            pass
-        kind, message, value = "", "", None
+    def run(_index: int):
         try:
-            value = action()
-        except (DataError, StorageError) as exc:  # the same on a retry: a value, not a task failure
-            kind, message = type(exc).__name__, str(exc)
-        yield pa.RecordBatch.from_pydict({"kind": [kind], "message": [message], "value": [value]},
-                                         schema=pa.schema([("kind", pa.string()), ("message", pa.string()),
-                                                           ("value", pa.string())]))
+            return None, action()
+        except (DataError, StorageError) as exc:
+            return exc, None
 
     try:
-        rows = spark.range(0, 1, 1, 1).mapInArrow(run, "kind string, message string, value string").collect()
+        ((error, value),) = spark_app(spark).run_tasks(1, run, barrier=False)
     except Exception as exc:  # noqa: BLE001 - Spark wraps the executor's error; give the cause
         raise _data_error(exc, what) from exc
-    kind, message = rows[0]["kind"], rows[0]["message"]
-    if kind == "StorageError":
-        raise StorageError(message)
-    if kind:
-        raise DataError(message)
-    return rows[0]["value"]
+    if error is not None:
+        raise error
+    return value
 
 
 def _read_text(path: str) -> str | None:

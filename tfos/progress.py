@@ -131,7 +131,7 @@ def show_node_lines() -> None:
     if os.environ.get("TFOS_NODE_LINES", "").strip().lower() in _OFF:
         return
     logger = logging.getLogger(NODE_LOGGER)
-    if any(isinstance(h, _NodeLines) for h in logger.handlers) or logger.hasHandlers():
+    if logger.hasHandlers():  # the user's, or ours from an earlier run
         return
     logger.addHandler(_NodeLines())
     if logger.level == logging.NOTSET:

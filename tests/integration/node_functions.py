@@ -93,3 +93,12 @@ def collect_ids(out, ctx):
         seen.extend(record[0] for record in feed.next_batch(100))
     with open(_os.path.join(out, f"{ctx.job_name}.json"), "w") as f:
         _json.dump(seen, f)
+
+
+def answer_from_columns(args, ctx):
+    """Inference through DataFeed with input_mapping: ``(id * 10, name + "!")`` per row."""
+    feed = ctx.get_data_feed(train_mode=False, input_mapping={"id": "ids", "name": "names"})
+    while not feed.should_stop():
+        batch = feed.next_batch(250)
+        if len(batch["ids"]):
+            feed.batch_results([(int(i) * 10, f"{n}!") for i, n in zip(batch["ids"], batch["names"], strict=True)])

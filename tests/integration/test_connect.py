@@ -23,6 +23,7 @@ import pytest
 
 import tfos
 from tests.integration.node_functions import (
+    answer_from_columns,
     collect_ids,
     mwms_fit,
     raise_on_worker,
@@ -92,6 +93,40 @@ def test_a_dataframe_feed_reaches_each_node_exactly_once_per_epoch(remote, tmp_p
     assert df.storageLevel == StorageLevel.NONE  # persisted for the call only
 
 
+def _sum_ids_slowly(out, ctx):
+    """Takes the feed in small batches with a pause now and then, so the feeders fill every
+    credit and buffer on the way and wait; writes (records, sum of ids, sum of image bytes)."""
+    import json as _json
+    import os as _os
+    import time as _time
+
+    feed = ctx.get_data_feed(train_mode=True)
+    seen = ids = total = 0
+    while not feed.should_stop():
+        batch = feed.next_batch(500)
+        seen += len(batch)
+        ids += sum(int(record[1]) for record in batch)
+        total += sum(len(record[0]) for record in batch)
+        if seen % 20_000 < 500:
+            _time.sleep(0.5)
+    with open(_os.path.join(out, f"{ctx.job_name}.json"), "w") as f:
+        _json.dump([seen, ids, total], f)
+
+
+def test_a_connect_feed_of_more_than_every_buffer_holds_arrives_whole(remote, tmp_path):
+    # 120,000 rows of 784 bytes (~94 MB per epoch, 2 epochs): far more than the credits and
+    # socket buffers between a feeding task and its node hold, with a consumer that stalls
+    n = 120_000
+    df = (remote.range(0, n, 1, 4)
+          .selectExpr("cast(repeat(cast(id % 10 as string), 784) as binary) as image", "id as label"))
+    cluster = tfos.run(remote, _sum_ids_slowly, str(tmp_path), num_executors=2, input_mode=tfos.InputMode.SPARK)
+    report = cluster.train(df, num_epochs=2, feed_timeout=120)
+    cluster.shutdown(timeout=150)
+    totals = [json.loads((tmp_path / f"{name}.json").read_text()) for name in ("chief", "worker")]
+    assert [sum(t[i] for t in totals) for i in range(3)] == [2 * n, 2 * (n * (n - 1) // 2), 2 * n * 784]
+    assert report.epochs_fed == 2 and report.records_per_epoch == n
+
+
 def _mwms_fit_on_frame(out, ctx):
     import json as _json
     import os as _os
@@ -123,17 +158,9 @@ def test_mwms_fit_on_a_dataframe_fed_over_connect(remote, tmp_path):
     assert [r["epoch"] for r in cluster.progress["chief:0"] if r.get("epoch_end")] == [1, 2]
 
 
-def _answer_from_columns(args, ctx):
-    feed = ctx.get_data_feed(train_mode=False, input_mapping={"id": "ids", "name": "names"})
-    while not feed.should_stop():
-        batch = feed.next_batch(250)
-        if len(batch["ids"]):
-            feed.batch_results([(int(i) * 10, f"{n}!") for i, n in zip(batch["ids"], batch["names"], strict=True)])
-
-
 def test_inference_over_connect_returns_a_dataframe_in_input_order(remote):
     df = remote.range(0, 20_000, 1, 5).selectExpr("id", "concat('r', id) as name")
-    cluster = tfos.run(remote, _answer_from_columns, None, num_executors=2, input_mode=tfos.InputMode.SPARK)
+    cluster = tfos.run(remote, answer_from_columns, None, num_executors=2, input_mode=tfos.InputMode.SPARK)
     out = cluster.inference(df, output_schema="times_ten long, shout string")
     with pytest.raises(tfos.FeedError, match="needs output_schema"):
         cluster.inference(df)

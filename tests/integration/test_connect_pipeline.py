@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from tests.integration.test_pipeline import (
-    FEATURES,
     _predictions,
     _regression_rows,
+    regression_estimator,
     train_regression,
 )
 from tfos.pipeline import TFEstimator, TFModel
@@ -31,15 +31,7 @@ def test_fit_transform_save_and_load_over_connect(remote, tmp_path):
     train.count(), test.count()
     paths = {"export_dir": str(tmp_path / "saved_model"), "keras_file": str(tmp_path / "model.keras"),
              "report_dir": str(tmp_path)}
-    estimator = (
-        TFEstimator(train_regression, {"learning_rate": 0.2, "features": FEATURES,
-                                       "keras_file": paths["keras_file"], "report_dir": paths["report_dir"]})
-        .setInputMapping({"features": "x", "target": "y"})
-        .setOutputMapping({"output_0": "prediction"})
-        .setClusterSize(2).setEpochs(4).setBatchSize(32)
-        .setExportDir(paths["export_dir"])
-        .setGraceSecs(0)
-    )
+    estimator = regression_estimator(paths)
     model = Pipeline(stages=[estimator]).fit(train).stages[0]  # a Python stage in pyspark's Pipeline
     loss = json.loads((tmp_path / "chief.json").read_text())["loss"]
     assert len(loss) == 4 and loss[-1] < loss[0] / 20, loss

@@ -12,7 +12,7 @@ import cloudpickle
 import pytest
 
 import tfos
-from tests.integration.node_functions import collect_ids
+from tests.integration.node_functions import answer_from_columns, collect_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -221,17 +221,9 @@ def test_a_dataframe_becomes_the_same_arrow_batches_from_the_jvm_or_through_map_
                                "maybe": [7]}
 
 
-def _answer_from_columns(args, ctx):
-    feed = ctx.get_data_feed(train_mode=False, input_mapping={"id": "ids", "name": "names"})
-    while not feed.should_stop():
-        batch = feed.next_batch(250)
-        if len(batch["ids"]):
-            feed.batch_results([(int(i) * 10, f"{n}!") for i, n in zip(batch["ids"], batch["names"], strict=True)])
-
-
 def test_dataframe_inference_keeps_order_and_can_add_columns_to_the_rows(spark, sc):
     df = spark.range(0, 20_000, numPartitions=5).selectExpr("id", "concat('r', id) as name", "id % 3 as k")
-    cluster = tfos.run(sc, _answer_from_columns, None, num_executors=2, input_mode=SPARK)
+    cluster = tfos.run(sc, answer_from_columns, None, num_executors=2, input_mode=SPARK)
     as_rdd = cluster.inference(df).collect()
     as_df = cluster.inference(df, output_schema="times_ten long, shout string").collect()
     with pytest.raises(tfos.FeedError, match="already exist"):

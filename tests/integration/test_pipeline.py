@@ -60,6 +60,19 @@ def _regression_rows(n: int, seed: int):
     return [(i, [float(v) for v in x[i]], float(y[i])) for i in range(n)]
 
 
+def regression_estimator(paths: dict, extra_args: dict | None = None) -> TFEstimator:
+    """train_regression as a 2-node, 4-epoch TFEstimator exporting to ``paths["export_dir"]``."""
+    return (
+        TFEstimator(train_regression, {"learning_rate": 0.2, "features": FEATURES, **(extra_args or {}),
+                                       "keras_file": paths["keras_file"], "report_dir": paths["report_dir"]})
+        .setInputMapping({"features": "x", "target": "y"})
+        .setOutputMapping({"output_0": "prediction"})
+        .setClusterSize(2).setEpochs(4).setBatchSize(32)
+        .setExportDir(paths["export_dir"])
+        .setGraceSecs(0)
+    )
+
+
 @pytest.fixture(scope="module")
 def frames(spark):
     schema = "id long, features array<float>, target float"
@@ -75,15 +88,7 @@ def fitted(spark, frames, tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     paths = {"export_dir": str(root / "saved_model"), "keras_file": str(root / "model.keras"),
              "report_dir": str(root)}
-    estimator = (
-        TFEstimator(train_regression, {"learning_rate": 0.2, "features": FEATURES, "epochs": 99,
-                                       "keras_file": paths["keras_file"], "report_dir": paths["report_dir"]})
-        .setInputMapping({"features": "x", "target": "y"})
-        .setOutputMapping({"output_0": "prediction"})
-        .setClusterSize(2).setEpochs(4).setBatchSize(32)
-        .setExportDir(paths["export_dir"])
-        .setGraceSecs(0)
-    )
+    estimator = regression_estimator(paths, {"epochs": 99})
     model = estimator.fit(frames[0])
     report = json.loads((root / "chief.json").read_text())
     return estimator, model, report, paths

@@ -3,9 +3,10 @@ and the Cluster's repr reach the cell outputs; "interrupt kernel" mid-run ends t
 with KeyboardInterrupt in seconds and leaves no node process; the next tfos.run in the
 same kernel trains.
 
-examples/notebooks/tfos_local.ipynb runs Spark in the kernel (local-cluster[2,1,1024]);
-the test adds its cells before the notebook's last one (``spark.stop()``). The same
-interrupt on a Spark Connect session runs on the shared Connect server.
+examples/notebooks/tfos_local.ipynb runs, unchanged, with Spark in the kernel
+(local-cluster[2,1,1024]): it trains the digits with live rows and TensorBoard. The
+interrupt test takes its set-up cells and adds its own. The same interrupt on a Spark
+Connect session runs on the shared Connect server.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 import time
+import urllib.request
 
 import nbclient
 import nbformat
@@ -54,7 +57,7 @@ def main_fun(args, ctx):
     for epoch in range(1, args["epochs"] + 1):
         ctx.report_progress(epoch=epoch, epochs=args["epochs"], metrics={{"loss": 1.0 / epoch}}, epoch_end=True)
 '''
-THIRD_RUN = '''again = tfos.run(spark, main_fun, {"epochs": 1}, num_executors=2)
+THIRD_RUN = '''again = tfos.run(spark, main_fun, {"epochs": 1, "batch_size": 64}, num_executors=2)
 again.shutdown()
 again'''
 
@@ -119,49 +122,99 @@ async def _execute(client, nb, interrupt_at: int, marker_dir) -> float:
     return ended_after
 
 
-@pytest.mark.slow  # CI time; a kernel's display rows, repr, interrupt and second run are checked in the default run by the Spark Connect notebook test; this one also runs the example notebook
-def test_notebook_shows_progress_and_repr_stops_in_seconds_on_interrupt_and_runs_again(kernel_name, tmp_path):
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    stop = nb.cells.pop()
-    assert stop.source == "spark.stop()"
-    marker_dir = tmp_path / "markers"
-    marker_dir.mkdir()
-    nb.cells += [_code(SLEEPY_RUN.format(marker_dir=str(marker_dir)), "raises-exception"),
-                 _code("print(repr(sleepy))"), _code(THIRD_RUN), stop]
-    client = nbclient.NotebookClient(nb, kernel_name=kernel_name, timeout=180,
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    interrupted = _index(nb, "sleepy = tfos.run")
-    ended_after = asyncio.run(_execute(client, nb, interrupted, marker_dir))
+def _client(nb, kernel_name, tmp_path):
+    return nbclient.NotebookClient(nb, kernel_name=kernel_name, timeout=180,
+                                   resources={"metadata": {"path": str(tmp_path)}})
 
-    run_cell, shutdown_cell = nb.cells[_index(nb, "cluster = tfos.run")], nb.cells[_index(nb, "cluster.shutdown()")]
+
+async def _execute_each(client, nb, after_cell) -> None:
+    """Run every cell in order, calling ``after_cell(index)`` after each, kernel still up."""
+    async with client.async_setup_kernel():
+        for index, cell in enumerate(nb.cells):
+            await client.async_execute_cell(cell, index)
+            after_cell(index)
+
+
+def test_example_notebook_trains_the_digits_with_live_progress_and_tensorboard(kernel_name, tmp_path):
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    run_at, frame_at = _index(nb, "cluster = tfos.run"), _index(nb, "IFrame(cluster.tensorboard_url()")
+    answered = {}
+
+    def check_tensorboard(index: int) -> None:
+        if index == frame_at:  # the nodes may still train: TensorBoard is up until shutdown()
+            (shown,) = _texts(nb.cells[run_at], "execute_result")
+            url = re.search(r"TensorBoard: (http://\S+)", shown).group(1)
+            deadline = time.monotonic() + 60  # the URL is known at registration; TensorBoard starts after
+            while True:
+                try:
+                    with urllib.request.urlopen(url, timeout=10) as reply:
+                        answered[url] = (reply.status, reply.read().decode("utf-8", "replace"))
+                        return
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+
+    asyncio.run(_execute_each(_client(nb, kernel_name, tmp_path), nb, check_tensorboard))
+
+    # TensorBoard on the chief's executor answered while the run was up, and the cell after
+    # the repr shows it inline
+    ((url, (status, page)),) = answered.items()
+    assert url.startswith("http://127.0.0.1:") and status == 200 and "TensorBoard" in page, (url, status)
+    (frame,) = _htmls(nb.cells[frame_at], "execute_result")
+    assert f'src="{url}"' in frame and "<iframe" in frame, frame
+
+    run_cell, shutdown_cell = nb.cells[run_at], nb.cells[_index(nb, "cluster.shutdown()")]
     # the live rows: shown where tfos.run ran and again where shutdown() ran, both updated in
     # place (one display id) to the final frame
     for cell in (run_cell, shutdown_cell):
         rows = _texts(cell, "display_data")
         assert len(rows) == 1, cell.outputs
+        print(rows[0])
         chief, worker = rows[0].splitlines()
-        assert chief.startswith("chief:0   [##########] epoch 3/3") and chief.endswith("  done"), rows
-        assert worker.startswith("worker:0  [##########] epoch 3/3") and worker.endswith("  done"), rows
-        assert "loss=" in chief
-        assert '<progress value="3" max="3">' in _htmls(cell, "display_data")[0]
+        assert chief.startswith("chief:0   [##########] epoch 8/8") and chief.endswith("  done"), rows
+        assert worker.startswith("worker:0  [##########] epoch 8/8") and worker.endswith("  done"), rows
+        assert "loss=" in chief and "accuracy=" in chief, rows
+        assert '<progress value="8" max="8">' in _htmls(cell, "display_data")[0]
     # the nodes' printed lines, tagged, in the cells' own output with no logging set up; no
     # line per progress record under the live rows
-    printed = {i: "".join(o["text"] for o in nb.cells[i].outputs if o["output_type"] == "stream")
-               for i in (_index(nb, "cluster = tfos.run"), _index(nb, "cluster.shutdown()"))}
-    print(f"node lines per cell: {printed}")
-    text = "".join(printed.values())
-    assert "[chief:0] chief done: loss " in text and "[worker:0] worker done: loss " in text, printed
-    assert "epoch 1/3" not in text, printed
-    # the Cluster's repr and its HTML table, as the cells' results
+    printed = "".join(o["text"] for i in (run_at, _index(nb, "cluster.shutdown()"))
+                      for o in nb.cells[i].outputs if o["output_type"] == "stream")
+    print(f"node lines: {printed!r}")
+    accuracies = dict(re.findall(r"\[(chief:0|worker:0)\] \w+ done: test accuracy ([0-9.]+)", printed))
+    assert set(accuracies) == {"chief:0", "worker:0"}, printed
+    assert min(float(a) for a in accuracies.values()) > 0.8, accuracies  # it learned the digits
+    assert "epoch 1/8" not in printed and "Warning" not in printed, printed
+    # the Cluster's repr and its HTML table, as the cells' results, with the TensorBoard link
     (running,) = _texts(run_cell, "execute_result")
     assert running.startswith("Cluster(run ") and ", ready, 2 nodes)" in running.splitlines()[0], running
     assert running.splitlines()[1].startswith("  chief:0   127.0.0.1:"), running
     (table,) = _htmls(run_cell, "execute_result")
-    assert "<table>" in table and "<b>worker:0</b>" in table
+    assert "<table>" in table and "<b>worker:0</b>" in table and f'<a href="{url}"' in table, table
     (finished,) = _texts(shutdown_cell, "execute_result")
     assert ", finished, 2 nodes)" in finished.splitlines()[0] and finished.count("  done") == 2, finished
+    # what TensorBoard read: the chief's train and validation event files
+    (events,) = _texts(nb.cells[_index(nb, "events.out.tfevents")], "execute_result")
+    assert "'train/events.out.tfevents." in events and "'validation/events.out.tfevents." in events, events
+    assert wait_no_node_processes(timeout_s=5) == []
 
-    # interrupt kernel: KeyboardInterrupt in seconds, the run's repr says so
+
+@pytest.mark.slow  # CI time; a kernel's interrupt and second run are checked in the default run by the Spark Connect notebook test
+def test_interrupt_kernel_stops_a_classic_run_in_seconds_and_the_next_run_trains(kernel_name, tmp_path):
+    example = nbformat.read(NOTEBOOK, as_version=4)
+    marker_dir = tmp_path / "markers"
+    marker_dir.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[
+        example.cells[_index(example, "SparkSession.builder")],
+        example.cells[_index(example, "def main_fun")],
+        _code(SLEEPY_RUN.format(marker_dir=str(marker_dir)), "raises-exception"),
+        _code("print(repr(sleepy))"),
+        _code(THIRD_RUN),
+        _code("spark.stop()"),
+    ])
+    interrupted = _index(nb, "sleepy = tfos.run")
+    ended_after = asyncio.run(_execute(_client(nb, kernel_name, tmp_path), nb, interrupted, marker_dir))
+
     cell = nb.cells[interrupted]
     errors = [o for o in cell.outputs if o["output_type"] == "error"]
     assert [e["ename"] for e in errors] == ["KeyboardInterrupt"], cell.outputs
@@ -186,10 +239,8 @@ def test_over_spark_connect_interrupt_kernel_stops_the_run_in_seconds_and_the_ne
         _code(THIRD_RUN),
         _code("spark.stop()"),
     ])
-    client = nbclient.NotebookClient(nb, kernel_name=kernel_name, timeout=180,
-                                     resources={"metadata": {"path": str(tmp_path)}})
     interrupted = _index(nb, "sleepy = tfos.run")
-    ended_after = asyncio.run(_execute(client, nb, interrupted, marker_dir))
+    ended_after = asyncio.run(_execute(_client(nb, kernel_name, tmp_path), nb, interrupted, marker_dir))
 
     errors = [o for o in nb.cells[interrupted].outputs if o["output_type"] == "error"]
     assert [e["ename"] for e in errors] == ["KeyboardInterrupt"], nb.cells[interrupted].outputs

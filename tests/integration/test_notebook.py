@@ -199,41 +199,13 @@ def test_example_notebook_trains_the_digits_with_live_progress_and_tensorboard(k
     assert wait_no_node_processes(timeout_s=5) == []
 
 
-@pytest.mark.slow  # CI time; a kernel's interrupt and second run are checked in the default run by the Spark Connect notebook test
-def test_interrupt_kernel_stops_a_classic_run_in_seconds_and_the_next_run_trains(kernel_name, tmp_path):
-    example = nbformat.read(NOTEBOOK, as_version=4)
+def _interrupt_then_run_again(setup_cells, kernel_name, tmp_path, label: str) -> nbformat.NotebookNode:
+    """Run ``setup_cells``, a run interrupted in shutdown(), its repr, a third run and
+    ``spark.stop()``; check the interrupt; return the third run's cell."""
     marker_dir = tmp_path / "markers"
     marker_dir.mkdir()
     nb = nbformat.v4.new_notebook(cells=[
-        example.cells[_index(example, "SparkSession.builder")],
-        example.cells[_index(example, "def main_fun")],
-        _code(SLEEPY_RUN.format(marker_dir=str(marker_dir)), "raises-exception"),
-        _code("print(repr(sleepy))"),
-        _code(THIRD_RUN),
-        _code("spark.stop()"),
-    ])
-    interrupted = _index(nb, "sleepy = tfos.run")
-    ended_after = asyncio.run(_execute(_client(nb, kernel_name, tmp_path), nb, interrupted, marker_dir))
-
-    cell = nb.cells[interrupted]
-    errors = [o for o in cell.outputs if o["output_type"] == "error"]
-    assert [e["ename"] for e in errors] == ["KeyboardInterrupt"], cell.outputs
-    assert ended_after < INTERRUPT_ENDS_S, ended_after
-    print(f"interrupt -> KeyboardInterrupt in {ended_after:.1f} s")
-    (said,) = [o["text"] for o in nb.cells[interrupted + 1].outputs if o["output_type"] == "stream"]
-    assert ", interrupted, 2 nodes)" in said.splitlines()[0], said
-
-    # the same kernel trains again
-    (again,) = _texts(nb.cells[_index(nb, "again = tfos.run")], "execute_result")
-    assert ", finished, 2 nodes)" in again.splitlines()[0] and again.count("  done") == 2, again
-
-
-def test_over_spark_connect_interrupt_kernel_stops_the_run_in_seconds_and_the_next_run_works(
-        kernel_name, tmp_path, connect_server):
-    marker_dir = tmp_path / "markers"
-    marker_dir.mkdir()
-    nb = nbformat.v4.new_notebook(cells=[
-        _code(CONNECT_SETUP.format(url=connect_server.url)),
+        *setup_cells,
         _code(SLEEPY_RUN.format(marker_dir=str(marker_dir)), "raises-exception"),
         _code("print(repr(sleepy))"),
         _code(THIRD_RUN),
@@ -245,12 +217,27 @@ def test_over_spark_connect_interrupt_kernel_stops_the_run_in_seconds_and_the_ne
     errors = [o for o in nb.cells[interrupted].outputs if o["output_type"] == "error"]
     assert [e["ename"] for e in errors] == ["KeyboardInterrupt"], nb.cells[interrupted].outputs
     assert ended_after < INTERRUPT_ENDS_S, ended_after
-    print(f"Spark Connect: interrupt -> KeyboardInterrupt in {ended_after:.1f} s")
+    print(f"{label}: interrupt -> KeyboardInterrupt in {ended_after:.1f} s")
     (said,) = [o["text"] for o in nb.cells[interrupted + 1].outputs if o["output_type"] == "stream"]
     assert ", interrupted, 2 nodes)" in said.splitlines()[0], said
+    # the same kernel trains again
     again_cell = nb.cells[_index(nb, "again = tfos.run")]
     (again,) = _texts(again_cell, "execute_result")
     assert ", finished, 2 nodes)" in again.splitlines()[0] and again.count("  done") == 2, again
+    return again_cell
+
+
+@pytest.mark.slow  # CI time; a kernel's interrupt and second run are checked in the default run by the Spark Connect notebook test
+def test_interrupt_kernel_stops_a_classic_run_in_seconds_and_the_next_run_trains(kernel_name, tmp_path):
+    example = nbformat.read(NOTEBOOK, as_version=4)
+    setup = [example.cells[_index(example, "SparkSession.builder")], example.cells[_index(example, "def main_fun")]]
+    _interrupt_then_run_again(setup, kernel_name, tmp_path, "classic")
+
+
+def test_over_spark_connect_interrupt_kernel_stops_the_run_in_seconds_and_the_next_run_works(
+        kernel_name, tmp_path, connect_server):
+    again_cell = _interrupt_then_run_again([_code(CONNECT_SETUP.format(url=connect_server.url))],
+                                           kernel_name, tmp_path, "Spark Connect")
     (rows,) = _texts(again_cell, "display_data")
     assert rows == ("chief:0   [##########] epoch 1/1 loss=1  done\n"
                     "worker:0  [##########] epoch 1/1 loss=1  done"), rows

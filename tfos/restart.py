@@ -242,21 +242,27 @@ class RestartingCluster:
         return self._current.inference(data, feed_timeout, qname, output_schema)
 
     def shutdown(self, grace_secs: float = 0, timeout: float | None = DEFAULT_SHUTDOWN_TIMEOUT_S, **kwargs) -> None:
-        """``Cluster.shutdown`` of the attempt that runs, restarting while restarts remain."""
+        """``Cluster.shutdown`` of the attempt that runs, restarting while restarts remain.
+
+        However it ends (done, out of restarts, a timeout, an interrupt), no attempt starts
+        after it: one would run with nobody left to stop it.
+        """
         deadline = Deadline(timeout if timeout and timeout > 0 else None, "the run to finish")
-        while True:
-            cluster = self._current
-            left = deadline.remaining()
-            try:
-                self._refeed_last_epoch(cluster)  # a no-op unless this attempt replaced a fed one
-                # an expired deadline passed on as 0 would mean "no limit" to Cluster.shutdown
-                cluster.shutdown(grace_secs, None if left is None else max(left, 0.001), **kwargs)
-                with self._cond:
-                    self._closing = True
-                    self._cond.notify_all()
-                return
-            except ClusterFailedError:
-                self._next_cluster(cluster, deadline)
+        try:
+            while True:
+                cluster = self._current
+                left = deadline.remaining()
+                try:
+                    self._refeed_last_epoch(cluster)  # a no-op unless this attempt replaced a fed one
+                    # an expired deadline passed on as 0 would mean "no limit" to Cluster.shutdown
+                    cluster.shutdown(grace_secs, None if left is None else max(left, 0.001), **kwargs)
+                    return
+                except ClusterFailedError:
+                    self._next_cluster(cluster, deadline)
+        finally:
+            with self._cond:
+                self._closing = True
+                self._cond.notify_all()
 
     def _refeed_last_epoch(self, cluster) -> None:
         """An attempt restarted after ``train()`` returned waits for data it will never get:

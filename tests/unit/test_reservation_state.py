@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -10,6 +11,7 @@ import pytest
 from tfos.errors import NodeFailure
 from tfos.reservation import messages as m
 from tfos.reservation.state import ProtocolError, ReservationState
+from tfos.reservation.states import RUN_MOVES, RunState
 from tfos.roles import plan_roles
 
 pytestmark = pytest.mark.timeout(60)
@@ -431,3 +433,144 @@ def test_driver_declares_a_silent_node_lost():
     assert state.snapshot()[2].state == "lost"
     assert [(f.name, f.host, f.executor_id) for f in state.failures] == [("worker:0", "host-2", "exec-2")]
     assert 2 not in [n.slot for n in state.lost_nodes(0.0)]
+
+
+# ------------------------------------------------------------------ the run's moves (states.RUN_MOVES)
+
+
+def _failed_report(state):
+    state.report(report(1, "failed", message="boom"))
+
+
+#: (from, to) -> how the state's own calls make that move, starting from a fresh 3-node run
+DRAWN_MOVES = {
+    ("reserving", "ready"): [register_all],
+    ("reserving", "failed"): [lambda s: s.register(reg(1)), _failed_report],
+    ("reserving", "finished"): [lambda s: s.register(reg(0)), ReservationState.finish],
+    ("ready", "stopping"): [register_all, lambda s: s.request_stop(lambda n: n.slot == 0)],
+    ("ready", "failed"): [register_all, _failed_report],
+    ("ready", "finished"): [register_all, ReservationState.finish],
+    ("stopping", "finished"): [register_all, lambda s: s.request_stop(lambda n: n.slot == 0), ReservationState.finish],
+    ("stopping", "failed"): [register_all, lambda s: s.request_stop(lambda n: n.slot == 0), _failed_report],
+}
+
+
+def test_every_drawn_move_of_a_run_is_tested():
+    drawn = {(str(a), str(b)) for a, moves in RUN_MOVES.items() for b in moves}
+    assert drawn == set(DRAWN_MOVES)
+
+
+@pytest.mark.parametrize("move", sorted(DRAWN_MOVES), ids="->".join)
+def test_each_drawn_move_of_a_run_happens(move):
+    state = make_state()
+    seen = [state.run_state]
+    for call in DRAWN_MOVES[move]:
+        call(state)
+        if state.run_state != seen[-1]:
+            seen.append(state.run_state)
+    assert tuple(seen[-2:]) == move, seen
+
+
+def _every_call(state) -> None:
+    """Everything that could move a run: a node registering, failing, lost, a stop order, finish."""
+    state.register(reg(0, executor_id="exec-new", host="host-new"))
+    state.report(report(1, "failed", message="late failure"))
+    state.report(report(2, "stopped"))
+    state.fail(0, "no heartbeat for 10 s", lost=True)
+    state.fail(None, "driver gave up")
+    state.request_stop(lambda n: True)
+    state.finish()
+
+
+def test_a_finished_run_never_becomes_failed_and_keeps_late_failures_apart():
+    state = make_state()
+    register_all(state)
+    heard = []
+    state.add_listener(heard.append)
+    state.report(report(1, "running"))
+    state.finish()
+    _every_call(state)
+    assert state.run_state == "finished"
+    assert state.failures == [] and not state.failed
+    assert [f.reason for f in state.late_failures] == ["late failure", "no heartbeat for 10 s", "driver gave up"]
+    assert [(n.slot, n.state) for n in state.snapshot()] == [(0, "lost"), (1, "failed"), (2, "stopped")]
+    time.sleep(0.2)
+    assert heard == []  # no listener (a restart watcher) hears of a finished run's late failure
+    reply = state.heartbeat(m.HeartbeatRequest(run_id=RUN_ID, slot=1, state="running"))
+    assert (reply.stop, reply.run_state) == (True, "finished")
+
+
+def test_a_failed_run_stays_failed_whatever_comes_next():
+    state = make_state()
+    register_all(state)
+    state.report(report(1, "failed", message="root cause"))
+    _every_call(state)
+    assert state.run_state == "failed"
+    assert state.failures[0].reason == "root cause" and state.late_failures == []
+
+
+def test_the_state_machine_refuses_a_move_it_does_not_draw():
+    state = make_state()
+    register_all(state)
+    state.finish()
+    with pytest.raises(AssertionError, match="cannot go from finished to failed"):
+        with state._cond:
+            state._move_locked(RunState.FAILED)
+    assert state.run_state == "finished"
+
+
+# ------------------------------------------------------------------ logging outside the lock
+
+
+class _BlockingHandler(logging.Handler):
+    """A log handler that blocks (a stuck log shipper) until released."""
+
+    def __init__(self):
+        super().__init__()
+        self.entered = threading.Event()
+        self.unblock = threading.Event()
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+        self.entered.set()
+        self.unblock.wait(30)
+
+
+@pytest.mark.parametrize("logs", ["a failure", "the cluster forming", "a re-registration"])
+def test_a_blocked_log_handler_never_holds_other_calls(logs):
+    state = make_state()
+    for slot in range(len(state.roles) - 1):
+        state.register(reg(slot))
+    if logs == "a failure":
+        state.register(reg(2))
+    logger = logging.getLogger("tfos.reservation.state")
+    handler, level = _BlockingHandler(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        call = {
+            "a failure": lambda: state.report(report(1, "failed", message="boom")),
+            "the cluster forming": lambda: state.register(reg(2)),
+            "a re-registration": lambda: state.register(reg(0, executor_id="exec-b", host="host-b")),
+        }[logs]
+        logging_call = threading.Thread(target=call, daemon=True)
+        logging_call.start()
+        assert handler.entered.wait(10), "nothing was logged"
+        # the logging call is stuck in the handler: every other call still answers at once
+        answered = threading.Event()
+
+        def others():
+            state.heartbeat(m.HeartbeatRequest(run_id=RUN_ID, slot=0, state="running"))
+            state.snapshot()
+            state.report(report(0, "running"))
+            answered.set()
+
+        threading.Thread(target=others, daemon=True).start()
+        assert answered.wait(5), f"a call waited behind the log handler logging {logs}: {handler.messages}"
+    finally:
+        handler.unblock.set()
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    logging_call.join(10)
+    assert not logging_call.is_alive()

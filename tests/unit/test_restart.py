@@ -37,12 +37,14 @@ class Attempt:
     """A started cluster that fails on cue: ``fail_after`` epochs into ``train``, or in ``shutdown``."""
 
     def __init__(self, number: int, fail_after: int | None = None, fail_shutdown: bool = False,
-                 fail_before_feed: bool = False, teardown_error: BaseException | None = None):
+                 fail_before_feed: bool = False, teardown_error: BaseException | None = None,
+                 shutdown_error: BaseException | None = None):
         self.number = number
         self.fail_after = fail_after
         self.fail_shutdown = fail_shutdown
         self.fail_before_feed = fail_before_feed  # fails while counting: no report for this call
         self.teardown_error = teardown_error
+        self.shutdown_error = shutdown_error  # raised by shutdown (a timeout, an interrupt), no failure
         self.state = State()
         self.closed = False
         self.feed_reports: list[Report] = []
@@ -72,6 +74,8 @@ class Attempt:
     def shutdown(self, grace_secs, timeout, **kwargs):
         if self.fail_shutdown:
             self._fail("raised in main_fun")
+        if self.shutdown_error is not None:
+            raise self.shutdown_error
         if self.state.failures:  # as Cluster.shutdown of a failed (maybe torn down) attempt
             raise ClusterFailedError(self.state.failures, "during the run")
         self.closed = True
@@ -143,6 +147,22 @@ def test_no_restart_is_attempted_after_a_clean_shutdown():
     cluster.start()
     cluster.shutdown(timeout=10)
     assert len(made) == 1 and cluster.attempt_failures == [] and cluster.restart_times == []
+
+
+@pytest.mark.parametrize("gave_up", [ClusterTimeout("waited 1 s for the run to finish"), KeyboardInterrupt()],
+                         ids=["timeout", "interrupt"])
+def test_no_attempt_starts_after_shutdown_gave_up_even_when_the_attempt_fails_late(gave_up):
+    # shutdown() ends without the run finishing; then the attempt fails (an MWMS peer
+    # failing while it is being stopped): a new attempt would run with nobody to stop it
+    start, made = make([{"shutdown_error": gave_up}, {}])
+    cluster = RestartingCluster(start, max_restarts=3)
+    cluster.start()
+    with pytest.raises(type(gave_up)):
+        cluster.shutdown(timeout=1)
+    made[0].state.fail(0, "peer gone while being stopped")
+    cluster._watcher.join(10)
+    assert not cluster._watcher.is_alive()
+    assert len(made) == 1 and cluster.attempt == 0 and cluster.restart_times == []
 
 
 def test_the_feed_resumes_at_its_first_epoch_when_an_attempt_failed_before_feeding_it():

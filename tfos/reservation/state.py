@@ -2,17 +2,21 @@
 
 One instance per run. Every call is idempotent: a retried registration for the
 same slot from the same executor replaces nothing and adds no node. All methods
-are thread-safe. The driver (``Cluster``, ``RestartingCluster``) uses the public
+are thread-safe. Nothing is logged and no listener is called while the state's lock is
+held: the calls come on gRPC request threads, and a slow log handler (a user's, a log
+shipper) would hold every other call (a heartbeat) behind it. The driver (``Cluster``, ``RestartingCluster``) uses the public
 surface only: the queries, :meth:`wait_until` and :meth:`notify`; the states and
 their moves are drawn in ``states.py``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tfos.errors import NodeFailure, ReservationError
@@ -80,8 +84,10 @@ class ReservationState:
         self._clock = clock
         self._cond = threading.Condition()  # an RLock: queries may run inside wait_until predicates
         self._nodes = [NodeRecord(slot=i, role=r) for i, r in enumerate(self.roles)]
-        self.run_state = RunState.RESERVING  # read-only outside this class
+        self.run_state = RunState.RESERVING  # read-only outside this class; moves in states.RUN_MOVES
         self._failures: list[NodeFailure] = []
+        #: failures reported after the run finished: logged, not the run's (states.py)
+        self.late_failures: list[NodeFailure] = []
         self._listeners: list = []
         #: node output and progress, to the observers from a thread of its own (output_relay.py)
         self.output = OutputRelay()
@@ -99,6 +105,14 @@ class ReservationState:
             value = getattr(req, name)
             if not (0 <= value <= 65535) or (name == "port" and value == 0):
                 raise ProtocolError("INVALID_ARGUMENT", f"{name} must be a TCP port; received: {name}={value}")
+        after: list[Callable[[], None]] = []  # logging and listeners, once the lock is released
+        try:
+            return self._register_locked(node, req, host, executor_id, after)
+        finally:
+            for call in after:
+                call()
+
+    def _register_locked(self, node: NodeRecord, req, host: str, executor_id: str, after: list):
         with self._cond:
             if not self.run_state.accepts_nodes:
                 # a Spark retry of a node task after the run ended: tell it to go away
@@ -119,17 +133,18 @@ class ReservationState:
                         f"{host} after the cluster had formed with it on executor {node.executor_id} on "
                         f"{node.host}; a retried node task cannot rejoin a running TF cluster"
                     )
-                    self._fail_locked(node, reason)
+                    after.append(self._fail_locked(node, reason))
                     raise ProtocolError("FAILED_PRECONDITION", reason)
-                log.info("slot %d re-registered from executor %s on %s (retried task)", node.slot, executor_id, host)
+                after.append(functools.partial(log.info, "slot %d re-registered from executor %s on %s (retried task)",
+                                               node.slot, executor_id, host))
             node.executor_id, node.host, node.port = executor_id, host, req.port
             node.pid, node.tensorboard_port, node.feed_port = req.pid, req.tensorboard_port, req.feed_port
             if not node.state.registered:
                 node.state = NodeState.REGISTERED
             node.last_seen = self._clock()
             if self.run_state == RunState.RESERVING and self._registered() == len(self._nodes):
-                self.run_state = RunState.READY
-                log.info("all %d nodes registered; cluster formed", len(self._nodes))
+                self._move_locked(RunState.READY)
+                after.append(functools.partial(log.info, "all %d nodes registered; cluster formed", len(self._nodes)))
             self._cond.notify_all()
             return m.RegisterReply(run_state=self.run_state, registered=self._registered(), expected=len(self._nodes))
 
@@ -153,7 +168,7 @@ class ReservationState:
         wait_s = min(max(req.wait_ms, 0), 10_000) / 1000.0
 
         def stopping() -> bool:
-            return node.stop_requested or self.run_state in (RunState.FAILED, RunState.FINISHED)
+            return node.stop_requested or self.run_state.terminal
 
         with self._cond:
             node.last_seen = self._clock()
@@ -171,37 +186,41 @@ class ReservationState:
             raise ProtocolError("INVALID_ARGUMENT", f"event must be one of {', '.join(m.EVENTS)}; received: {req.event!r:.100}")
         if not 0 <= req.tensorboard_port <= 65535:
             raise ProtocolError("INVALID_ARGUMENT", f"tensorboard_port must be a TCP port; received: tensorboard_port={req.tensorboard_port}")
-        with self._cond:
-            if not node.state.registered and req.event in (NodeState.RUNNING, NodeState.SERVING, NodeState.DONE):
-                # counting it as registered would form a cluster with no address for this slot
-                raise ProtocolError(
-                    "FAILED_PRECONDITION",
-                    f"slot {node.slot} ({node.role}) reported {req.event!r} before it registered; register first",
-                )
-            node.last_seen = self._clock()
-            if req.tensorboard_port:
-                node.tensorboard_port = req.tensorboard_port
-            if node.state.terminal:
-                # a retried report, or news after the driver already declared it lost
-                return m.ReportReply(run_state=self.run_state, stop=True)
-            event = NodeState(req.event)
-            node.events.append(event)
-            unasked = (event == NodeState.STOPPED and not node.stop_requested
-                       and self.run_state not in (RunState.FAILED, RunState.FINISHED))
-            if event == NodeState.FAILED or unasked:
-                reason = req.message or ("stopped before it was asked to" if unasked else "failed")
-                self._fail_locked(
-                    node, reason,
-                    exit_code=req.exit_code if req.has_exit_code else None,
-                    traceback=req.traceback, output_tail=req.output_tail,
-                )
-                node.state = NodeState.FAILED
-            else:
-                node.state = event
-                log.debug("[%s] %s", node.role, event)
-            self._cond.notify_all()
-            stop = node.stop_requested or self.run_state in (RunState.FAILED, RunState.FINISHED)
-            return m.ReportReply(run_state=self.run_state, stop=stop)
+        after = _nothing  # logging and listeners, once the lock is released
+        try:
+            with self._cond:
+                if not node.state.registered and req.event in (NodeState.RUNNING, NodeState.SERVING, NodeState.DONE):
+                    # counting it as registered would form a cluster with no address for this slot
+                    raise ProtocolError(
+                        "FAILED_PRECONDITION",
+                        f"slot {node.slot} ({node.role}) reported {req.event!r} before it registered; register first",
+                    )
+                node.last_seen = self._clock()
+                if req.tensorboard_port:
+                    node.tensorboard_port = req.tensorboard_port
+                if node.state.terminal:
+                    # a retried report, or news after the driver already declared it lost
+                    return m.ReportReply(run_state=self.run_state, stop=True)
+                event = NodeState(req.event)
+                node.events.append(event)
+                unasked = (event == NodeState.STOPPED and not node.stop_requested
+                           and not self.run_state.terminal)
+                if event == NodeState.FAILED or unasked:
+                    reason = req.message or ("stopped before it was asked to" if unasked else "failed")
+                    after = self._fail_locked(
+                        node, reason,
+                        exit_code=req.exit_code if req.has_exit_code else None,
+                        traceback=req.traceback, output_tail=req.output_tail,
+                    )
+                    node.state = NodeState.FAILED
+                else:
+                    node.state = event
+                    after = functools.partial(log.debug, "[%s] %s", node.role, event)
+                self._cond.notify_all()
+                stop = node.stop_requested or self.run_state.terminal
+                return m.ReportReply(run_state=self.run_state, stop=stop)
+        finally:
+            after()
 
     def observe(self, req):
         """Output lines and progress records: for the driver's log and ``cluster.progress``."""
@@ -247,10 +266,11 @@ class ReservationState:
         """Record a failure the driver observed (``lost``: heartbeat silence; else a Spark task error)."""
         with self._cond:
             node = self._nodes[slot] if slot is not None else None
-            self._fail_locked(node, reason, **evidence)
+            after = self._fail_locked(node, reason, **evidence)
             if node is not None and not node.state.terminal:
                 node.state = NodeState.LOST if lost else NodeState.FAILED
             self._cond.notify_all()
+        after()
 
     def request_stop(self, predicate) -> list[NodeRecord]:
         """Order the nodes for which ``predicate(node)`` holds to stop; returns them."""
@@ -259,14 +279,15 @@ class ReservationState:
             for n in chosen:
                 n.stop_requested = True
             if chosen and self.run_state == RunState.READY:
-                self.run_state = RunState.STOPPING
+                self._move_locked(RunState.STOPPING)
             self._cond.notify_all()
             return chosen
 
     def finish(self) -> None:
+        """The run is over (the driver tears it down): FINISHED unless it failed; every node is told to stop."""
         with self._cond:
-            if self.run_state != RunState.FAILED:
-                self.run_state = RunState.FINISHED
+            if not self.run_state.terminal:
+                self._move_locked(RunState.FINISHED)
             for n in self._nodes:
                 n.stop_requested = True
             self._cond.notify_all()
@@ -353,7 +374,19 @@ class ReservationState:
             )
         return self._nodes[slot]
 
-    def _fail_locked(self, node: NodeRecord | None, reason: str, exit_code=None, traceback="", output_tail="") -> None:
+    def _move_locked(self, new: RunState) -> None:
+        """Move the run to ``new``, a move ``states.RUN_MOVES`` draws (held: ``_cond``)."""
+        if not self.run_state.may_become(new):
+            raise AssertionError(f"the run cannot go from {self.run_state} to {new} (states.RUN_MOVES)")
+        self.run_state = new
+
+    def _fail_locked(self, node: NodeRecord | None, reason: str, exit_code=None, traceback="",
+                     output_tail="") -> Callable[[], None]:
+        """Record a failure (held: ``_cond``); returns what to do once the lock is released
+        (log it; for the run's first failure, call the listeners).
+
+        After FINISHED a failure is not the run's (states.py): it goes to ``late_failures``.
+        """
         failure = NodeFailure(
             job_name=node.role.job_name if node else "driver",
             task_index=node.role.task_index if node else 0,
@@ -362,13 +395,27 @@ class ReservationState:
             reason=reason, exit_code=exit_code, traceback=traceback, output_tail=output_tail,
             at=time.time(),
         )
+        if self.run_state == RunState.FINISHED:
+            self.late_failures.append(failure)
+            return functools.partial(log.warning, "node %s failed after the run had finished (the run stays "
+                                                  "finished): %s", failure.name, reason)
         first = not self._failures
         self._failures.append(failure)
-        self.run_state = RunState.FAILED
-        if first:
+        if self.run_state != RunState.FAILED:
+            self._move_locked(RunState.FAILED)
+        if not first:
+            return functools.partial(log.info, "node %s failed too: %s", failure.name, reason)
+        listeners = list(self._listeners)
+
+        def announce() -> None:
             log.error("node %s failed: %s", failure.name, reason)
-            listeners = list(self._listeners)
-            # run listeners outside the lock: they may call back into the state
+            # on a thread of their own: a listener may call back into the state, or be slow
             threading.Thread(
                 target=lambda: [cb(failure) for cb in listeners], name="tfos-failure-listeners", daemon=True
             ).start()
+
+        return announce
+
+
+def _nothing() -> None:
+    pass

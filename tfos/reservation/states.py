@@ -14,13 +14,19 @@ A node (one slot of the run)::
 
 DONE, FAILED, STOPPED and LOST are terminal: later news of the node changes nothing.
 
-A run::
+A run (``RUN_MOVES``; :meth:`RunState.may_become` refuses every move not drawn here)::
 
     RESERVING --every slot registered--> READY --stop order (shutdown)--> STOPPING --finish--> FINISHED
+        |                                  |                                 |                   ^
+        |                                  +--finish (every node had ended)-------------------->|
+        +--finish (torn down before it formed: an interrupt, a start that timed out)----------->+
         |                                  |                                 |
-        +---------------- a node failed (any time) --------------------------+--> FAILED
+        +---------------- a node failed (RESERVING, READY or STOPPING) -----+--> FAILED
 
-FAILED stays FAILED when the run is finished (the failure is the run's outcome).
+FAILED and FINISHED are terminal. FAILED stays FAILED when the run is torn down (the failure
+is the run's outcome); a failure that comes after FINISHED (a node declared lost, or a late
+"failed" report, while the finished run's nodes are being stopped) is not the run's: it is
+logged and kept apart (``ReservationState.late_failures``), and the run stays FINISHED.
 """
 
 from __future__ import annotations
@@ -85,3 +91,21 @@ class RunState(_StrState):
     def accepts_nodes(self) -> bool:
         """Still forming or running: a node task that registers later (a Spark retry) is told to go."""
         return self in (RunState.RESERVING, RunState.READY)
+
+    @property
+    def terminal(self) -> bool:
+        return not RUN_MOVES[self]
+
+    def may_become(self, new: RunState) -> bool:
+        """Whether the diagram above draws the move from this state to ``new``."""
+        return new in RUN_MOVES[self]
+
+
+#: every move a run's state may make (the diagram in the module's docstring)
+RUN_MOVES: dict[RunState, frozenset[RunState]] = {
+    RunState.RESERVING: frozenset({RunState.READY, RunState.FAILED, RunState.FINISHED}),
+    RunState.READY: frozenset({RunState.STOPPING, RunState.FAILED, RunState.FINISHED}),
+    RunState.STOPPING: frozenset({RunState.FINISHED, RunState.FAILED}),
+    RunState.FAILED: frozenset(),
+    RunState.FINISHED: frozenset(),
+}

@@ -159,6 +159,16 @@ def test_oversize_body_is_resource_exhausted_and_the_server_keeps_serving(server
     assert register_node(server, 0).registered == 1
 
 
+def test_client_refuses_an_oversized_request_at_once_not_retrying_it_until_its_deadline(server):
+    # RESOURCE_EXHAUSTED is retried when it is the server's concurrency limit (a flood), never
+    # for a message over the size limit: that fails the same way every time
+    started = time.monotonic()
+    with client(server, 0) as c, pytest.raises(ReservationError, match="RESOURCE_EXHAUSTED") as info:
+        c.register(executor_id="exec-0", host="h" * m.MAX_REQUEST_BYTES, port=5000, pid=1, timeout_s=30)
+    assert time.monotonic() - started < 5, info.value
+    assert not isinstance(info.value, ReservationTimeout)
+
+
 def test_client_of_a_closed_port_times_out_naming_the_address():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -19,8 +19,15 @@ from tfos.reservation import messages as m
 from tfos.tls import ClientTLS, TLSError
 
 _TLS_FAILURE = re.compile(r"handshake failed|verification check failed|CERTIFICATE_VERIFY_FAILED", re.IGNORECASE)
-# RESOURCE_EXHAUSTED is not here: an oversized request fails the same way every time
-_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+#: retried within the call's deadline. CANCELLED and RESOURCE_EXHAUSTED are what a server under
+#: a flood of unsigned calls answers some signed ones with (its concurrency limit, cancelled
+#: streams); they pass when the flood does, or between its waves
+_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
+              grpc.StatusCode.RESOURCE_EXHAUSTED)
+#: RESOURCE_EXHAUSTED for a message over gRPC's size limit: the same every time, never retried
+_TOO_LARGE = re.compile(r"larger than max", re.IGNORECASE)
+#: CANCELLED because this client's channel was closed (its node is ending): never retried
+_CLOSED = re.compile(r"channel closed", re.IGNORECASE)
 
 
 class ReservationClient:
@@ -44,6 +51,9 @@ class ReservationClient:
             ("grpc.max_receive_message_length", m.MAX_REPLY_BYTES),
             ("grpc.max_send_message_length", m.MAX_REQUEST_BYTES),
             ("grpc.enable_retries", 0),
+            # a connection of its own: gRPC would otherwise share one among a process's clients,
+            # and the server caps the calls in flight per connection (server.py)
+            ("grpc.use_local_subchannel_pool", 1),
         ]
         if tls is None:
             self._channel = grpc.insecure_channel(address, options=options)
@@ -154,8 +164,10 @@ class ReservationClient:
                         f"certificate, and does the certificate name {self.address.rsplit(':', 1)[0]} "
                         f"(or TLSConfig.server_name)?"
                     ) from None
-                if code not in _TRANSIENT or deadline.expired():
-                    if code in _TRANSIENT:
+                details = err.details() or ""
+                transient = code in _TRANSIENT and not _TOO_LARGE.search(details) and not _CLOSED.search(details)
+                if not transient or deadline.expired():
+                    if transient:
                         raise ReservationTimeout(deadline.message(
                             f"last error {code.name}: {err.details()}",
                             f"is the driver's reservation server at {self.address} reachable from this host?",

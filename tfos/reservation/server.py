@@ -29,6 +29,10 @@ from tfos.tls import TLSConfig
 
 log = logging.getLogger(__name__)
 
+#: a node's calls in flight at once are a long poll, a report and an output batch; the clients
+#: of one process may share a connection (gRPC pools them), so leave room for several
+MAX_STREAMS_PER_CONNECTION = 16
+
 
 class ReservationServer:
     """Serves one run's :class:`ReservationState` on ``host`` (an ephemeral port).
@@ -61,10 +65,16 @@ class ReservationServer:
         self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tfos-reservation")
         self._server = grpc.server(
             self._pool,
+            # calls beyond this are refused at once with RESOURCE_EXHAUSTED (the nodes retry it),
+            # not queued without bound behind a flood of unsigned ones
+            maximum_concurrent_rpcs=max_concurrent_rpcs(len(state.roles), workers),
             options=[
                 ("grpc.max_receive_message_length", m.MAX_REQUEST_BYTES),
                 ("grpc.max_send_message_length", m.MAX_REPLY_BYTES),
                 ("grpc.so_reuseport", 0),
+                # calls in flight per connection (HTTP/2 SETTINGS): one peer's flood of unsigned calls
+                # waits in its own client, not in this server's queue ahead of every node's calls
+                ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
             ],
         )
         handlers = {
@@ -108,6 +118,11 @@ class ReservationServer:
         self._started = False
 
     @property
+    def refusals(self) -> int:
+        """Unauthenticated calls refused so far."""
+        return self._refusals.total
+
+    @property
     def address(self) -> str:
         return join_host_port(self.host, self.port)
 
@@ -146,6 +161,12 @@ class ReservationServer:
             return reply
 
         return handle
+
+
+def max_concurrent_rpcs(num_nodes: int, workers: int) -> int:
+    """Calls the server holds at once: every node's long poll, report and output (3 each)
+    with room to spare, and a queue of one call per handler thread."""
+    return 3 * num_nodes + 2 * workers
 
 
 _STATE_METHOD = {

@@ -34,12 +34,14 @@ from tfos.reservation.server import ReservationServer  # noqa: E402
 from tfos.reservation.state import ReservationState  # noqa: E402
 from tfos.roles import plan_roles  # noqa: E402
 
+BOUND_TO = p.binding("run-bench", "worker:0")
+
 
 def _handshake_ms(port: int, secret: bytes, count: int) -> float:
     times = []
     for _ in range(count):
         started = time.perf_counter()
-        p.FeedChannel.connect(("127.0.0.1", port), secret, timeout_s=5).close()
+        p.FeedChannel.connect(("127.0.0.1", port), secret, BOUND_TO, timeout_s=5).close()
         times.append(time.perf_counter() - started)
     return statistics.median(times) * 1000
 
@@ -50,7 +52,8 @@ def _connection_threads() -> int:
 
 def feed(peers: int, handshakes: int) -> None:
     secret = os.urandom(32)
-    server = FeedServer(socket.create_server(("127.0.0.1", 0), backlog=4096), secret)
+    server = FeedServer(socket.create_server(("127.0.0.1", 0), backlog=4096), secret, run_id="run-bench",
+                        node="worker:0")
     quiet = _handshake_ms(server.port, secret, handshakes)
     before = _connection_threads()
     flood = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(peers)]

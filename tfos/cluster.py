@@ -410,7 +410,7 @@ class Cluster:
         self._raise_if_failed("before feeding")
         if self._feeder is None:
             targets = [
-                FeedTarget(f"{n.role}", n.host, n.feed_port, n.executor_id)
+                FeedTarget(f"{n.role}", n.host, n.feed_port, n.executor_id, self.run_id)
                 for n in self.state.snapshot()
                 if n.role.job_name in TRAINING_JOBS and n.feed_port
             ]

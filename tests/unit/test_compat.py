@@ -241,7 +241,7 @@ def context(default_fs="file:///", feed=None, job_name="worker") -> NodeContext:
 
 @pytest.fixture
 def feed_server():
-    server = FeedServer(socket.create_server(("127.0.0.1", 0)), SECRET)
+    server = FeedServer(socket.create_server(("127.0.0.1", 0)), SECRET, run_id="run-compat", node="worker:0")
     yield server
     TfosDataFeed(server).terminate()
     server.close()
@@ -276,7 +276,7 @@ def test_datafeed_refuses_something_that_is_not_a_context():
 
 def test_functional_next_batch_and_batch_results_answer_an_inference_partition(feed_server):
     ctx = context(feed=feed_server)
-    target = FeedTarget("worker:0", "127.0.0.1", feed_server.port, "0")
+    target = FeedTarget("worker:0", "127.0.0.1", feed_server.port, "0", "run-compat")
 
     def serve():
         answered = 0

@@ -35,7 +35,7 @@ def drip(socks: list[socket.socket], stop: threading.Event, every_s: float = 0.2
     while not stop.wait(every_s):
         for sock in socks:
             try:
-                sock.send(b"\x02")
+                sock.send(bytes([p.VERSION]))  # this version's hello, a byte at a time
             except OSError:
                 pass
 

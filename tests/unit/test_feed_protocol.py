@@ -32,6 +32,9 @@ pytestmark = pytest.mark.timeout(30)
 
 SECRET = os.urandom(32)
 WRONG_SECRET = os.urandom(32)
+#: every endpoint here is this node of this run (both are bound into the handshake)
+RUN_ID, NODE = "run-protocol", "worker:0"
+BOUND = p.binding(RUN_ID, NODE)
 
 #: set by unpickling a Bomb; a test fails if anything from an unchecked frame was unpickled
 DETONATIONS: list[str] = []
@@ -71,7 +74,7 @@ def listener():
 def accept_channel(listener: socket.socket, secret: bytes = SECRET) -> p.FeedChannel:
     conn, _ = listener.accept()
     try:
-        return p.FeedChannel.accept(conn, secret, timeout_s=5.0)
+        return p.FeedChannel.accept(conn, secret, BOUND, timeout_s=5.0)
     except BaseException:
         conn.close()
         raise
@@ -80,7 +83,7 @@ def accept_channel(listener: socket.socket, secret: bytes = SECRET) -> p.FeedCha
 def connected_pair(listener: socket.socket) -> tuple[p.FeedChannel, p.FeedChannel]:
     """(server side, client side) of one authenticated connection."""
     server = Background(accept_channel, listener)
-    client = p.FeedChannel.connect(listener.getsockname()[:2], SECRET, timeout_s=5.0)
+    client = p.FeedChannel.connect(listener.getsockname()[:2], SECRET, BOUND, timeout_s=5.0)
     return server.result(), client
 
 
@@ -92,10 +95,12 @@ def frame_bytes(key: bytes, seq: int, ftype: int, payload: bytes, size: int | No
     return head + AESGCM(key).encrypt(nonce, payload, head)
 
 
-def derive(secret: bytes, client_nonce: bytes, server_nonce: bytes) -> tuple[bytes, bytes, bytes, bytes]:
-    """(node proof, feeder proof, node key, feeder key), as the module docstring specifies them."""
+def derive(secret: bytes, client_nonce: bytes, server_nonce: bytes, run_id: str = RUN_ID,
+           node: str = NODE) -> tuple[bytes, bytes, bytes, bytes]:
+    """(node proof, feeder proof, node key, feeder key) of a connection to ``node`` of ``run_id``,
+    as the module docstring specifies them."""
     okm = HKDF(algorithm=hashes.SHA256(), length=128, salt=client_nonce + server_nonce,
-               info=b"tfos-feed v2 proofs and keys").derive(secret)
+               info=b"tfos-feed v3 proofs and keys\0" + f"{run_id}\0{node}".encode()).derive(secret)
     return okm[:32], okm[32:64], okm[64:96], okm[96:]
 
 
@@ -105,9 +110,9 @@ class RawPeer:
     def __init__(self, address, secret: bytes = SECRET):
         self.sock = socket.create_connection(address, timeout=5.0)
         client_nonce = os.urandom(32)
-        self.sock.sendall(b"\x02" + client_nonce)
+        self.sock.sendall(b"\x03" + client_nonce)
         reply = _read_exactly(self.sock, 65)
-        assert reply[0] == 2
+        assert reply[0] == 3
         node_proof, feeder_proof, _node_key, self.key = derive(secret, client_nonce, reply[1:33])
         self.node_proved = reply[33:] == node_proof
         self.sock.sendall(feeder_proof)
@@ -260,13 +265,15 @@ def test_wrong_secret_is_refused_on_both_sides(listener):
     host, port = listener.getsockname()[:2]
     server = Background(accept_channel, listener)
     with pytest.raises(AuthenticationError) as client_error:
-        p.FeedChannel.connect((host, port), WRONG_SECRET, timeout_s=5.0)
+        p.FeedChannel.connect((host, port), WRONG_SECRET, BOUND, timeout_s=5.0)
     with pytest.raises(AuthenticationError) as server_error:
         server.result()
     # the feeding task checks the node's proof first, so it never sends a proof of its own
-    assert str(client_error.value) == (f"feed endpoint {host}:{port} could not prove this run's secret; "
-                                       "refusing to send it data")
-    assert str(server_error.value) == "feed connection refused: not signed with this run's secret"
+    assert str(client_error.value) == (f"feed endpoint {host}:{port} could not prove this run's secret for "
+                                       f"node {NODE} of run {RUN_ID} (another node or another run answered "
+                                       "there); refusing to send it data")
+    assert str(server_error.value) == ("feed connection refused: not signed with this run's secret for this node "
+                                       "(another run's, or meant for another node)")
 
 
 def test_peer_that_never_answers_the_challenge_is_refused(listener):
@@ -274,7 +281,7 @@ def test_peer_that_never_answers_the_challenge_is_refused(listener):
     try:
         conn, _ = listener.accept()
         with pytest.raises(AuthenticationError) as error:
-            p.FeedChannel.accept(conn, SECRET, timeout_s=0.3)
+            p.FeedChannel.accept(conn, SECRET, BOUND, timeout_s=0.3)
         assert str(error.value) == "feed connection refused: no handshake within 0.3 s"
         conn.close()
     finally:
@@ -290,14 +297,14 @@ def test_endpoint_that_hangs_up_at_once_is_a_feed_error(listener):
 
     closer = Background(hang_up)
     with pytest.raises(FeedError) as error:
-        p.FeedChannel.connect((host, port), SECRET, timeout_s=5.0)
+        p.FeedChannel.connect((host, port), SECRET, BOUND, timeout_s=5.0)
     closer.result()
     assert str(error.value) == f"feed endpoint {host}:{port} closed the connection at once"
 
 
 def test_feed_server_drops_a_wrong_secret_peer_without_decoding_anything(caplog):
     listener = socket.create_server(("127.0.0.1", 0))
-    server = FeedServer(listener, SECRET, buffer_chunks=4)
+    server = FeedServer(listener, SECRET, run_id=RUN_ID, node=NODE, buffer_chunks=4)
     try:
         with caplog.at_level(logging.WARNING, logger="tfos.feed.node_feed"):
             peer = RawPeer(("127.0.0.1", server.port), secret=WRONG_SECRET)
@@ -315,7 +322,8 @@ def test_feed_server_drops_a_wrong_secret_peer_without_decoding_anything(caplog)
         assert server.stats == {}
         assert [r.getMessage() for r in caplog.records] == [
             f"refused feed connection from ('127.0.0.1', {peer_port}): "
-            "feed connection refused: not signed with this run's secret"
+            "feed connection refused: not signed with this run's secret for this node "
+            "(another run's, or meant for another node)"
         ]
     finally:
         server.close()
@@ -324,7 +332,7 @@ def test_feed_server_drops_a_wrong_secret_peer_without_decoding_anything(caplog)
 @pytest.mark.parametrize("flip_at", ["payload", "tag"])
 def test_feed_server_drops_a_tampered_stream_and_says_why(caplog, flip_at):
     listener = socket.create_server(("127.0.0.1", 0))
-    server = FeedServer(listener, SECRET, buffer_chunks=4)
+    server = FeedServer(listener, SECRET, run_id=RUN_ID, node=NODE, buffer_chunks=4)
     try:
         with caplog.at_level(logging.WARNING, logger="tfos.feed.node_feed"):
             peer = RawPeer(("127.0.0.1", server.port))
@@ -574,7 +582,7 @@ def fuzzed_server():
     """A node whose feed has ended: every well-formed data session ends at once (an inference
     session on a live node rightly waits for main_fun's answers), while OPEN and the control
     frames are still parsed and checked in full."""
-    server = FeedServer(socket.create_server(("127.0.0.1", 0)), SECRET, buffer_chunks=4)
+    server = FeedServer(socket.create_server(("127.0.0.1", 0)), SECRET, run_id=RUN_ID, node=NODE, buffer_chunks=4)
     server.terminate()
     yield server
     server.close()
@@ -625,7 +633,7 @@ def wait_for(predicate, what: str, timeout_s: float = 5.0) -> None:
 
 
 def test_deeply_nested_open_is_refused_by_name(caplog):
-    server = FeedServer(socket.create_server(("127.0.0.1", 0)), SECRET, buffer_chunks=4)
+    server = FeedServer(socket.create_server(("127.0.0.1", 0)), SECRET, run_id=RUN_ID, node=NODE, buffer_chunks=4)
     try:
         with caplog.at_level(logging.WARNING, logger="tfos.feed.node_feed"):
             for payload, why in [(b"[" * 100_000, "not JSON (RecursionError)"),
@@ -647,5 +655,5 @@ def test_deeply_nested_open_is_refused_by_name(caplog):
 def test_an_endpoint_that_never_answers_the_handshake_is_a_feed_timeout(listener):
     host, port = listener.getsockname()[:2]  # accepted by the kernel's backlog, never served
     with pytest.raises(FeedTimeout) as error:
-        p.FeedChannel.connect((host, port), SECRET, timeout_s=0.3)
+        p.FeedChannel.connect((host, port), SECRET, BOUND, timeout_s=0.3)
     assert str(error.value) == f"feed endpoint {host}:{port} did not answer the handshake within 0.3 s"

@@ -16,7 +16,7 @@ import threading
 
 import pytest
 
-from tests.unit.test_node_feed import SECRET, make_server, meta, serve_inference, target  # noqa: F401
+from tests.unit.test_node_feed import RUN_ID, SECRET, make_server, meta, serve_inference, target  # noqa: F401
 from tests.unit.threads import Background
 from tfos.errors import AuthenticationError
 from tfos.feed import protocol as p
@@ -38,7 +38,11 @@ class RecordingProxy:
 
     @property
     def target(self) -> FeedTarget:
-        return FeedTarget("worker:0", "127.0.0.1", self._listener.getsockname()[1], "0")
+        return self.target_for("worker:0")
+
+    def target_for(self, node: str, run_id: str = RUN_ID) -> FeedTarget:
+        """The proxy's address under the name of ``node`` of ``run_id``: what a feeding task dials."""
+        return FeedTarget(node, "127.0.0.1", self._listener.getsockname()[1], "0", run_id)
 
     def _accept(self) -> None:
         while True:
@@ -88,7 +92,7 @@ class ReplayingNode:
 
     @property
     def target(self) -> FeedTarget:
-        return FeedTarget("worker:0", "127.0.0.1", self._listener.getsockname()[1], "0")
+        return FeedTarget("worker:0", "127.0.0.1", self._listener.getsockname()[1], "0", RUN_ID)
 
     def _serve(self, transcript: bytes) -> bytes:
         conn, _ = self._listener.accept()
@@ -182,3 +186,34 @@ def test_two_sessions_with_the_same_records_share_no_keystream(make_server):  # 
     assert len(a) == len(b) > 4000
     same = sum(x == y for x, y in zip(a, b, strict=True))
     assert same < len(a) // 50, f"{same} of {len(a)} ciphertext bytes equal: keystream reused?"
+
+
+# ------------------------------------------------------------- misrouted connections
+
+
+def test_a_connection_relayed_to_another_node_fails_its_handshake_and_delivers_nothing(make_server, caplog):  # noqa: F811
+    # a relay on the network (or a stale address) takes connections meant for worker:1 to
+    # worker:0, a node of the same run with the same secret
+    meant = make_server(epoch_records=5, node="worker:1")
+    other = make_server(epoch_records=5, node="worker:0")
+    relay = RecordingProxy(("127.0.0.1", other.port))
+    with caplog.at_level(logging.WARNING, logger="tfos.feed.node_feed"):
+        # the driver's control connection with worker:1's epoch plan
+        with pytest.raises(AuthenticationError) as error:
+            ControlChannel(relay.target_for("worker:1"), SECRET, "input", feed_timeout=10)
+        assert "could not prove this run's secret for node worker:1 of run run-feed-test" in str(error.value)
+        # a feeding task's partition for worker:1
+        with pytest.raises(AuthenticationError):
+            feed_partition(range(5), 5, [relay.target_for("worker:1")], SECRET, meta(), feed_timeout=10)
+        # worker:0 of another run at the address (a port the next run reused)
+        with pytest.raises(AuthenticationError):
+            feed_partition(range(5), 5, [relay.target_for("worker:0", run_id="run-earlier")], SECRET, meta(),
+                           feed_timeout=10)
+        wait_refusals = [r for r in caplog.records if "meant for another node" in r.getMessage()]
+    assert other.queue("input").queued == 0 and other.stats == {}  # nothing reached worker:0
+    assert meant.stats == {}
+    assert len(wait_refusals) >= 1, [r.getMessage() for r in caplog.records]
+    # the same relay, dialled for the node that is behind it, is transparent
+    assert feed_partition(range(5), 5, [relay.target_for("worker:0")], SECRET, meta(), feed_timeout=10) == 5
+    assert other.stats["records"] == 5
+    relay.finished()

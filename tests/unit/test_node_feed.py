@@ -32,6 +32,8 @@ from tfos.feed.plan import plan_feed
 pytestmark = pytest.mark.timeout(30)
 
 SECRET = os.urandom(32)
+#: every FeedServer here is a node of this run (bound into the feed handshake)
+RUN_ID = "run-feed-test"
 #: ~100 KB records for the back-pressure tests: a 4-byte index, then padding
 BIG_RECORD_BYTES = 100_000
 
@@ -52,10 +54,11 @@ def make_server():
     servers: list[FeedServer] = []
     controls: list[ControlChannel] = []
 
-    def make(buffer_chunks: int = 4, epoch_records: int | None = None) -> FeedServer:
-        """A server; with ``epoch_records``, the driver's plan of an epoch of that many is sent
-        first (a node grants room only within an epoch's plan)."""
-        server = FeedServer(socket.create_server(("127.0.0.1", 0)), SECRET, buffer_chunks=buffer_chunks)
+    def make(buffer_chunks: int = 4, epoch_records: int | None = None, node: str = "worker:0") -> FeedServer:
+        """A server of node ``node``; with ``epoch_records``, the driver's plan of an epoch of that
+        many is sent first (a node grants room only within an epoch's plan)."""
+        server = FeedServer(socket.create_server(("127.0.0.1", 0)), SECRET, run_id=RUN_ID, node=node,
+                            buffer_chunks=buffer_chunks)
         servers.append(server)
         if epoch_records is not None:
             controls.append(ControlChannel(target(server), SECRET, "input", feed_timeout=10))
@@ -70,8 +73,9 @@ def make_server():
         control.close()
 
 
-def target(server: FeedServer, name: str = "worker:0", executor_id: str = "0") -> FeedTarget:
-    return FeedTarget(name, "127.0.0.1", server.port, executor_id)
+def target(server: FeedServer, executor_id: str = "0") -> FeedTarget:
+    """How the driver names ``server``'s node (its name and run: the handshake checks both)."""
+    return FeedTarget(server.node, "127.0.0.1", server.port, executor_id, server.run_id)
 
 
 def meta(partition: int = 0, epoch: int = 0, qname: str = "input") -> dict:
@@ -130,8 +134,8 @@ def partition(records, stored_batch: int | None, chunk_records: int):
 )
 @pytest.mark.parametrize("stored_batch", [None, 3, 10], ids=["records", "pickled-batches-of-3", "pickled-batches-of-10"])
 def test_every_record_reaches_one_node_exactly_once_and_each_node_gets_its_share(make_server, sizes, num_nodes, chunk_records, stored_batch):
-    servers = [make_server() for _ in range(num_nodes)]
-    targets = [target(s, f"worker:{i}", str(i)) for i, s in enumerate(servers)]
+    servers = [make_server(node=f"worker:{i}") for i in range(num_nodes)]
+    targets = [target(s, str(i)) for i, s in enumerate(servers)]
     plan = plan_feed(sizes, num_nodes)
     controls = [ControlChannel(t, SECRET, "input", feed_timeout=10) for t in targets]
     for i, control in enumerate(controls):
@@ -319,11 +323,11 @@ def test_back_pressure_holds_a_feeder_that_outruns_its_reader(make_server):
 
 
 def test_feeder_times_out_naming_the_node_and_what_it_had_taken(make_server):
-    server = make_server(buffer_chunks=1, epoch_records=500)
+    server = make_server(buffer_chunks=1, epoch_records=500, node="worker:3")
     started = time.monotonic()
     with pytest.raises(FeedTimeout) as error:
         # nobody reads: the one chunk slot fills, and no more room is granted
-        feed_partition(iter_big_records(500), 500, [target(server, "worker:3", "7")], SECRET,
+        feed_partition(iter_big_records(500), 500, [target(server, "7")], SECRET,
                       meta(), feed_timeout=1, chunk_records=1)
     assert time.monotonic() - started < 10
     assert str(error.value) == (
@@ -352,9 +356,9 @@ def test_feeder_stuck_on_its_close_frame_fails_like_on_a_chunk(make_server, monk
         return real_send(channel, ftype, payload)
 
     monkeypatch.setattr(protocol.FeedChannel, "send", send)
-    server = make_server(epoch_records=5)
+    server = make_server(epoch_records=5, node="worker:3")
     with pytest.raises(raised) as caught:
-        feed_partition(range(5), 5, [target(server, "worker:3", "7")], SECRET, meta(),
+        feed_partition(range(5), 5, [target(server, "7")], SECRET, meta(),
                       feed_timeout=1, chunk_records=2)
     assert type(caught.value) is raised
     assert str(caught.value) == message
@@ -410,8 +414,8 @@ def test_terminate_releases_an_in_flight_feeder_and_refuses_new_feeds(make_serve
 
 
 def test_terminate_on_one_node_cuts_short_a_partition_spanning_two(make_server):
-    servers = [make_server(epoch_records=5), make_server(epoch_records=5)]
-    targets = [target(s, f"worker:{i}", str(i)) for i, s in enumerate(servers)]
+    servers = [make_server(epoch_records=5, node=f"worker:{i}") for i in range(2)]
+    targets = [target(s, str(i)) for i, s in enumerate(servers)]
     DataFeed(servers[1]).terminate()
     fed = feed_partition(range(10), 10, targets, SECRET, meta(),
                         feed_timeout=10, chunk_records=2)
@@ -517,7 +521,7 @@ def test_a_closed_node_is_skipped_at_once(make_server):
     port = server.port
     server.close()  # as when the node's TF process ended: connections are refused
     started = time.monotonic()
-    fed = feed_partition(range(3), 3, [FeedTarget("worker:4", "127.0.0.1", port, "9")], SECRET,
+    fed = feed_partition(range(3), 3, [FeedTarget("worker:4", "127.0.0.1", port, "9", RUN_ID)], SECRET,
                         meta(), feed_timeout=5)
     assert fed == 0  # fewer than planned: the driver sees the node stopped taking data
     assert time.monotonic() - started < 2
@@ -526,7 +530,7 @@ def test_a_closed_node_is_skipped_at_once(make_server):
 
 def test_feeding_an_unreachable_node_names_it():
     with pytest.raises(FeedError) as error:
-        feed_partition(range(3), 3, [FeedTarget("worker:4", "no-such-host.invalid", 1, "9")],
+        feed_partition(range(3), 3, [FeedTarget("worker:4", "no-such-host.invalid", 1, "9", RUN_ID)],
                       SECRET, meta(), feed_timeout=5)
     # the middle is the resolver's own words, which vary by platform
     assert re.fullmatch(r"cannot reach the feed of node worker:4 at no-such-host\.invalid:1 \(executor 9\): "
@@ -537,7 +541,8 @@ def test_feeding_with_another_runs_secret_is_refused(make_server):
     server = make_server()
     with pytest.raises(AuthenticationError) as error:
         feed_partition(range(3), 3, [target(server)], os.urandom(32), meta(), feed_timeout=5)
-    assert str(error.value) == (f"feed endpoint 127.0.0.1:{server.port} could not prove this run's secret; "
+    assert str(error.value) == (f"feed endpoint 127.0.0.1:{server.port} could not prove this run's secret for "
+                                f"node worker:0 of run {RUN_ID} (another node or another run answered there); "
                                 "refusing to send it data")
     assert server.stats == {}
 

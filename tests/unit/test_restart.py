@@ -393,7 +393,7 @@ def test_a_reset_control_connection_at_an_epoch_boundary_is_a_feed_error_naming_
     from tfos.feed.client import FeedTarget
     from tfos.feed.driver import Prepared, SparkFeeder
 
-    targets = [FeedTarget("chief:0", "127.0.0.1", 1, "0"), FeedTarget("worker:0", "127.0.0.1", 2, "1")]
+    targets = [FeedTarget("chief:0", "127.0.0.1", 1, "0", "run-x"), FeedTarget("worker:0", "127.0.0.1", 2, "1", "run-x")]
     feeder = SparkFeeder(ClassicApp(StandInSpark()), targets, b"s" * 32, lambda description, thunk: [(10, False), (10, False)],
                          lambda: None)
     chief, worker = AnsweringControl(), BrokenControl()
@@ -437,9 +437,10 @@ def test_a_control_channel_waits_by_the_feed_timeout_of_the_call_that_uses_it():
     from tfos.feed.node_feed import FeedServer
 
     secret = os.urandom(32)
-    server = FeedServer(socket.create_server(("127.0.0.1", 0)), secret)
+    server = FeedServer(socket.create_server(("127.0.0.1", 0)), secret, run_id="run-x", node="worker:0")
     try:
-        feeder = SparkFeeder(ClassicApp(StandInSpark()), [FeedTarget("worker:0", "127.0.0.1", server.port, "1")], secret,
+        feeder = SparkFeeder(ClassicApp(StandInSpark()), [FeedTarget("worker:0", "127.0.0.1", server.port, "1", "run-x")],
+                             secret,
                              lambda description, thunk: None, lambda: None)
         first = feeder._control(0, "input", 600.0)
         assert first._channel.sock.gettimeout() == 600.0

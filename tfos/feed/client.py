@@ -35,6 +35,7 @@ class FeedTarget:
     host: str
     port: int
     executor_id: str
+    run_id: str  # with the name, bound into the handshake: only this node of this run answers it
 
     @property
     def address(self) -> tuple[str, int]:
@@ -49,7 +50,8 @@ def _open(target: FeedTarget, secret: Secret | bytes, meta: dict, feed_timeout: 
     # feeding closures carry a Secret (repr Secret(***)); its bytes come out only for the handshake
     raw = secret.value if isinstance(secret, Secret) else secret
     try:
-        channel = p.FeedChannel.connect(target.address, raw, timeout_s=min(feed_timeout, 30.0))
+        channel = p.FeedChannel.connect(target.address, raw, p.binding(target.run_id, target.name),
+                                        timeout_s=min(feed_timeout, 30.0))
     except ConnectionRefusedError:
         raise NodeGone(f"node {target.name} at {target.host}:{target.port} no longer takes data") from None
     except OSError as exc:

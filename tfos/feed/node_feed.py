@@ -42,11 +42,17 @@ _CHUNK, _PARTITION_END, _EPOCH, _END = "chunk", "partition_end", "epoch", "end"
 
 
 class FeedServer:
-    """Accepts authenticated feeding connections on ``listener`` (a bound, listening socket)."""
+    """Accepts authenticated feeding connections on ``listener`` (a bound, listening socket)
+    for node ``node`` (``"worker:1"``) of run ``run_id``: a connection meant for another node
+    or run fails its handshake (protocol.py)."""
 
-    def __init__(self, listener: socket.socket, secret: bytes, buffer_chunks: int = BUFFER_CHUNKS):
+    def __init__(self, listener: socket.socket, secret: bytes, *, run_id: str, node: str,
+                 buffer_chunks: int = BUFFER_CHUNKS):
         self._listener = listener
         self._secret = secret
+        self._bound_to = p.binding(run_id, node)
+        #: who this endpoint is: the node of the run that feeding connections must mean
+        self.run_id, self.node = run_id, node
         self._buffer_chunks = buffer_chunks
         self._queues: dict[str, FeedBuffer] = {}
         self._lock = threading.Lock()
@@ -129,7 +135,7 @@ class FeedServer:
     def _serve(self, sock: socket.socket, peer) -> None:
         try:
             try:
-                channel = p.FeedChannel.accept(sock, self._secret, timeout_s=p.HANDSHAKE_S)
+                channel = p.FeedChannel.accept(sock, self._secret, self._bound_to, timeout_s=p.HANDSHAKE_S)
             except (FeedError, OSError) as exc:  # FeedAuthenticationError is a FeedError
                 self._refusals.log("refused feed connection from %s: %s", peer, exc)
                 sock.close()

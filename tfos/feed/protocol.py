@@ -1,16 +1,22 @@
 """The feed wire: an encrypted, mutually authenticated, framed byte stream from a feeding task to a TF node.
 
-Handshake (version 2), modelled on Spark's ``AuthEngine``: both sides contribute fresh
-randomness and both prove they hold the run's secret before any frame moves.
+Handshake (version 3), modelled on Spark's ``AuthEngine``: both sides contribute fresh
+randomness and both prove they hold the run's secret before any frame moves, for one node
+of one run.
 
 1. feeding task -> node: ``version (1 byte) | client nonce Nc (32 bytes)``
 2. node -> feeding task: ``version | server nonce Ns (32) | node proof (32)``
 3. feeding task -> node: ``feeder proof (32)``, sent only once the node's proof checked out
 4. node -> feeding task: ``0x01`` once the feeder's proof checked out
 
-Every value comes from one HKDF-SHA256 with the secret as input key material and ``Nc | Ns``
-as salt (``proof_and_keys``): its 128 bytes are the node's proof, the feeder's proof, and one
-AES-256-GCM key per direction. Since each side's nonce is fresh, a recorded handshake or session is
+Every value comes from one HKDF-SHA256 with the secret as input key material, ``Nc | Ns``
+as salt, and the connection's target in its info (``proof_and_keys``; :func:`binding`: the
+run id and the node's name, ``worker:1``, which the node knows of itself and the feeding side
+of the node it dialled): its 128 bytes are the node's proof, the feeder's proof, and one
+AES-256-GCM key per direction. So a connection that reaches another node than the one it
+was meant for (a relay, a stale address, a port reused by the next run) fails the
+handshake on both sides, instead of delivering one node's epoch plan or partition to
+another. Since each side's nonce is fresh, a recorded handshake or session is
 worthless later: its proofs do not answer the new nonces, and the keys are new, so no
 keystream is ever used twice. A node that speaks another version gets its version byte
 back and the connection closes, so a mismatch says so instead of failing as a bad secret.
@@ -48,8 +54,8 @@ from tfos.deadline import Deadline
 from tfos.errors import FeedAuthenticationError as AuthenticationError
 from tfos.errors import FeedError, FeedTimeout
 
-#: the handshake's version byte; both ends must speak the same one
-VERSION = 2
+#: the handshake's version byte; both ends must speak the same one (3: the target is bound in)
+VERSION = 3
 NONCE_BYTES = 32
 #: a proof of the secret (an HKDF output over both nonces)
 MAC_BYTES = 32
@@ -97,9 +103,10 @@ class FeedChannel:
     # -------------------------------------------------------------- handshake
 
     @classmethod
-    def accept(cls, sock: socket.socket, secret: bytes, timeout_s: float = HANDSHAKE_S) -> FeedChannel:
-        """Node side: prove the secret to the peer, check its proof; raises AuthenticationError
-        (or FeedError for another protocol version) within ``timeout_s`` in total."""
+    def accept(cls, sock: socket.socket, secret: bytes, bound_to: bytes, timeout_s: float = HANDSHAKE_S) -> FeedChannel:
+        """Node side: prove the secret to the peer, check its proof, both for this node
+        (``bound_to``: :func:`binding`); raises AuthenticationError (or FeedError for another
+        protocol version) within ``timeout_s`` in total."""
         deadline = Deadline(timeout_s, "a feed handshake")
         hello = _recv_exact(sock, _HELLO.size, deadline)
         if hello is None:
@@ -110,19 +117,21 @@ class FeedChannel:
             raise FeedError(f"feed connection refused: it speaks feed protocol version {version}, this node "
                             f"{VERSION} (the feeding side runs another tfos version)")
         server_nonce = os.urandom(NONCE_BYTES)
-        derived = proof_and_keys(secret, client_nonce, server_nonce)
+        derived = proof_and_keys(secret, client_nonce, server_nonce, bound_to)
         sock.settimeout(deadline.remaining())
         sock.sendall(_REPLY.pack(VERSION, server_nonce, derived.node_proof))
         answer = _recv_exact(sock, MAC_BYTES, deadline)
         if answer is None or not hmac.compare_digest(answer, derived.feeder_proof):
-            raise AuthenticationError("feed connection refused: not signed with this run's secret")
+            raise AuthenticationError("feed connection refused: not signed with this run's secret for this node "
+                                      "(another run's, or meant for another node)")
         sock.sendall(_ACCEPTED)
         sock.settimeout(None)
         return cls(sock, derived.node_key, derived.feeder_key, is_server=True)
 
     @classmethod
-    def connect(cls, address: tuple[str, int], secret: bytes, timeout_s: float = 30.0) -> FeedChannel:
-        """Feeding side: connect, check that the node proves the secret, then prove it too."""
+    def connect(cls, address: tuple[str, int], secret: bytes, bound_to: bytes, timeout_s: float = 30.0) -> FeedChannel:
+        """Feeding side: connect, check that the node proves the secret for ``bound_to`` (the
+        node it means: :func:`binding`), then prove it too."""
         where = f"{address[0]}:{address[1]}"
         sock = socket.create_connection(address, timeout=timeout_s)
         try:
@@ -141,10 +150,11 @@ class FeedChannel:
                 raise FeedError(f"feed endpoint {where} ended the handshake early "
                                 f"({len(reply)} of {_REPLY.size} bytes)")
             _, server_nonce, node_proof = _REPLY.unpack(reply)
-            derived = proof_and_keys(secret, client_nonce, server_nonce)
+            derived = proof_and_keys(secret, client_nonce, server_nonce, bound_to)
             if not hmac.compare_digest(node_proof, derived.node_proof):
-                # not a node of this run (or a replay of one): send it nothing, not even a proof
-                raise AuthenticationError(f"feed endpoint {where} could not prove this run's secret; "
+                # not this node of this run (another node, another run, a replay): send it nothing
+                raise AuthenticationError(f"feed endpoint {where} could not prove this run's secret for "
+                                          f"{_describe(bound_to)} (another node or another run answered there); "
                                           f"refusing to send it data")
             sock.sendall(derived.feeder_proof)
             if _recv_exact(sock, 1, deadline) != _ACCEPTED:
@@ -221,11 +231,24 @@ class Derived(NamedTuple):
     feeder_key: bytes  # seals feeding task -> node
 
 
-def proof_and_keys(secret: bytes, client_nonce: bytes, server_nonce: bytes) -> Derived:
-    """Both proofs and both directions' keys of one connection: 128 bytes of HKDF-SHA256 over
-    the secret, salted with both nonces, cut in four (fresh whenever either nonce is)."""
+def binding(run_id: str, node: str) -> bytes:
+    """What a feed connection is for: node ``node`` (``"worker:1"``) of run ``run_id``."""
+    if not run_id or not node or "\0" in run_id + node:
+        raise ValueError(f"a feed connection is bound to a run and a node; received: run {run_id!r}, node {node!r}")
+    return f"{run_id}\0{node}".encode()
+
+
+def _describe(bound_to: bytes) -> str:
+    run_id, _, node = bound_to.decode("utf-8", "replace").partition("\0")
+    return f"node {node} of run {run_id}"
+
+
+def proof_and_keys(secret: bytes, client_nonce: bytes, server_nonce: bytes, bound_to: bytes) -> Derived:
+    """Both proofs and both directions' keys of one connection to the node ``bound_to`` names:
+    128 bytes of HKDF-SHA256 over the secret, salted with both nonces (fresh whenever either
+    nonce is), ``bound_to`` in the info, cut in four."""
     okm = HKDF(algorithm=hashes.SHA256(), length=32 * 4, salt=client_nonce + server_nonce,
-               info=b"tfos-feed v2 proofs and keys").derive(secret)
+               info=b"tfos-feed v3 proofs and keys\0" + bound_to).derive(secret)
     return Derived(*(okm[i:i + 32] for i in range(0, 128, 32)))
 
 

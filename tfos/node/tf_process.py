@@ -65,7 +65,8 @@ def main() -> int:
         ctx = _context(header, cluster, events)
         ctx._tmp_socket = _held_port(opts.port_fd, header.get("release_port", True))
         if opts.feed_fd >= 0 and cluster["job_name"] not in ("ps", "evaluator"):
-            ctx._feed = _feed_server(opts.feed_fd, feed_secret)
+            ctx._feed = _feed_server(opts.feed_fd, feed_secret, header["run_id"],
+                                     f"{cluster['job_name']}:{cluster['task_index']}")
         return ctx
 
     def serve_or_call(main_fun, args, ctx):
@@ -118,13 +119,13 @@ def _take_secret(cluster: dict):
     return Secret(bytes.fromhex(cluster.pop("secret", "") or ""))
 
 
-def _feed_server(fd: int, secret):
+def _feed_server(fd: int, secret, run_id: str, node: str):
     import socket
 
     from tfos.feed.node_feed import FeedServer
 
     listener = socket.socket(fileno=fd)
-    return FeedServer(listener, secret.value)
+    return FeedServer(listener, secret.value, run_id=run_id, node=node)
 
 
 def _json(obj) -> str:

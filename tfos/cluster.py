@@ -200,6 +200,8 @@ class Cluster:
             storage=config.storage or "",
             storage_env=storage_env_from_conf(self.app.get),
             attempt=attempt,
+            fed_slots=tuple(slot for slot, role in enumerate(self.state.roles) if role.trains)
+            if config.input_mode == InputMode.SPARK else (),
             payload=cloudpickle.dumps((main_fun, tf_args, describe_source(main_fun))),
         )
         self._job_thread: threading.Thread | None = None
@@ -412,7 +414,7 @@ class Cluster:
             targets = [
                 FeedTarget(f"{n.role}", n.host, n.feed_port, n.executor_id, self.run_id)
                 for n in self.state.snapshot()
-                if n.role.job_name in TRAINING_JOBS and n.feed_port
+                if n.role.trains and n.feed_port
             ]
             self._feeder = SparkFeeder(self.app, targets, self._secret, self._run_feed_job,
                                        self._check_nodes)

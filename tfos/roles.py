@@ -26,6 +26,11 @@ class Role:
     def __str__(self) -> str:
         return f"{self.job_name}:{self.task_index}"
 
+    @property
+    def trains(self) -> bool:
+        """A chief or worker: the nodes that run the training loop, the only ones SPARK mode feeds."""
+        return self.job_name in TRAINING_JOBS
+
 
 def plan_roles(
     num_executors: int, num_ps: int = 0, master_node: str | None = "chief", eval_node: bool = False

@@ -145,3 +145,47 @@ def test_shutdown_stops_an_evaluator_that_would_run_forever(sc):
     cluster.shutdown(timeout=120)
     assert time.monotonic() - start < 60
     assert {n.job_name: n.state for n in cluster.cluster_info}["evaluator"] == "stopped"
+
+
+def _what_each_node_holds(out_dir, ctx):
+    """Whether this node has a feed and holds the run's secret; on the chief, TensorBoard's GPUs."""
+    import gc as _gc
+    import json as _json
+    import os as _os
+    import time as _time
+
+    import psutil
+
+    from tfos.errors import FeedError
+    from tfos.reservation.auth import Secret
+
+    try:
+        ctx.get_data_feed()
+        fed = True
+    except FeedError:
+        fed = False
+    secrets = sum(1 for o in _gc.get_objects() if isinstance(o, Secret) and o.value)
+    tensorboard_gpus = None
+    if ctx.job_name == "chief":  # TensorBoard runs beside the lead node, a child of its supervisor
+        deadline = _time.monotonic() + 60
+        while tensorboard_gpus is None and _time.monotonic() < deadline:
+            for proc in psutil.Process(_os.getppid()).children():
+                if "tensorboard.main" in " ".join(proc.cmdline()):
+                    tensorboard_gpus = proc.environ().get("CUDA_VISIBLE_DEVICES", "<unset>")
+            _time.sleep(0.2)
+    with open(_os.path.join(out_dir, f"{ctx.job_name}.json"), "w") as f:
+        _json.dump({"fed": fed, "secrets": secrets, "tensorboard_gpus": tensorboard_gpus}, f)
+
+
+def test_in_spark_mode_only_the_fed_nodes_get_a_feed_and_the_secret_and_tensorboard_sees_no_gpu(sc, tmp_path):
+    # the run's env= names a GPU list, as a user on a GPU cluster might: TensorBoard must not see it
+    cluster = tfos.run(sc, _what_each_node_holds, str(tmp_path), num_executors=3, num_ps=1,
+                       input_mode=tfos.InputMode.SPARK, tensorboard=True, env={"CUDA_VISIBLE_DEVICES": "0"})
+    feed_ports = {str(n.role): n.feed_port for n in cluster.state.snapshot()}
+    cluster.shutdown(timeout=120)
+    reports = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
+    assert reports == {"chief": {"fed": True, "secrets": 1, "tensorboard_gpus": "-1"},
+                       "worker": {"fed": True, "secrets": 1, "tensorboard_gpus": None}}, reports
+    # the ps runs no main_fun (tfos serves it): it registered no feed endpoint, and its TF
+    # process got no secret (the supervisor hands both to fed slots only)
+    assert feed_ports["chief:0"] > 0 and feed_ports["worker:0"] > 0 and feed_ports["ps:0"] == 0, feed_ports

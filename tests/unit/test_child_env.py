@@ -89,6 +89,14 @@ def test_child_environment_layers_gpus_and_the_users_env_over_the_executors(exis
     assert parent == before
 
 
+@pytest.mark.parametrize("existing", [_UNSET, "2,3", ""])
+@pytest.mark.parametrize("user_env", [_NO_ENV, _USER_CUDA])
+def test_a_child_that_needs_no_gpu_sees_none_whatever_the_executor_and_env_say(existing, user_env):
+    parent = dict(_EXECUTOR) if existing is None else {**_EXECUTOR, "CUDA_VISIBLE_DEVICES": existing}
+    env = child_environment(parent, keep_omp_num_threads=False, user_env=user_env, no_gpu=True)
+    assert env["CUDA_VISIBLE_DEVICES"] == "-1"
+
+
 def test_omp_num_threads_the_user_set_in_the_spark_conf_is_kept():
     env = child_environment(_EXECUTOR, keep_omp_num_threads=True, python_path=[])
     assert env["OMP_NUM_THREADS"] == "1"

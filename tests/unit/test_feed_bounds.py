@@ -14,11 +14,12 @@ import time
 
 import pytest
 
-from tests.unit.test_node_feed import SECRET, make_server, meta, target  # noqa: F401
+from tests.unit.test_feed_replay import _pump
+from tests.unit.test_node_feed import RUN_ID, SECRET, make_server, meta, target  # noqa: F401
 from tests.unit.threads import Background
 from tfos.feed import node_feed
 from tfos.feed import protocol as p
-from tfos.feed.client import feed_partition
+from tfos.feed.client import FeedTarget, feed_partition
 from tfos.feed.node_feed import DataFeed
 
 pytestmark = pytest.mark.timeout(60)
@@ -93,3 +94,113 @@ def test_a_dripping_peer_is_dropped_at_the_total_handshake_deadline_not_per_byte
         sock.close()
     # 33 bytes at one per 50 ms would take 1.65 s; the node ends it at its 0.5 s deadline
     assert took < 1.5, f"a dripping peer held its handshake for {took:.2f} s"
+
+
+def test_stopping_a_connection_whose_credit_send_is_stuck_ends_in_bounded_time(monkeypatch):
+    from tfos.feed.buffer import FeedBuffer
+
+    monkeypatch.setattr(node_feed, "STOP_S", 0.5)
+    ours, peer = socket.socketpair()
+    sending = threading.Event()
+
+    class StuckChannel:
+        """A connection whose peer stopped reading: the credit send blocks in the kernel."""
+
+        sock = ours
+
+        def send_json(self, ftype, obj):
+            sending.set()
+            while True:
+                ours.sendall(b"\0" * (1 << 20))
+
+    try:
+        granter = node_feed._Granter(StuckChannel(), FeedBuffer(4))  # a fresh buffer: a "capped" CREDIT at once
+        assert sending.wait(10)
+        time.sleep(0.2)  # into the blocking send, holding the granter's lock
+        started = time.monotonic()
+        granter.stop()
+        assert time.monotonic() - started < 3
+    finally:
+        peer.close()
+        ours.close()
+
+
+@pytest.mark.parametrize(("peer_does", "said"), [
+    ("closes before its hello", "closed by the peer before its hello"),
+    ("sends its hello and goes silent", "no proof of the run's secret within 0.5 s of its hello"),
+    ("sends its hello and hangs up", "closed by the peer after its hello, without a proof of the run's secret (as a "
+                                     "feeder does when this node's proof is not what it expects: another run's "
+                                     "secret, or a connection meant for another node)"),
+])
+def test_a_refused_handshake_says_what_the_peer_did(make_server, caplog, monkeypatch, peer_does, said):  # noqa: F811
+    monkeypatch.setattr(p, "HANDSHAKE_S", 0.5)
+    server = make_server()
+    with caplog.at_level(logging.WARNING, logger="tfos.feed.node_feed"):
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        if peer_does != "closes before its hello":
+            sock.sendall(bytes([p.VERSION]) + b"\1" * 32)
+            sock.recv(65)  # the node's nonce and proof
+        if peer_does != "sends its hello and goes silent":
+            sock.close()
+        deadline = time.monotonic() + 10
+        while not any("refused feed connection" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "no refusal logged"
+            time.sleep(0.02)
+        sock.close()
+    (line,) = [r.getMessage() for r in caplog.records if "refused feed connection" in r.getMessage()]
+    assert line.endswith(f": feed connection refused: {said}"), line
+
+
+def test_a_handshake_pushed_out_by_newer_ones_is_logged_as_such(make_server, caplog):  # noqa: F811
+    server = make_server()
+    address = ("127.0.0.1", server.port)
+    with caplog.at_level(logging.WARNING, logger="tfos.feed.node_feed"):
+        first = socket.create_connection(address)
+        time.sleep(0.2)  # the oldest handshake
+        crowd = [socket.create_connection(address) for _ in range(node_feed.MAX_HANDSHAKES)]
+        try:
+            first.settimeout(10)
+            assert first.recv(1) == b""  # pushed out: the node hung up on it
+            deadline = time.monotonic() + 10
+            while not caplog.records:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        finally:
+            for sock in [first, *crowd]:
+                sock.close()
+    assert caplog.records[0].getMessage().endswith(
+        f"dropped mid-handshake to make room: {node_feed.MAX_HANDSHAKES} newer connections were handshaking "
+        "at once (a flood of connections?)"), caplog.records[0].getMessage()
+
+
+def test_a_feeder_whose_handshakes_are_cut_by_a_busy_node_tries_again_within_its_feed_timeout(make_server):  # noqa: F811
+    # the node hangs up on the first connections as it does on handshakes a flood pushed out
+    server = make_server(epoch_records=20)
+    listener = socket.create_server(("127.0.0.1", 0))
+    cut = []
+
+    def busy_then_forward():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            if len(cut) < 3:
+                cut.append(conn)
+                conn.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", server.port))
+            for src, dst in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=_pump, args=(src, dst, bytearray()), daemon=True).start()
+
+    threading.Thread(target=busy_then_forward, daemon=True).start()
+    try:
+        busy = FeedTarget("worker:0", "127.0.0.1", listener.getsockname()[1], "0", RUN_ID)
+        feed = DataFeed(server, feed_timeout=10)
+        reader = Background(lambda: [feed.next_batch(10) for _ in range(2)])
+        assert feed_partition(range(20), 20, [busy], SECRET, meta(), feed_timeout=10) == 20
+        assert sum(reader.result(), []) == list(range(20))
+        assert len(cut) == 3
+    finally:
+        listener.close()
+

@@ -327,6 +327,25 @@ def test_a_raising_user_function_reports_failed_with_its_traceback(saved_argv, c
     assert fields["traceback"] in capsys.readouterr().err  # the output tail has it too
 
 
+def _returns_a_lock(args, ctx):
+    import threading
+
+    return threading.Lock()
+
+
+def test_a_result_that_cannot_be_pickled_is_reported_as_such_not_as_main_fun_raising(saved_argv, capsys):
+    from tfos.node.instance import _call_and_pickle
+    from tfos.node.user_function import run_user_function
+
+    sent = []
+    outcome = run_user_function(_payload(_returns_a_lock, None), lambda: None, lambda *a, **k: sent.append((a, k)),
+                                _call_and_pickle)
+    assert outcome.exit_code == 1
+    [(_, fields)] = sent
+    assert fields["message"].startswith("main_fun returned a lock that cannot be pickled back to the driver "
+                                        "(TypeError: cannot pickle '_thread.lock' object)"), fields["message"]
+
+
 def test_a_context_that_cannot_be_built_is_the_runs_failure(saved_argv, capsys):
     from tfos.node.user_function import run_user_function
 

@@ -32,6 +32,7 @@ from tfos.node.launch import NodeLaunch
 from tfos.reservation import auth
 from tfos.reservation import messages as m
 from tfos.reservation.client import ReservationClient
+from tfos.reservation.server import ReservationServer
 from tfos.reservation.state import ReservationState
 from tfos.roles import plan_roles
 
@@ -381,3 +382,11 @@ def test_a_flood_of_unauthenticated_calls_writes_a_bounded_number_of_log_lines(s
     assert len(lines) <= 2, len(lines)
     assert all(line.startswith("refused Heartbeat from ") for line in lines)
     assert server._refusals.total - counted == 2000  # every refusal counted, not logged
+
+
+def test_a_bind_failure_on_an_ipv6_address_names_it_in_brackets():
+    state = ReservationState(RUN_ID, plan_roles(1, 0))
+    # documentation prefix (RFC 3849): never an address of this host, so the bind fails
+    with pytest.raises(ReservationError) as info:
+        ReservationServer(state, SECRET, "2001:db8::7", port=40123)
+    assert str(info.value).startswith("could not bind the reservation server to [2001:db8::7]:40123; "), info.value

@@ -501,3 +501,27 @@ def test_storage_keys_passed_in_env_never_show_in_the_run_config():
 
     config = RunConfig(num_executors=2, env={"AWS_SECRET_ACCESS_KEY": "Kq-secret-9"}, storage="s3://b/r")
     assert "Kq-secret-9" not in repr(config) and "s3://b/r" in repr(config)
+
+
+def test_finish_fails_naming_the_storage_when_a_periodic_pass_is_stuck_instead_of_waiting_forever(tmp_path, monkeypatch):
+    from tfos.storage.mirror import Mirror, SyncReport
+
+    stuck, entered = threading.Event(), threading.Event()
+    mirror = Mirror(str(tmp_path), f"file://{tmp_path}/remote")
+
+    def a_pass_that_hangs():  # as an upload to storage that stopped answering
+        entered.set()
+        stuck.wait(30)
+        return SyncReport()
+
+    monkeypatch.setattr(mirror, "sync", a_pass_that_hangs)
+    mirror.finish_timeout_s = 0.5
+    mirror.start(interval_s=0.01)
+    assert entered.wait(10)
+    started = time.monotonic()
+    with pytest.raises(StorageError) as info:
+        mirror.finish()
+    stuck.set()
+    assert time.monotonic() - started < 5
+    assert str(info.value) == (f"the mirror's pass to file://{tmp_path}/remote did not end in 0.5 s (is the "
+                               "storage answering?); the node's last files are not confirmed saved")

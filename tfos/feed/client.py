@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from tfos.deadline import Deadline
 from tfos.errors import FeedConnectionError, FeedError, FeedTimeout
 from tfos.feed import protocol as p
 from tfos.reservation.auth import Secret
@@ -49,14 +50,26 @@ class NodeGone(FeedError):
 def _open(target: FeedTarget, secret: Secret | bytes, meta: dict, feed_timeout: float) -> p.FeedChannel:
     # feeding closures carry a Secret (repr Secret(***)); its bytes come out only for the handshake
     raw = secret.value if isinstance(secret, Secret) else secret
-    try:
-        channel = p.FeedChannel.connect(target.address, raw, p.binding(target.run_id, target.name),
-                                        timeout_s=min(feed_timeout, 30.0))
-    except ConnectionRefusedError:
-        raise NodeGone(f"node {target.name} at {target.host}:{target.port} no longer takes data") from None
-    except OSError as exc:
-        raise FeedConnectionError(f"cannot reach the feed of node {target.name} at {target.host}:{target.port} "
-                        f"(executor {target.executor_id}): {exc}; did the node fail?") from None
+    deadline = Deadline(feed_timeout, f"the feed of node {target.name} to take a connection")
+    delay = 0.1
+    while True:
+        try:
+            channel = p.FeedChannel.connect(target.address, raw, p.binding(target.run_id, target.name),
+                                            timeout_s=max(deadline.slice(30.0), 0.1))
+            break
+        except ConnectionRefusedError:
+            raise NodeGone(f"node {target.name} at {target.host}:{target.port} no longer takes data") from None
+        except (TimeoutError, FeedTimeout, p.HandshakeCut) as exc:
+            # a busy endpoint (a full backlog, or handshakes pushed out by a flood of connections):
+            # try again while the feed_timeout lasts
+            if deadline.expired():
+                raise FeedTimeout(deadline.message(f"last: {exc}", f"is node {target.name} at "
+                                                   f"{target.host}:{target.port} swamped or stuck?")) from None
+            time.sleep(deadline.slice(delay))
+            delay = min(delay * 2, 1.0)
+        except OSError as exc:
+            raise FeedConnectionError(f"cannot reach the feed of node {target.name} at {target.host}:{target.port} "
+                            f"(executor {target.executor_id}): {exc}; did the node fail?") from None
     channel.sock.settimeout(feed_timeout)
     channel.send_json(p.OPEN, meta)
     return channel

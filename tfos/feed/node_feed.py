@@ -35,6 +35,8 @@ MAX_GRANT_RECORDS = 1 << 16
 #: connections in their handshake at once (each has a thread for at most p.HANDSHAKE_S); a new
 #: one past this pushes out the oldest, so a flood of idle peers cannot lock feeding tasks out
 MAX_HANDSHAKES = 32
+#: seconds a training connection's credit thread gets to stop (and again once its socket is shut)
+STOP_S = 10.0
 #: authenticated connections at once (feeding tasks, the driver's control channel); more are refused
 MAX_CONNECTIONS = 256
 
@@ -63,6 +65,8 @@ class FeedServer:
         self._schema_ready: dict[str, threading.Event] = collections.defaultdict(threading.Event)
         self._closing = False
         self._handshaking: collections.OrderedDict[socket.socket, None] = collections.OrderedDict()
+        #: handshakes ended to make room for newer ones (their threads say so when they fail)
+        self._pushed_out: set[socket.socket] = set()
         self._connections = 0
         self._refusals = RateLimitedLog(log, "refused feed connections")
         threading.Thread(target=self._accept_loop, name="tfos-feed-accept", daemon=True).start()
@@ -121,6 +125,7 @@ class FeedServer:
                     full = False
                     if len(self._handshaking) >= MAX_HANDSHAKES:
                         pushed_out, _ = self._handshaking.popitem(last=False)
+                        self._pushed_out.add(pushed_out)
                     self._handshaking[sock] = None
                     self._connections += 1
             if full:
@@ -137,12 +142,17 @@ class FeedServer:
             try:
                 channel = p.FeedChannel.accept(sock, self._secret, self._bound_to, timeout_s=p.HANDSHAKE_S)
             except (FeedError, OSError) as exc:  # FeedAuthenticationError is a FeedError
-                self._refusals.log("refused feed connection from %s: %s", peer, exc)
+                with self._lock:
+                    pushed_out = sock in self._pushed_out
+                why = (f"dropped mid-handshake to make room: {MAX_HANDSHAKES} newer connections were "
+                       f"handshaking at once (a flood of connections?)") if pushed_out else exc
+                self._refusals.log("refused feed connection from %s: %s", peer, why)
                 sock.close()
                 return
             finally:
                 with self._lock:
                     self._handshaking.pop(sock, None)
+                    self._pushed_out.discard(sock)
             try:
                 self._handle(channel)
             # AuthenticationError (a tampered frame) is not a FeedError: catch it too, or it
@@ -320,11 +330,21 @@ class _Granter:
             return granted
 
     def stop(self) -> None:
-        with self._cond:
+        """Bounded: a CREDIT send stuck on a peer that stopped reading is cut by shutting the
+        connection down, and the thread gets ``STOP_S`` to end after that."""
+        if not self._cond.acquire(timeout=STOP_S):
+            p.wake(self._channel.sock)  # the grant thread holds the lock in a send that does not end
+            if not self._cond.acquire(timeout=STOP_S):
+                raise FeedError(f"the credit thread of a feed connection did not stop in {2 * STOP_S:g} s")
+        try:
             self._stopped = True
             self._cond.notify_all()
+        finally:
+            self._cond.release()
         self._buffer.wake()
-        self._thread.join()
+        self._thread.join(STOP_S)
+        if self._thread.is_alive():
+            raise FeedError(f"the credit thread of a feed connection did not stop in {STOP_S:g} s")
         with self._cond:
             unused, self._grants = list(self._grants), collections.deque()
         for granted in unused:

@@ -110,7 +110,9 @@ class FeedChannel:
         deadline = Deadline(timeout_s, "a feed handshake")
         hello = _recv_exact(sock, _HELLO.size, deadline)
         if hello is None:
-            raise AuthenticationError(f"feed connection refused: no handshake within {timeout_s:g} s")
+            if deadline.expired():
+                raise AuthenticationError(f"feed connection refused: no handshake within {timeout_s:g} s")
+            raise AuthenticationError("feed connection refused: closed by the peer before its hello")
         version, client_nonce = _HELLO.unpack(hello)
         if version != VERSION:
             _send_quietly(sock, bytes([VERSION]))
@@ -121,7 +123,16 @@ class FeedChannel:
         sock.settimeout(deadline.remaining())
         sock.sendall(_REPLY.pack(VERSION, server_nonce, derived.node_proof))
         answer = _recv_exact(sock, MAC_BYTES, deadline)
-        if answer is None or not hmac.compare_digest(answer, derived.feeder_proof):
+        if answer is None:
+            # a hello, then silence or a hang-up: no proof was offered, so none was wrong
+            if deadline.expired():
+                raise AuthenticationError(f"feed connection refused: no proof of the run's secret within "
+                                          f"{timeout_s:g} s of its hello")
+            raise AuthenticationError("feed connection refused: closed by the peer after its hello, "
+                                      "without a proof of the run's secret (as a feeder does when this node's "
+                                      "proof is not what it expects: another run's secret, or a connection "
+                                      "meant for another node)")
+        if not hmac.compare_digest(answer, derived.feeder_proof):
             raise AuthenticationError("feed connection refused: not signed with this run's secret for this node "
                                       "(another run's, or meant for another node)")
         sock.sendall(_ACCEPTED)
@@ -142,13 +153,13 @@ class FeedChannel:
             if not reply:
                 if deadline.expired():  # a stuck node, not a closed one
                     raise FeedTimeout(f"feed endpoint {where} did not answer the handshake within {timeout_s:g} s")
-                raise FeedError(f"feed endpoint {where} closed the connection at once")
+                raise HandshakeCut(f"feed endpoint {where} closed the connection at once")
             if reply[0] != VERSION:
                 raise FeedError(f"feed endpoint {where} speaks feed protocol version {reply[0]}, this task "
                                 f"{VERSION}: the driver and the executors run different tfos versions")
             if len(reply) < _REPLY.size:
-                raise FeedError(f"feed endpoint {where} ended the handshake early "
-                                f"({len(reply)} of {_REPLY.size} bytes)")
+                raise HandshakeCut(f"feed endpoint {where} ended the handshake early "
+                                   f"({len(reply)} of {_REPLY.size} bytes)")
             _, server_nonce, node_proof = _REPLY.unpack(reply)
             derived = proof_and_keys(secret, client_nonce, server_nonce, bound_to)
             if not hmac.compare_digest(node_proof, derived.node_proof):
@@ -220,6 +231,12 @@ class FeedChannel:
         if allow_eof and not data:
             return None
         raise FeedError(f"feed connection ended inside a frame ({len(data)} of {size} bytes)")
+
+
+class HandshakeCut(FeedError):
+    """The node hung up during the handshake before proving anything: it was busy (its
+    handshakes full, a flood of connections pushing the oldest out) or ending. The feeding
+    side tries again within its ``feed_timeout``."""
 
 
 class Derived(NamedTuple):

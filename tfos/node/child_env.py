@@ -15,7 +15,9 @@ TensorBoard and ``parallel_run``'s instances. Its layers, later ones winning:
    through the ``CUDA_VISIBLE_DEVICES`` that layers 1-3 left (:func:`tfos.node.gpus.cuda_visible_devices`).
    So ``env={"CUDA_VISIBLE_DEVICES": ...}`` says how the executor numbers its GPUs, as
    ``spark.executorEnv`` would; it never hands a node a GPU Spark gave another task.
-   Without GPU scheduling the value of layers 1-3 stands;
+   Without GPU scheduling the value of layers 1-3 stands. A child that must see no GPU
+   (TensorBoard: ``no_gpu=True``) gets ``-1``, whatever layers 1-3 say: otherwise it
+   would see every GPU of the executor, a node's included;
 5. tfos's own: ``PYTHONPATH`` is the user's entries (from ``env=``) first, then the
    parent's ``sys.path``, so the child imports tfos and the user's modules as the Spark
    task did; ``PYTHONUNBUFFERED=1`` (the output tail needs lines as they are printed);
@@ -80,6 +82,7 @@ def child_environment(
     keep_omp_num_threads: bool,
     user_env: Mapping[str, str] | None = None,
     gpus: Sequence[str] = (),
+    no_gpu: bool = False,
     python_path: Sequence[str] | None = None,
 ) -> dict[str, str]:
     """The environment of a child tfos starts on an executor, by the layers in the module doc.
@@ -90,6 +93,7 @@ def child_environment(
             ``spark.executorEnv.OMP_NUM_THREADS``); otherwise it is pyspark's, and dropped.
         user_env: the run's ``env=``.
         gpus: the GPU addresses Spark assigned to the task (empty: no GPU scheduling).
+        no_gpu: the child sees no GPU at all (``CUDA_VISIBLE_DEVICES=-1``).
         python_path: where the child finds Python modules; by default this process's ``sys.path``.
 
     Returns:
@@ -101,7 +105,7 @@ def child_environment(
     if not keep_omp_num_threads:
         env.pop("OMP_NUM_THREADS", None)
     env.update(user_env)
-    devices = cuda_visible_devices(list(gpus), env.get("CUDA_VISIBLE_DEVICES"))
+    devices = "-1" if no_gpu else cuda_visible_devices(list(gpus), env.get("CUDA_VISIBLE_DEVICES"))
     if devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = devices
     paths = [*user_env.get("PYTHONPATH", "").split(os.pathsep), *(sys.path if python_path is None else python_path)]

@@ -177,8 +177,11 @@ def _call_and_pickle(main_fun, args, ctx) -> bytes:
     try:
         return cloudpickle.dumps(result)
     except Exception as exc:  # noqa: BLE001 - any pickling error: say what was returned
-        raise TypeError(f"main_fun returned a {type(result).__name__} that cannot be pickled back to the "
-                        f"driver ({exc}); return plain data (numbers, lists, dicts, numpy arrays)") from exc
+        from tfos.node.user_function import AfterMainFun
+
+        raise AfterMainFun(f"main_fun returned a {type(result).__name__} that cannot be pickled back to the "
+                           f"driver ({type(exc).__name__}: {exc}); return plain data (numbers, lists, dicts, "
+                           f"numpy arrays)") from exc
 
 
 if __name__ == "__main__":

@@ -39,6 +39,9 @@ class NodeLaunch:
     storage_env: dict[str, str] = field(default_factory=dict, repr=False)
     #: 0 for the first start of the run, one more per restart (``ctx.attempt``)
     attempt: int = 0
+    #: the slots Spark feeds (SPARK mode's chief and workers): only their TF processes get a
+    #: feed endpoint and the run's secret
+    fed_slots: tuple[int, ...] = ()
     #: cloudpickled (main_fun, args, source): unpickled only in the TF process
     payload: bytes = field(default=b"", repr=False)
 

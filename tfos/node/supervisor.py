@@ -24,7 +24,6 @@ import time
 from dataclasses import dataclass
 
 from tfos.errors import ReservationError
-from tfos.input_mode import InputMode
 from tfos.net import join_host_port
 from tfos.node import frames
 from tfos.node.child_env import child_environment
@@ -83,6 +82,11 @@ class Supervisor:
 
     # ------------------------------------------------------------------ steps
 
+    @property
+    def _fed(self) -> bool:
+        """Whether Spark feeds this node: only those get a feed endpoint and the run's secret."""
+        return self.slot in self.h.get("fed_slots", ())
+
     def run(self) -> _Outcome:
         self._start_watchdog()
         # storage settings from the Spark conf, where the executor's environment has none
@@ -95,7 +99,7 @@ class Supervisor:
         self.port_holder = reserve(host, ports, offset)
         port = self.port_holder.getsockname()[1]
         tb_port = pick(host, ports, offset + 1, exclude=[port]) if self.h["tensorboard"] else 0
-        if self.h["input_mode"] == InputMode.SPARK:
+        if self._fed:
             # bound here, inherited by the TF process: the port is never free for a moment
             self.feed_listener = listen(host, ports, offset + 2, exclude=[port, tb_port])
             self.feed_port = self.feed_listener.getsockname()[1]
@@ -202,8 +206,9 @@ class Supervisor:
             "worker_num": worker_num, "num_workers": num_workers, "log_dir": log_dir,
             "local_root": self.local_root, "storage": storage,
             "server_address": self.h["server_address"],
-            # the TF process checks feeding connections with it (SPARK mode only)
-            "secret": self.h["secret"] if self.h["input_mode"] == InputMode.SPARK else "",
+            # the TF process checks feeding connections with it: fed nodes only (SPARK mode's
+            # chief and workers); a ps or evaluator never sees it
+            "secret": self.h["secret"] if self._fed else "",
             "nodes": [{"job_name": n.job_name, "task_index": n.task_index, "host": n.host,
                        "port": n.port, "executor_id": n.executor_id} for n in nodes],
         }
@@ -226,7 +231,7 @@ class Supervisor:
             start_new_session=True,
             # the run's env= too: a remote log_dir may need its credentials; no GPU for it
             env=child_environment(os.environ, keep_omp_num_threads=self.h["keep_omp_num_threads"],
-                                  user_env=self.h["env"]),
+                                  user_env=self.h["env"], no_gpu=True),
         )
         OutputTail(self.tensorboard.stdout, f"{self.tag}[tensorboard]", max_lines=20)
         log.info("%s TensorBoard on http://%s serving %s", self.tag, join_host_port(host, port), log_dir)

@@ -64,7 +64,7 @@ def main() -> int:
     def make_context():
         ctx = _context(header, cluster, events)
         ctx._tmp_socket = _held_port(opts.port_fd, header.get("release_port", True))
-        if opts.feed_fd >= 0 and cluster["job_name"] not in ("ps", "evaluator"):
+        if opts.feed_fd >= 0:  # the supervisor gives one to fed nodes only
             ctx._feed = _feed_server(opts.feed_fd, feed_secret, header["run_id"],
                                      f"{cluster['job_name']}:{cluster['task_index']}")
         return ctx

@@ -57,6 +57,11 @@ class UserOutcome:
     value: Any = None
 
 
+class AfterMainFun(Exception):
+    """A failure after ``main_fun`` returned (its result could not be sent): reported in its
+    own words, not as ``main_fun`` raising."""
+
+
 def call_main_fun(main_fun: Callable[[Any, Any], Any], args: Any, ctx: Any) -> Any:
     """The default ``call``: just ``main_fun(args, ctx)``."""
     return main_fun(args, ctx)
@@ -98,5 +103,6 @@ def run_user_function(
         tb = traceback.format_exc()
         sys.stderr.write(tb)
         sys.stderr.flush()
-        events("failed", message=f"main_fun raised {type(exc).__name__}: {exc}"[:MAX_MESSAGE_CHARS], traceback=tb)
+        said = str(exc) if isinstance(exc, AfterMainFun) else f"main_fun raised {type(exc).__name__}: {exc}"
+        events("failed", message=said[:MAX_MESSAGE_CHARS], traceback=tb)
         return UserOutcome(1)

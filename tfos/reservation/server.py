@@ -112,7 +112,7 @@ class ReservationServer:
                 self.port = add_port(port)
             except OSError:
                 raise ReservationError(
-                    f"could not bind the reservation server to {bind}:{port}; is the port in use, or the "
+                    f"could not bind the reservation server to {join_host_port(bind, port)}; is the port in use, or the "
                     f"address not on this host (set spark.driver.bindAddress or TFOS_SERVER_HOST)?"
                 ) from None
         self._started = False

@@ -61,6 +61,9 @@ class Mirror:
         self._uploaded: dict[str, tuple[int, int]] = {}  # relative path -> (size, mtime_ns) now in storage
         self._lock = threading.Lock()  # one pass at a time
         self._stop = threading.Event()
+        #: how long finish() waits for a periodic pass in progress (one stuck on storage that
+        #: stopped answering fails the node instead of hanging it)
+        self.finish_timeout_s = FINAL_PASS_S
         self._thread: threading.Thread | None = None
         self._finished = False
         self.totals = SyncReport()
@@ -87,7 +90,11 @@ class Mirror:
                 return SyncReport()
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(self.finish_timeout_s)
+            if self._thread.is_alive():  # a pass stuck on storage that stopped answering
+                raise StorageError(f"the mirror's pass to {redact(self.remote)} did not end in "
+                                   f"{self.finish_timeout_s:g} s (is the storage answering?); the node's "
+                                   f"last files are not confirmed saved")
         report = self.sync()
         if report.failed:
             listed = "; ".join(f"{rel}: {reason}" for rel, reason in sorted(report.failed.items())[:5])

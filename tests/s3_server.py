@@ -36,13 +36,23 @@ class S3Server:
                 "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_REGION": "us-east-1",
                 "AWS_EC2_METADATA_DISABLED": "true"}
 
+    def s3a_conf(self) -> dict[str, str]:
+        """The same, as Spark users set it: ``spark.hadoop.fs.s3a.*`` in the Spark conf."""
+        return {"spark.hadoop.fs.s3a.endpoint": f"127.0.0.1:{self.port}",
+                "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
+                "spark.hadoop.fs.s3a.endpoint.region": "us-east-1",
+                "spark.hadoop.fs.s3a.access.key": self.access_key, "spark.hadoop.fs.s3a.secret.key": self.secret_key}
+
     def start(self, port: int = 0) -> S3Server:
         if port == 0:
             with socket.socket() as probe:
                 probe.bind(("127.0.0.1", 0))
                 port = probe.getsockname()[1]
         self.port = port
-        binary = shutil.which("moto_server") or os.path.join(os.path.dirname(sys.executable), "moto_server")
+        # the one installed with this interpreter first: an older moto on PATH (5.2.1 broke
+        # pyarrow's CompleteMultipartUpload) must not stand in for the test extra's
+        beside = os.path.join(os.path.dirname(sys.executable), "moto_server")
+        binary = beside if os.access(beside, os.X_OK) else shutil.which("moto_server") or beside
         self.proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)],
                                      env=dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(_SETUP_CALLS)),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

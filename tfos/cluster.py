@@ -5,7 +5,6 @@ returns a :class:`Cluster` to feed, watch and shut it down.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
@@ -51,7 +50,7 @@ from tfos.spark_jobs import (
     first_line,
     task_error,
 )
-from tfos.storage.credentials import apply_missing, storage_env_from_conf
+from tfos.storage.credentials import session_storage_env, storage_environ
 from tfos.user_code import describe_source
 
 log = logging.getLogger(__name__)
@@ -142,9 +141,7 @@ def run(
 
         # spark.hadoop.fs.s3a.* -> AWS_*, as the nodes will see them; credentials, bucket and
         # endpoint checked before any node starts
-        environ = dict(os.environ)
-        apply_missing(environ, storage_env_from_conf(app.get))
-        check_writable(config.storage, environ)
+        check_writable(config.storage, storage_environ(app))
     wait_for_executors(app, config.num_executors, min(config.executor_wait_timeout, config.reservation_timeout))
     check_slots_per_executor(app, facts, config.num_executors)
     if config.max_restarts:
@@ -198,7 +195,7 @@ class Cluster:
             port_range=str(config.port_range or ""),
             release_port=config.release_port,
             storage=config.storage or "",
-            storage_env=storage_env_from_conf(self.app.get),
+            storage_env=session_storage_env(self.app),
             attempt=attempt,
             fed_slots=tuple(slot for slot, role in enumerate(self.state.roles) if role.trains)
             if config.input_mode == InputMode.SPARK else (),

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from itertools import islice
 
 from tfos.errors import DataError
+from tfos.storage.credentials import task_storage_settings
 from tfos.tfrecord import (
     PY_BOOL,
     PY_BYTES,
@@ -190,6 +191,7 @@ def save_as_tfrecords(df, output_dir: str, compression: str | None = None,
     target = _qualify(sc, output_dir)
     _prepare_dir(sc, target, overwrite)
     suffix = SUFFIX[compression]
+    storage_env = _storage_env(df.sparkSession)
 
     def write_partition(index, rows):
         from pyspark import TaskContext
@@ -197,8 +199,9 @@ def save_as_tfrecords(df, output_dir: str, compression: str | None = None,
         task = TaskContext.get()
         name = f"part-{index:05d}{suffix}"
         try:
-            count = _write_part(target, name, rows, fields, compression,
-                                attempt=task.attemptNumber() if task else 0)
+            with task_storage_settings(storage_env):
+                count = _write_part(target, name, rows, fields, compression,
+                                    attempt=task.attemptNumber() if task else 0)
         except DataError as exc:  # bad data: the same on every retry, so report it instead of raising
             yield name, -1, str(exc)
             return
@@ -283,7 +286,7 @@ def load_tfrecords(spark, input_dir: str, binary_features=(), schema=None,
     sc = spark.sparkContext
     through_storage = _spark_cannot_read(sc, input_dir)
     if through_storage:  # e.g. s3a:// without hadoop-aws: list and read with tfos's storage layer
-        files = _storage_files(sc, input_dir)
+        files = _storage_files(sc, input_dir, _storage_env(spark))
     else:
         files = sc.binaryFiles(input_dir, minPartitions=max(sc.defaultParallelism, 2))  # lazy: read if used
     fields, schema, strict = _fields_to_read(
@@ -381,7 +384,7 @@ def _spark_cannot_read(sc, path: str) -> bool:
         raise
 
 
-def _storage_files(sc, input_dir: str):
+def _storage_files(sc, input_dir: str, storage_env: dict):
     """``(path, bytes)`` of the TFRecord files under ``input_dir`` (a directory, file or glob),
     as ``binaryFiles`` gives them, read by the storage layer in the executors."""
     from tfos.storage.filesystems import glob as storage_glob
@@ -396,7 +399,8 @@ def _storage_files(sc, input_dir: str):
     def read(path):
         from tfos.storage.filesystems import read_bytes
 
-        return path, read_bytes(path)
+        with task_storage_settings(storage_env):
+            return path, read_bytes(path)
 
     return sc.parallelize(paths, min(len(paths), max(sc.defaultParallelism, 2))).map(read)
 
@@ -471,6 +475,14 @@ def _local(path: str) -> str | None:
     from tfos.storage.filesystems import local_path
 
     return local_path(path)
+
+
+def _storage_env(spark) -> dict[str, str]:
+    """Driver: the storage settings of the session's Spark conf, for the executors' tasks
+    (tfos/storage/credentials.py: the environment wins, the conf fills the gaps)."""
+    from tfos.storage.credentials import session_storage_env
+
+    return session_storage_env(spark)
 
 
 def _join(directory: str, name: str) -> str:
@@ -636,9 +648,12 @@ def _on_an_executor(spark, action, what: str) -> str | None:
     from tfos.errors import StorageError
     from tfos.spark_app import spark_app
 
+    storage_env = _storage_env(spark)
+
     def run(_index: int):
         try:
-            return None, action()
+            with task_storage_settings(storage_env):
+                return None, action()
         except (DataError, StorageError) as exc:
             return exc, None
 
@@ -673,6 +688,7 @@ def _save_over_connect(df, output_dir: str, compression: str, overwrite: bool,
     suffix = SUFFIX[compression]
     vectors = [i for i, f in enumerate(fields) if f.py == PY_VECTOR]
     schema_json = df.schema.json()
+    storage_env = _storage_env(spark)
 
     def write(batches):
         import pyarrow as pa
@@ -688,7 +704,9 @@ def _save_over_connect(df, output_dir: str, compression: str, overwrite: bool,
                     yield _arrow_vectors(row, vectors) if vectors else row
 
         try:
-            count, error = _write_part(target, name, rows(), fields, compression, attempt=task.attemptNumber()), ""
+            with task_storage_settings(storage_env):
+                count, error = _write_part(target, name, rows(), fields, compression,
+                                           attempt=task.attemptNumber()), ""
         except DataError as exc:  # bad data: the same on every retry, so report it instead of raising
             count, error = -1, str(exc)
         yield pa.RecordBatch.from_pydict({"name": [name], "records": [count], "error": [error]})

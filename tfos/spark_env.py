@@ -246,8 +246,21 @@ def executor_hosts(sc) -> list[str]:
         ids = sc._jsc.sc().getExecutorIds()
         return [f"executor {ids.apply(i)}" for i in range(ids.size())]
     except Exception:  # noqa: BLE001 - no JVM access: count the status tracker's entries
-        infos = sc.statusTracker().getExecutorInfos()
-        return [f"{e.host}:{e.port}" for e in infos][1:]
+        return _executors_without_the_driver(sc.statusTracker().getExecutorInfos(),
+                                             sc.getConf().get("spark.driver.host", None))
+
+
+def _executors_without_the_driver(infos, driver_host: str | None) -> list[str]:
+    """The status tracker's entries less the driver's, as "host:port". The tracker lists the
+    driver too, at no set place (Spark sorts it by id: after the numbered executors) and
+    without its id: the one on the driver's host goes (on a single-host cluster any one
+    of them: only the count is then exact)."""
+    entries = [(e.host, e.port) for e in infos]
+    if not entries:
+        return []
+    on_driver_host = [i for i, (host, _) in enumerate(entries) if host == driver_host]
+    drop = on_driver_host[-1] if on_driver_host else len(entries) - 1
+    return [f"{host}:{port}" for i, (host, port) in enumerate(entries) if i != drop]
 
 
 def _source(facts: SparkFacts) -> str:

@@ -8,6 +8,7 @@ import os
 import pytest
 
 import tfos
+from tests.s3_server import serve_bucket
 from tfos import dfutil
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -164,3 +165,31 @@ def test_an_existing_directory_is_kept_unless_overwrite(spark, tmp_path):
     dfutil.save_as_tfrecords(spark.range(7).repartition(1), out, overwrite=True, compression="ZLIB")
     assert sorted(os.listdir(out)) == ["_SUCCESS", "_tfos_schema.json", "part-00000.tfrecord.zlib"]
     assert sorted(r.id for r in dfutil.load_tfrecords(spark, out).collect()) == list(range(7))
+
+
+@pytest.fixture(scope="module")
+def s3():
+    yield from serve_bucket("tfos-dfutil")
+
+
+def test_s3_settings_in_the_spark_conf_alone_reach_the_driver_and_the_executors(spark, s3, monkeypatch):
+    # a new user's set-up: the session's conf has the endpoint and keys, the environment none
+    for name in (*s3.env(), "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance metadata to ask on this machine
+    conf = s3.s3a_conf()
+    for key, value in conf.items():
+        spark.conf.set(key, value)
+    try:
+        df = spark.createDataFrame([(i, float(i) / 2) for i in range(30)], "id long, x double").repartition(3)
+        saved = dfutil.save_as_tfrecords(df, "s3://tfos-dfutil/from-conf")  # driver: the directory; executors: parts
+        assert saved.total_records == 30
+        # tfos.storage on the driver, with no session passed: the active session's conf
+        from tfos.storage import glob as storage_glob
+
+        assert len(storage_glob("s3://tfos-dfutil/from-conf/part-*")) == 3
+        back = dfutil.load_tfrecords(spark, "s3://tfos-dfutil/from-conf")  # read by the executors
+        assert sorted((r.id, r.x) for r in back.collect()) == [(i, i / 2) for i in range(30)]
+    finally:
+        for key in conf:
+            spark.conf.unset(key)

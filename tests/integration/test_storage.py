@@ -76,10 +76,7 @@ def _fit_from_s3(args, ctx):
 @pytest.fixture
 def s3a_conf(sc, s3):
     """The S3 server set the way Spark users set it: spark.hadoop.fs.s3a.* in the conf."""
-    conf = {"spark.hadoop.fs.s3a.endpoint": f"127.0.0.1:{s3.port}",
-            "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
-            "spark.hadoop.fs.s3a.endpoint.region": "us-east-1",
-            "spark.hadoop.fs.s3a.access.key": s3.access_key, "spark.hadoop.fs.s3a.secret.key": s3.secret_key}
+    conf = s3.s3a_conf()
     for key, value in conf.items():
         sc._conf.set(key, value)
     yield

@@ -181,3 +181,22 @@ def test_spark_app_takes_a_context_a_classic_or_a_connect_session_and_refuses_th
     with pytest.raises(ConfigError, match="takes a SparkContext or a SparkSession .classic or Spark Connect.; "
                                           "received: str"):
         spark_app("local[2]")
+
+
+@pytest.mark.parametrize(("infos", "driver_host", "executors"), [
+    # the driver has a host of its own: it goes wherever the tracker lists it
+    ([("10.0.0.1", 7078), ("10.0.0.5", 41000), ("10.0.0.6", 41000)], "10.0.0.1", ["10.0.0.5:41000", "10.0.0.6:41000"]),
+    ([("10.0.0.5", 41000), ("10.0.0.6", 41000), ("10.0.0.1", 7078)], "10.0.0.1", ["10.0.0.5:41000", "10.0.0.6:41000"]),
+    ([("10.0.0.5", 41000), ("10.0.0.1", 7078), ("10.0.0.6", 41000)], "10.0.0.1", ["10.0.0.5:41000", "10.0.0.6:41000"]),
+    # one host for all (local-cluster): the count is exact
+    ([("127.0.0.1", 40001), ("127.0.0.1", 40002), ("127.0.0.1", 7078)], "127.0.0.1", ["127.0.0.1:40001", "127.0.0.1:40002"]),
+    ([("127.0.0.1", 7078)], "127.0.0.1", []),
+    ([], "127.0.0.1", []),
+])
+def test_the_status_trackers_executor_list_loses_the_driver_wherever_it_is_listed(infos, driver_host, executors):
+    from collections import namedtuple
+
+    from tfos.spark_env import _executors_without_the_driver
+
+    info = namedtuple("SparkExecutorInfo", "host port")
+    assert _executors_without_the_driver([info(*i) for i in infos], driver_host) == executors

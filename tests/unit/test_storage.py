@@ -525,3 +525,52 @@ def test_finish_fails_naming_the_storage_when_a_periodic_pass_is_stuck_instead_o
     assert time.monotonic() - started < 5
     assert str(info.value) == (f"the mirror's pass to file://{tmp_path}/remote did not end in 0.5 s (is the "
                                "storage answering?); the node's last files are not confirmed saved")
+
+
+class _Session:
+    """A SparkSession's conf as storage_environ reads it (``spark.conf.get``)."""
+
+    def __init__(self, conf: dict[str, str]):
+        values = dict(conf)
+
+        class Conf:
+            @staticmethod
+            def get(key, default=None):
+                return values.get(key, default)
+
+        self.conf = Conf()
+
+
+_CONF = {"spark.hadoop.fs.s3a.endpoint": "10.0.0.9:9000", "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
+         "spark.hadoop.fs.s3a.access.key": "conf-key", "spark.hadoop.fs.s3a.secret.key": "conf-secret"}
+
+
+@pytest.mark.parametrize(("environ", "expected"), [
+    # the process's environment, the Spark conf -> what storage clients read
+    ({}, {"AWS_ENDPOINT_URL": "http://10.0.0.9:9000", "AWS_ACCESS_KEY_ID": "conf-key",
+          "AWS_SECRET_ACCESS_KEY": "conf-secret"}),
+    ({"AWS_ACCESS_KEY_ID": "env-key", "AWS_SECRET_ACCESS_KEY": "env-secret"},  # the environment wins
+     {"AWS_ENDPOINT_URL": "http://10.0.0.9:9000", "AWS_ACCESS_KEY_ID": "env-key",
+      "AWS_SECRET_ACCESS_KEY": "env-secret"}),
+    ({"AWS_ENDPOINT_URL": "https://s3.example", "PATH": "/bin"},
+     {"AWS_ENDPOINT_URL": "https://s3.example", "PATH": "/bin", "AWS_ACCESS_KEY_ID": "conf-key",
+      "AWS_SECRET_ACCESS_KEY": "conf-secret"}),
+])
+def test_storage_settings_are_the_environments_then_the_spark_confs(environ, expected):
+    from tfos.storage.credentials import storage_environ, task_storage_settings
+
+    before = dict(environ)
+    assert dict(storage_environ(_Session(_CONF), environ)) == expected
+    assert environ == before  # the process's own environment is never changed
+    # in a Spark task the driver's settings stand in for the conf, and only inside the task
+    with task_storage_settings({"AWS_ACCESS_KEY_ID": "conf-key", "AWS_SECRET_ACCESS_KEY": "conf-secret",
+                                "AWS_ENDPOINT_URL": "http://10.0.0.9:9000"}):
+        assert dict(storage_environ(None, environ)) == expected
+    assert storage_environ(None, environ) is environ
+
+
+def test_without_a_spark_session_the_environment_is_what_storage_reads():
+    from tfos.storage.credentials import storage_environ
+
+    environ = {"AWS_REGION": "eu-west-1"}
+    assert storage_environ(_Session({}), environ) is environ

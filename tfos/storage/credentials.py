@@ -1,9 +1,14 @@
 """Storage settings Spark users already keep in the Spark conf, as the SDKs' variables.
 
 A Spark application that reads ``s3a://`` through Hadoop has its endpoint and keys in
-``spark.hadoop.fs.s3a.*``; the TF nodes reach storage through pyarrow, whose clients read
-the AWS/GCP variables. The driver maps the first onto the second, and the nodes (their
-mirror and their TF process) get them unless their environment already sets the variable:
+``spark.hadoop.fs.s3a.*``; tfos reaches storage through pyarrow, whose clients read the
+AWS/GCP variables. One rule, everywhere tfos touches storage (the nodes' mirror and TF
+process, ``tfos.run``'s storage check, ``tfos.dfutil`` on the driver and in its Spark
+tasks, ``tfos.storage.*`` called on the driver): **a variable the process's environment
+sets wins; where it sets none, the Spark conf's value (mapped below) is used**
+(:func:`storage_environ`). The Spark conf is the session's as the entry point sees it:
+``tfos.run``'s application, the DataFrame's session for ``dfutil`` (runtime
+``spark.conf.set`` included), the active session for ``tfos.storage.*``:
 
 ================================================  ================================
 ``spark.hadoop.fs.s3a.endpoint``                   ``AWS_ENDPOINT_URL`` (``http://``
@@ -21,6 +26,13 @@ turn on ``spark.network.crypto.enabled``), never in ``argv`` or a log line.
 """
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
+
+#: in a Spark task of the driver's (dfutil): the conf's settings the driver sent along
+_TASK_SETTINGS: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("tfos_storage_settings",
+                                                                                     default=None)
 
 _DIRECT = {
     "spark.hadoop.fs.s3a.endpoint.region": "AWS_REGION",
@@ -49,3 +61,78 @@ def apply_missing(environ, env: dict[str, str]) -> None:
     """Set each variable of ``env`` in ``environ`` that is not set there already."""
     for name, value in env.items():
         environ.setdefault(name, value)
+
+
+def session_storage_env(spark) -> dict[str, str]:
+    """The SDK variables the conf of ``spark`` implies: a SparkSession (classic or Spark
+    Connect: its runtime conf, which holds the builder's and spark-submit's too), a
+    SparkContext, or a :class:`tfos.spark_app.SparkApp`; empty when the conf cannot be read."""
+    if hasattr(spark, "conf") and hasattr(spark.conf, "get"):
+        def get(key, default=None):
+            try:
+                return spark.conf.get(key, default)
+            except Exception:  # noqa: BLE001 - a key the session will not show
+                return default
+    elif hasattr(spark, "getConf"):  # a SparkContext
+        conf = spark.getConf()
+        get = conf.get
+    elif hasattr(spark, "get"):  # a SparkApp
+        get = spark.get
+    else:
+        return {}
+    return storage_env_from_conf(get)
+
+
+def active_session():
+    """The SparkSession active in this process (classic or Spark Connect), or ``None``: always
+    on an executor or in a TF process, where no session runs (and pyspark is not imported
+    for it)."""
+    import sys
+
+    if "pyspark" not in sys.modules:
+        return None
+    try:
+        from pyspark.sql import SparkSession
+
+        session = SparkSession.getActiveSession()
+    except Exception:  # noqa: BLE001 - no JVM, a stopped context
+        session = None
+    if session is None and "pyspark.sql.connect.session" in sys.modules:
+        try:
+            from pyspark.sql.connect.session import SparkSession as RemoteSession
+
+            session = RemoteSession.getActiveSession()
+        except Exception:  # noqa: BLE001
+            session = None
+    return session
+
+
+@contextlib.contextmanager
+def task_storage_settings(settings: dict[str, str]):
+    """In a Spark task: within, :func:`storage_environ` takes ``settings`` (the driver's
+    :func:`session_storage_env`) as the Spark conf's. The worker's environment is not
+    changed: a reused Python worker keeps no settings of an earlier job."""
+    token = _TASK_SETTINGS.set(dict(settings))
+    try:
+        yield
+    finally:
+        _TASK_SETTINGS.reset(token)
+
+
+def storage_environ(spark=None, environ=None):
+    """The environment storage clients read (the rule in the module doc): ``environ``
+    (default ``os.environ``) with, for each variable it lacks, the value the Spark conf of
+    ``spark`` implies (default: the active session's on the driver; in a dfutil task, the
+    settings its driver sent). Returns ``environ`` itself when the conf adds nothing."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    if spark is None:
+        spark = active_session()
+    extra = session_storage_env(spark) if spark is not None else (_TASK_SETTINGS.get() or {})
+    missing = {name: value for name, value in extra.items() if name not in environ}
+    if not missing:
+        return environ
+    merged = dict(environ)
+    merged.update(missing)
+    return merged

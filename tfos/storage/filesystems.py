@@ -86,9 +86,11 @@ def is_remote(uri: str) -> bool:
 def resolve(uri: str, environ=None) -> Location:
     """The file system and path for ``uri``; file systems are made once per authority.
 
-    ``environ`` (default ``os.environ``) is where the AWS variables are read (endpoint,
-    region, keys); pass the process environment plus extra settings to use those without
-    changing the process's own.
+    ``environ`` is where the AWS variables are read (endpoint, region, keys); by default the
+    process's environment with the active Spark session's storage settings where it has
+    none (:func:`tfos.storage.credentials.storage_environ`: on the driver, ``spark.hadoop.fs.s3a.*``
+    work as they do for Spark). Pass the process environment plus extra settings to use
+    those without changing the process's own.
 
     Raises:
         StorageError: an unsupported scheme, or a file system that cannot be set up here
@@ -101,7 +103,10 @@ def resolve(uri: str, environ=None) -> Location:
         import pyarrow.fs as pafs
 
         return Location(pafs.LocalFileSystem(), os.path.abspath(_local_path(uri)), "")
-    environ = os.environ if environ is None else environ
+    if environ is None:
+        from tfos.storage.credentials import storage_environ
+
+        environ = storage_environ()
     if scheme not in _SUPPORTED or scheme in _fsspec_schemes(environ):
         return _through_fsspec(scheme, uri)
     parts = urlsplit(uri)

@@ -18,6 +18,8 @@ import time
 
 import psutil
 
+from tests.log_tail import log_tail
+
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
 
@@ -107,11 +109,7 @@ class ConnectServer:
         return found
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            with open(self.log_path, errors="replace") as log:
-                return "".join(log.readlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, lines)
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM (the JVM's shutdown hook stops the SparkContext and its executors), then

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from tests.log_tail import log_tail
+
 
 class NetnsUnavailable(RuntimeError):
     """This machine (or container) does not let the test create namespaces; the reason says why."""
@@ -208,11 +210,7 @@ class Daemon:
     log_path: str
 
     def tail(self, lines: int = 30) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return "".join(f.readlines()[-lines:])
-        except OSError as exc:
-            return f"(no log: {exc})"
+        return log_tail(self.log_path, lines)
 
 
 class StandaloneSpark:

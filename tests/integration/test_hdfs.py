@@ -1,0 +1,93 @@
+"""HDFS for real: Hadoop's own MiniDFSCluster (a NameNode and a DataNode on 127.0.0.1, from
+hadoop-client-minicluster 3.5.0, tests/hadoop_cluster.py) with a 2-executor Spark.
+
+The client paths: tfos's storage layer through the ``hdfs-native`` package (a JVM-free
+client, ``TFOS_FSSPEC_SCHEMES=hdfs`` on the driver and the executors), and Spark's own
+Hadoop client (pyspark's jars) for what Spark reads and qualifies. pyarrow's libhdfs client
+cannot run here: no ``libhdfs.so`` comes with pip's pyarrow or Maven's Hadoop jars.
+"""
+
+from __future__ import annotations
+
+import psutil
+import pytest
+
+from tests.hadoop_cluster import HadoopCluster
+from tfos import dfutil
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+SPARK_EXECUTORS = 2
+#: the executors' storage calls go through hdfs-native (its fsspec file system)
+SPARK_CONF = {"spark.executorEnv.TFOS_FSSPEC_SCHEMES": "hdfs"}
+
+
+@pytest.fixture(scope="module")
+def hdfs():
+    cluster = HadoopCluster().start()
+    pid = cluster.proc.pid
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.fixture
+def hdfs_native(hdfs, monkeypatch):
+    """The driver's storage calls through hdfs-native too."""
+    monkeypatch.setenv("TFOS_FSSPEC_SCHEMES", "hdfs")
+    return hdfs
+
+
+def test_the_storage_layer_writes_lists_reads_and_deletes_on_the_namenode(hdfs_native):
+    from tfos.storage import glob, resolve
+    from tfos.storage.filesystems import read_bytes
+
+    base = f"{hdfs_native.uri}/tfos/layer"
+    payload = bytes(range(256)) * 4096  # 1 MiB: more than one packet to the DataNode
+    for name in ("a.bin", "b.bin", "sub/c.bin"):
+        location = resolve(f"{base}/{name}")
+        location.fs.create_dir(location.path.rsplit("/", 1)[0], recursive=True)
+        with location.fs.open_output_stream(location.path) as out:
+            out.write(payload)
+    assert glob(f"{base}/*.bin") == [f"{base}/a.bin", f"{base}/b.bin"]
+    assert glob(f"{base}/**/*.bin") == [f"{base}/sub/c.bin"]  # "**" spans segments, "/" must be there
+    assert glob(f"{base}/**.bin") == [f"{base}/a.bin", f"{base}/b.bin", f"{base}/sub/c.bin"]
+    assert read_bytes(f"{base}/sub/c.bin") == payload
+    gone = resolve(f"{base}/a.bin")
+    gone.fs.delete_file(gone.path)
+    assert glob(f"{base}/*.bin") == [f"{base}/b.bin"]
+
+
+def test_dfutil_saves_and_loads_tfrecords_on_hdfs(spark, hdfs_native):
+    frame = spark.createDataFrame([(i, float(i) / 4, f"row-{i}".encode()) for i in range(200)],
+                                  "id long, x double, blob binary").repartition(4)
+    target = f"{hdfs_native.uri}/tfos/dfutil/frame"
+    saved = dfutil.save_as_tfrecords(frame, target)  # driver: the directory; executors: the parts
+    assert (saved.output_dir, saved.total_records, len(saved.files)) == (target, 200, 4)
+    back = dfutil.load_tfrecords(spark, target)  # Spark's own HDFS client reads the files
+    assert sorted((r.id, r.x, bytes(r.blob)) for r in back.collect()) == [
+        (i, i / 4, f"row-{i}".encode()) for i in range(200)]
+
+
+def test_a_relative_path_lands_on_fs_default_fs_as_spark_and_tensorflowonspark_resolve_it(spark, hdfs_native):
+    from tfos.context import absolute_path
+    from tfos.storage.filesystems import read_bytes
+
+    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
+    before = hadoop_conf.get("fs.defaultFS")
+    hadoop_conf.set("fs.defaultFS", hdfs_native.uri)
+    try:
+        frame = spark.createDataFrame([(i,) for i in range(10)], "id long")
+        saved = dfutil.save_as_tfrecords(frame, "relative/frame")
+    finally:
+        hadoop_conf.set("fs.defaultFS", before)
+    # Spark put it under the user's HDFS home; ctx.absolute_path (TensorFlowOnSpark's
+    # hdfs_path) names the same place from fs.defaultFS and that home
+    import getpass
+
+    home = f"/user/{getpass.getuser()}"
+    assert saved.output_dir == f"{hdfs_native.uri}{home}/relative/frame"
+    assert absolute_path("relative/frame", hdfs_native.uri, home) == saved.output_dir
+    assert read_bytes(f"{saved.output_dir}/_SUCCESS") == b""

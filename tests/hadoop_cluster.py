@@ -94,3 +94,16 @@ class HadoopCluster:
             self.proc.wait(10)
         self.proc = None
         self._log.close()
+
+
+def serve(yarn: bool = False):
+    """A fixture's body: the running cluster, stopped after, its JVM checked gone."""
+    import psutil
+
+    cluster = HadoopCluster(yarn=yarn).start()
+    pid = cluster.proc.pid
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -9,10 +9,9 @@ cannot run here: no ``libhdfs.so`` comes with pip's pyarrow or Maven's Hadoop ja
 
 from __future__ import annotations
 
-import psutil
 import pytest
 
-from tests.hadoop_cluster import HadoopCluster
+from tests.hadoop_cluster import serve
 from tfos import dfutil
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -24,13 +23,7 @@ SPARK_CONF = {"spark.executorEnv.TFOS_FSSPEC_SCHEMES": "hdfs"}
 
 @pytest.fixture(scope="module")
 def hdfs():
-    cluster = HadoopCluster().start()
-    pid = cluster.proc.pid
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    yield from serve()
 
 
 @pytest.fixture

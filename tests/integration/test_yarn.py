@@ -9,10 +9,9 @@ import os
 import urllib.request
 import xml.etree.ElementTree as ElementTree
 
-import psutil
 import pytest
 
-from tests.hadoop_cluster import HadoopCluster
+from tests.hadoop_cluster import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600),
               pytest.mark.slow]  # CI time: 40-60 s of daemons for a check no other test needs yet
@@ -20,13 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600),
 
 @pytest.fixture(scope="module")
 def yarn():
-    cluster = HadoopCluster(yarn=True).start()
-    pid = cluster.proc.pid
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    yield from serve(yarn=True)
 
 
 def _site(conf_dir: str, name: str) -> dict[str, str]:

@@ -9,8 +9,13 @@ cannot run here: no ``libhdfs.so`` comes with pip's pyarrow or Maven's Hadoop ja
 
 from __future__ import annotations
 
+import json
+import sys
+
+import cloudpickle
 import pytest
 
+import tfos
 from tests.hadoop_cluster import serve
 from tfos import dfutil
 
@@ -19,6 +24,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 SPARK_EXECUTORS = 2
 #: the executors' storage calls go through hdfs-native (its fsspec file system)
 SPARK_CONF = {"spark.executorEnv.TFOS_FSSPEC_SCHEMES": "hdfs"}
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +90,27 @@ def test_a_relative_path_lands_on_fs_default_fs_as_spark_and_tensorflowonspark_r
     assert saved.output_dir == f"{hdfs_native.uri}{home}/relative/frame"
     assert absolute_path("relative/frame", hdfs_native.uri, home) == saved.output_dir
     assert read_bytes(f"{saved.output_dir}/_SUCCESS") == b""
+
+
+def _count_my_shard(args, ctx):
+    """This node's files of ``args["pattern"]`` on HDFS, and the records in them."""
+    import json as _json
+    import os as _os
+
+    files = ctx.shard_files(args["pattern"])
+    records = sum(1 for _ in ctx.tfrecord_dataset(files))
+    with open(_os.path.join(args["out"], f"{ctx.job_name}.json"), "w") as f:
+        _json.dump({"files": files, "records": records}, f)
+
+
+def test_nodes_shard_and_read_tfrecords_from_hdfs(spark, hdfs_native, tmp_path):
+    frame = spark.createDataFrame([(i,) for i in range(120)], "id long").repartition(4)
+    train = f"{hdfs_native.uri}/tfos/nodes/train"
+    dfutil.save_as_tfrecords(frame, train)
+    cluster = tfos.run(spark.sparkContext, _count_my_shard, {"pattern": f"{train}/part-*", "out": str(tmp_path)},
+                       num_executors=2)
+    cluster.shutdown(timeout=180)
+    reports = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
+    assert reports["chief"]["files"] == [f"{train}/part-00000.tfrecord", f"{train}/part-00002.tfrecord"]
+    assert reports["worker"]["files"] == [f"{train}/part-00001.tfrecord", f"{train}/part-00003.tfrecord"]
+    assert reports["chief"]["records"] + reports["worker"]["records"] == 120

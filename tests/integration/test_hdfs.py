@@ -114,3 +114,31 @@ def test_nodes_shard_and_read_tfrecords_from_hdfs(spark, hdfs_native, tmp_path):
     assert reports["chief"]["files"] == [f"{train}/part-00000.tfrecord", f"{train}/part-00002.tfrecord"]
     assert reports["worker"]["files"] == [f"{train}/part-00001.tfrecord", f"{train}/part-00003.tfrecord"]
     assert reports["chief"]["records"] + reports["worker"]["records"] == 120
+
+
+def _save_then_resume(args, ctx):
+    """Write (first run) or read back (second run) a file in ``ctx.local_dir("export")``."""
+    import os as _os
+
+    export = ctx.local_dir("export")
+    path = _os.path.join(export, "model.txt")
+    if _os.path.exists(path):  # restored from storage
+        with open(path) as f, open(_os.path.join(args, f"{ctx.job_name}.txt"), "w") as out:
+            out.write(f.read())
+    elif ctx.is_chief:
+        with open(path, "w") as f:
+            f.write("weights of run 1")
+
+
+def test_a_runs_storage_on_hdfs_is_mirrored_and_restored_by_the_next_run(spark, hdfs_native, tmp_path):
+    from tfos.storage import glob
+
+    storage = f"{hdfs_native.uri}/tfos/runs/mirror"
+    first = tfos.run(spark.sparkContext, _save_then_resume, str(tmp_path), num_executors=2, storage=storage)
+    first.shutdown(timeout=180)  # returns once the lead node's files are in storage
+    assert glob(f"{storage}/export/*") == [f"{storage}/export/model.txt"]
+    second = tfos.run(spark.sparkContext, _save_then_resume, str(tmp_path), num_executors=2, storage=storage)
+    second.shutdown(timeout=180)
+    # every node of the next run finds the chief's file in its own local_dir
+    assert {p.name: p.read_text() for p in tmp_path.glob("*.txt")} == {
+        "chief.txt": "weights of run 1", "worker.txt": "weights of run 1"}

@@ -130,6 +130,7 @@ def _save_then_resume(args, ctx):
             f.write("weights of run 1")
 
 
+@pytest.mark.slow  # CI time; the mirror and restore are the S3 storage test's (default run), hdfs-native the tests above
 def test_a_runs_storage_on_hdfs_is_mirrored_and_restored_by_the_next_run(spark, hdfs_native, tmp_path):
     from tfos.storage import glob
 

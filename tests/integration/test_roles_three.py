@@ -26,7 +26,9 @@ def _report(out_dir, ctx):
 
 
 @pytest.mark.parametrize("kwargs,roles", [
-    ({}, [("chief", 0), ("worker", 0), ("worker", 1)]),
+    # CI time: the planner is unit-tested (test_roles) and three executors form a cluster in the
+    # default run's ps, evaluator and fed-node tests; all three variants run with -m slow
+    pytest.param({}, [("chief", 0), ("worker", 0), ("worker", 1)], marks=pytest.mark.slow),
     # the planner's other outcomes are unit-tested (test_roles) and the evaluator runs in
     # test_evaluator_runs_main_fun_as_evaluator: these two end-to-end variants run on demand
     pytest.param({"eval_node": True}, [("chief", 0), ("evaluator", 0), ("worker", 0)], marks=pytest.mark.slow),

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from itertools import islice
 
 from tfos.errors import DataError
-from tfos.storage.credentials import task_storage_settings
+from tfos.storage.credentials import session_storage_env, task_storage_settings
 from tfos.tfrecord import (
     PY_BOOL,
     PY_BYTES,
@@ -191,7 +191,7 @@ def save_as_tfrecords(df, output_dir: str, compression: str | None = None,
     target = _qualify(sc, output_dir)
     _prepare_dir(sc, target, overwrite)
     suffix = SUFFIX[compression]
-    storage_env = _storage_env(df.sparkSession)
+    storage_env = session_storage_env(df.sparkSession)
 
     def write_partition(index, rows):
         from pyspark import TaskContext
@@ -286,7 +286,7 @@ def load_tfrecords(spark, input_dir: str, binary_features=(), schema=None,
     sc = spark.sparkContext
     through_storage = _spark_cannot_read(sc, input_dir)
     if through_storage:  # e.g. s3a:// without hadoop-aws: list and read with tfos's storage layer
-        files = _storage_files(sc, input_dir, _storage_env(spark))
+        files = _storage_files(sc, input_dir, session_storage_env(spark))
     else:
         files = sc.binaryFiles(input_dir, minPartitions=max(sc.defaultParallelism, 2))  # lazy: read if used
     fields, schema, strict = _fields_to_read(
@@ -477,14 +477,6 @@ def _local(path: str) -> str | None:
     return local_path(path)
 
 
-def _storage_env(spark) -> dict[str, str]:
-    """Driver: the storage settings of the session's Spark conf, for the executors' tasks
-    (tfos/storage/credentials.py: the environment wins, the conf fills the gaps)."""
-    from tfos.storage.credentials import session_storage_env
-
-    return session_storage_env(spark)
-
-
 def _join(directory: str, name: str) -> str:
     return directory.rstrip("/") + "/" + name
 
@@ -648,7 +640,7 @@ def _on_an_executor(spark, action, what: str) -> str | None:
     from tfos.errors import StorageError
     from tfos.spark_app import spark_app
 
-    storage_env = _storage_env(spark)
+    storage_env = session_storage_env(spark)
 
     def run(_index: int):
         try:
@@ -688,7 +680,7 @@ def _save_over_connect(df, output_dir: str, compression: str, overwrite: bool,
     suffix = SUFFIX[compression]
     vectors = [i for i, f in enumerate(fields) if f.py == PY_VECTOR]
     schema_json = df.schema.json()
-    storage_env = _storage_env(spark)
+    storage_env = session_storage_env(spark)
 
     def write(batches):
         import pyarrow as pa

@@ -9,7 +9,10 @@ import os
 import pytest
 
 import tfos
-from tests.integration.test_dfutil import _every_type_frame
+from tests.integration.test_dfutil import (
+    _every_type_frame,
+    check_an_existing_directory_is_kept_unless_overwrite,
+)
 from tfos import dfutil
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -63,13 +66,7 @@ def test_bad_paths_and_bad_data_over_connect_get_the_classic_errors(remote, tmp_
     df = remote.range(5).repartition(2)
     with pytest.raises(tfos.DataError, match="over Spark Connect, give an absolute path or a URI"):
         dfutil.save_as_tfrecords(df, "relative/dir")
-    out = str(tmp_path / "twice")
-    dfutil.save_as_tfrecords(df, out)
-    with pytest.raises(tfos.DataError, match="already exists and is not empty; pass overwrite=True"):
-        dfutil.save_as_tfrecords(df, out)
-    dfutil.save_as_tfrecords(remote.range(7).repartition(1), out, overwrite=True, compression="ZLIB")
-    assert sorted(os.listdir(out)) == ["_SUCCESS", "_tfos_schema.json", "part-00000.tfrecord.zlib"]
-    assert sorted(r.id for r in dfutil.load_tfrecords(remote, out).collect()) == list(range(7))
+    check_an_existing_directory_is_kept_unless_overwrite(remote, str(tmp_path / "twice"))
 
     nulls = remote.createDataFrame([([1, None],)], "xs array<long>")
     with pytest.raises(tfos.DataError) as err:

@@ -156,15 +156,19 @@ def test_a_null_inside_an_array_fails_the_write_with_the_column(spark, tmp_path)
     assert str(err.value).startswith("column 'xs' (array<int> (int64_list)) holds an array with a null element")
 
 
-def test_an_existing_directory_is_kept_unless_overwrite(spark, tmp_path):
+def check_an_existing_directory_is_kept_unless_overwrite(spark, out: str) -> None:
+    """On a classic or a Spark Connect session: a second save is refused, overwrite replaces."""
     df = spark.range(5).repartition(2)
-    out = str(tmp_path / "twice")
     dfutil.save_as_tfrecords(df, out)
     with pytest.raises(tfos.DataError, match="already exists and is not empty; pass overwrite=True"):
         dfutil.save_as_tfrecords(df, out)
     dfutil.save_as_tfrecords(spark.range(7).repartition(1), out, overwrite=True, compression="ZLIB")
     assert sorted(os.listdir(out)) == ["_SUCCESS", "_tfos_schema.json", "part-00000.tfrecord.zlib"]
     assert sorted(r.id for r in dfutil.load_tfrecords(spark, out).collect()) == list(range(7))
+
+
+def test_an_existing_directory_is_kept_unless_overwrite(spark, tmp_path):
+    check_an_existing_directory_is_kept_unless_overwrite(spark, str(tmp_path / "twice"))
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,8 @@ from tfos.tls import TLSConfig
 
 log = logging.getLogger(__name__)
 
-#: a node's calls in flight at once are a long poll, a report and an output batch; the clients
-#: of one process may share a connection (gRPC pools them), so leave room for several
+#: a node's calls in flight at once are a long poll, a report and an output batch (each
+#: ReservationClient has a connection of its own), with room to spare
 MAX_STREAMS_PER_CONNECTION = 16
 
 

@@ -68,7 +68,16 @@ def session_storage_env(spark) -> dict[str, str]:
     Connect: its runtime conf, which holds the builder's and spark-submit's too), a
     SparkContext, or a :class:`tfos.spark_app.SparkApp`; empty when the conf cannot be read."""
     if hasattr(spark, "conf") and hasattr(spark.conf, "get"):
+        try:
+            # one call (pyspark 4), not a py4j or Connect round trip per key: resolve() on the
+            # driver asks for every storage operation
+            values = dict(spark.conf.getAll)
+        except Exception:  # noqa: BLE001 - pyspark 3.5 has no getAll: ask key by key
+            values = None
+
         def get(key, default=None):
+            if values is not None:
+                return values.get(key, default)
             try:
                 return spark.conf.get(key, default)
             except Exception:  # noqa: BLE001 - a key the session will not show

@@ -54,20 +54,25 @@ class HadoopCluster:
     def start(self) -> HadoopCluster:
         jars = fetch_jars()
         java = shutil.which("java") or "java"
-        command = [java, "-Xmx1g", "-cp", os.path.join(jars, "*"), os.path.join(SCRIPTS, "MiniClusters.java"),
+        # Jetty unpacks its web apps under java.io.tmpdir: inside the workdir, removed by stop()
+        command = [java, "-Xmx1g", f"-Djava.io.tmpdir={self._tmp()}", "-cp", os.path.join(jars, "*"), os.path.join(SCRIPTS, "MiniClusters.java"),
                    self.conf_dir, os.path.join(self.workdir, "data")] + (["--yarn"] if self.yarn else [])
+        # the NodeManager starts its containers with {{JAVA_HOME}}/bin/java
+        java_home = os.environ.get("JAVA_HOME") or os.path.dirname(os.path.dirname(os.path.realpath(java)))
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - the JVM writes it until stop()
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-                                     cwd=self.workdir, start_new_session=True, text=True)
+                                     cwd=self.workdir, start_new_session=True, text=True,
+                                     env={**os.environ, "JAVA_HOME": java_home})
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(iter(self.proc.stdout.readline, "")), daemon=True)
         reader.start()
         deadline = time.monotonic() + START_TIMEOUT_S
         while not any(line.startswith("READY ") for line in lines):
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                message = (f"the Hadoop mini clusters did not come up (exit code {self.proc.returncode}); "
+                           f"last log lines:\n{log_tail(self.log_path)}")
                 self.stop()
-                raise RuntimeError(f"the Hadoop mini clusters did not come up ({self.proc.returncode}); "
-                                   f"last log lines:\n{log_tail(self.log_path)}")
+                raise RuntimeError(message)
             time.sleep(0.2)
         for line in lines:
             if line.startswith("READY "):
@@ -75,6 +80,11 @@ class HadoopCluster:
             elif line.startswith("YARN "):
                 self.rm_address = line.split()[1]
         return self
+
+    def _tmp(self) -> str:
+        path = os.path.join(self.workdir, "tmp")
+        os.makedirs(path, exist_ok=True)
+        return path
 
     def env(self) -> dict[str, str]:
         """What a client process needs: the Hadoop conf dir (hdfs-native reads it too)."""
@@ -94,6 +104,7 @@ class HadoopCluster:
             self.proc.wait(10)
         self.proc = None
         self._log.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def serve(yarn: bool = False):

@@ -53,7 +53,9 @@ public class MiniClusters {
             yarnConf.set("yarn.nodemanager.hostname", "127.0.0.1");
             yarnConf.setBoolean("yarn.nodemanager.vmem-check-enabled", false);
             yarnConf.setBoolean("yarn.nodemanager.pmem-check-enabled", false);
-            yarnConf.setInt(YarnConfiguration.NM_PMEM_MB, 8192);
+            // MiniYARNCluster gives its NodeManagers this, not NM_PMEM_MB (default 4096: an
+            // application master and two 1 GB executors would not fit)
+            yarnConf.setInt(YarnConfiguration.YARN_MINICLUSTER_NM_PMEM_MB, 8192);
             yarnConf.setInt(YarnConfiguration.RM_SCHEDULER_MINIMUM_ALLOCATION_MB, 256);
             // the capacity scheduler's one queue (as Spark's YarnClusterSuite sets it)
             yarnConf.set("yarn.scheduler.capacity.root.queues", "default");

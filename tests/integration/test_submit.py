@@ -48,6 +48,10 @@ def run(args: list[str], timeout_s: float, env: dict | None = None) -> subproces
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         pytest.fail(f"{shlex.join(args)} ran over {timeout_s} s\n{out[-2000:]}\n{err[-4000:]}")
+    except BaseException:  # an interrupted test leaves no spark-submit behind
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 

@@ -88,6 +88,6 @@ def test_remote_node_failure_exits_non_zero_with_its_traceback(connect_server, t
     assert "ClusterFailedError: TF cluster failed" in result.stderr, output[-5000:]
     assert "node worker:0 (host " in result.stderr
     assert "remote traceback:" in result.stderr
-    assert 'in main_fun\n    raise RuntimeError(f"remote probe: node' in result.stderr
-    assert "RuntimeError: remote probe: node worker:0 fails on purpose" in result.stderr
+    assert 'in main_fun\n    raise RuntimeError(f"probe: node' in result.stderr
+    assert "RuntimeError: probe: node worker:0 fails on purpose" in result.stderr
     assert len(connect_server.executor_pids()) == 2  # the server's executors outlive the run

@@ -33,6 +33,8 @@ SUBMIT = "/opt/spark/bin/spark-submit"
 PY = "/venv/bin/python"
 TFOS_NEEDS = ["--conf", "spark.dynamicAllocation.enabled=false", "--conf", "spark.task.maxFailures=1",
               "--conf", "spark.stage.maxConsecutiveAttempts=1"]
+#: and on YARN, no second application attempt
+YARN_NEEDS = [*TFOS_NEEDS, "--conf", "spark.yarn.maxAppAttempts=1"]
 
 
 @pytest.fixture(autouse=True)
@@ -107,14 +109,14 @@ COMMANDS = [
     ("yarn_client", "--master yarn --cluster-size 4 --queue q --keras tf_keras train.py", {},
      ["--master", "yarn", "--deploy-mode", "client", "--queue", "q",
       *confs("spark.tfos.clusterSize=4", "spark.executor.instances=4", "spark.executor.cores=1",
-             "spark.task.cpus=1"), *TFOS_NEEDS,
+             "spark.task.cpus=1"), *YARN_NEEDS,
       *confs(f"spark.pyspark.driver.python={PY}", "spark.tfos.keras=tf_keras",
              "spark.executorEnv.TF_USE_LEGACY_KERAS=1"), "train.py"],
      {"TF_USE_LEGACY_KERAS": "1"}),
     ("yarn_client_packed", "--master yarn --cluster-size 2 --pack-env env.tar.gz --archives d.zip train.py", {},
      ["--master", "yarn", "--deploy-mode", "client", "--archives", "d.zip,env.tar.gz#environment",
       *confs("spark.tfos.clusterSize=2", "spark.executor.instances=2", "spark.executor.cores=1",
-             "spark.task.cpus=1"), *TFOS_NEEDS,
+             "spark.task.cpus=1"), *YARN_NEEDS,
       *confs("spark.pyspark.python=./environment/bin/python",
              "spark.executorEnv.PYSPARK_PYTHON=./environment/bin/python",
              f"spark.pyspark.driver.python={PY}"), "train.py"],
@@ -124,7 +126,7 @@ COMMANDS = [
      "--keras tf_keras train.py --epochs 1", {},
      ["--master", "yarn", "--deploy-mode", "cluster", "--executor-cores", "4",
       "--archives", "env.tar.gz#environment",
-      *confs("spark.tfos.clusterSize=4", "spark.executor.instances=4", "spark.task.cpus=4"), *TFOS_NEEDS,
+      *confs("spark.tfos.clusterSize=4", "spark.executor.instances=4", "spark.task.cpus=4"), *YARN_NEEDS,
       *confs("spark.pyspark.python=./environment/bin/python",
              "spark.executorEnv.PYSPARK_PYTHON=./environment/bin/python",
              "spark.pyspark.driver.python=./environment/bin/python",
@@ -137,7 +139,7 @@ COMMANDS = [
      "--master yarn --deploy-mode cluster --cluster-size 2 --hdfs --pack-env hdfs:///envs/tfos.tgz train.py", {},
      ["--master", "yarn", "--deploy-mode", "cluster", "--archives", "hdfs:///envs/tfos.tgz#environment",
       *confs("spark.tfos.clusterSize=2", "spark.executor.instances=2", "spark.executor.cores=1",
-             "spark.task.cpus=1"), *TFOS_NEEDS,
+             "spark.task.cpus=1"), *YARN_NEEDS,
       *confs("spark.pyspark.python=./environment/bin/python",
              "spark.executorEnv.PYSPARK_PYTHON=./environment/bin/python",
              "spark.pyspark.driver.python=./environment/bin/python",
@@ -152,7 +154,7 @@ COMMANDS = [
      {"LD_LIBRARY_PATH": "/usr/local/lib"},
      ["--master", "yarn", "--deploy-mode", "client",
       *confs("spark.tfos.clusterSize=2", "spark.executor.instances=2", "spark.executor.cores=1",
-             "spark.task.cpus=1"), *TFOS_NEEDS,
+             "spark.task.cpus=1"), *YARN_NEEDS,
       *confs(f"spark.pyspark.driver.python={PY}", "spark.executorEnv.CLASSPATH=/h/a.jar:/h/b.jar",
              "spark.executorEnv.LD_LIBRARY_PATH=/jdk/lib/server:/h/lib/native"), "train.py"],
      {"CLASSPATH": "/h/a.jar:/h/b.jar", "LD_LIBRARY_PATH": "/jdk/lib/server:/h/lib/native:/usr/local/lib"}),
@@ -224,7 +226,8 @@ COMMANDS = [
      ["--master", "yarn", "--deploy-mode", "client", "--num-executors", "3",
       "--conf", "spark.dynamicAllocation.enabled=False", "--conf", "spark.task.cpus=1",
       *confs("spark.tfos.clusterSize=3", "spark.executor.cores=1", "spark.task.maxFailures=1",
-             "spark.stage.maxConsecutiveAttempts=1", f"spark.pyspark.driver.python={PY}"), "train.py"],
+             "spark.stage.maxConsecutiveAttempts=1", "spark.yarn.maxAppAttempts=1",
+             f"spark.pyspark.driver.python={PY}"), "train.py"],
      {}),
 ]
 
@@ -257,7 +260,8 @@ def test_dry_run_prints_the_exact_shell_lines():
         "--archives 'tfos-env.tar.gz#environment' --conf spark.tfos.clusterSize=2 "
         "--conf spark.executor.instances=2 --conf spark.executor.cores=1 --conf spark.task.cpus=1 "
         "--conf spark.dynamicAllocation.enabled=false --conf spark.task.maxFailures=1 "
-        "--conf spark.stage.maxConsecutiveAttempts=1 --conf spark.pyspark.python=./environment/bin/python "
+        "--conf spark.stage.maxConsecutiveAttempts=1 --conf spark.yarn.maxAppAttempts=1 "
+        "--conf spark.pyspark.python=./environment/bin/python "
         "--conf spark.executorEnv.PYSPARK_PYTHON=./environment/bin/python "
         f"--conf spark.pyspark.driver.python={PY} train.py --msg 'a b'"
     )

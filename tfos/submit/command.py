@@ -190,6 +190,10 @@ def _cluster_shape(needs: _Needs, config: SubmitConfig) -> None:
     # fast, and let tfos report the node's own error.
     needs.need("spark.task.maxFailures", 1, "no task retries", soft=True)
     needs.need("spark.stage.maxConsecutiveAttempts", 1, "no stage retries", soft=True)
+    if kind == "yarn":
+        # YARN's default is a second application master: the whole script (in cluster
+        # mode its driver, with every node) would run again after a failure
+        needs.need("spark.yarn.maxAppAttempts", 1, "no second application attempt", soft=True)
 
 
 def _python(needs: _Needs, config: SubmitConfig, python: str, environ: Mapping[str, str],

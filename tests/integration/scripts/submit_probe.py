@@ -6,6 +6,8 @@ It calls ``tfos.run`` with no ``num_executors``: the cluster size comes from the
 ``PROBE {json}`` line with the Spark settings and every node's record.
 
     tfos submit --cluster-size 2 tests/integration/scripts/submit_probe.py --out DIR --marker m
+
+``--fail-on worker`` makes the worker nodes raise (the run, and the script, then fail).
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ import sys
 def main_fun(args, ctx):
     import json
     import os
+    import sys
 
     import tensorflow as tf
 
+    if args.fail_on == ctx.job_name:
+        raise RuntimeError(f"probe: node {ctx.job_name}:{ctx.task_index} fails on purpose")
     total = int(tf.reduce_sum(tf.range(ctx.task_index + 4)).numpy())
     record = {
         "job_name": ctx.job_name,
@@ -35,6 +40,8 @@ def main_fun(args, ctx):
         "pid": os.getpid(),
         "executor_id": ctx.executor_id,
         "cwd": os.getcwd(),
+        "executable": sys.executable,
+        "prefix": sys.prefix,
     }
     with open(os.path.join(args.out, f"{ctx.job_name}-{ctx.task_index}.json"), "w") as f:
         json.dump(record, f)
@@ -44,6 +51,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--marker", default="")
+    parser.add_argument("--fail-on", default="", help="the nodes of this job raise RuntimeError")
     args = parser.parse_args(argv)
 
     from pyspark.sql import SparkSession

@@ -145,6 +145,7 @@ def _mwms_fit_on_frame(out, ctx):
         _json.dump({"loss": history.history["loss"]}, f)
 
 
+@pytest.mark.slow  # CI time; in the default run the Connect feed is checked by test_a_dataframe_feed_reaches_each_node_exactly_once_per_epoch, MWMS over Connect by test_mwms_fit_from_a_connect_session_trains_both_nodes_in_step, and fed MWMS fit by test_feed.py
 def test_mwms_fit_on_a_dataframe_fed_over_connect(remote, tmp_path):
     df = remote.range(0, 800, 1, 3).selectExpr(
         "array(cast(id % 7 as float), 1.0f, cast(id % 3 as float), 0.5f) as x", "cast(id % 7 as float) * 0.3f as y")
@@ -185,6 +186,7 @@ def test_a_raising_node_reaches_the_client_with_its_traceback_in_seconds(remote,
     assert 'raise ValueError("bad batch shape (raised on purpose)")' in message
 
 
+@pytest.mark.slow  # CI time; a failing node over Connect is test_a_raising_node_reaches_the_client_with_its_traceback_in_seconds, a killed TF process test_launch.py's (same driver-side code)
 def test_a_killed_tf_process_fails_the_run_and_leaves_nothing(remote, tmp_path):
     cluster = tfos.run(remote, sleep_and_tell_pid, str(tmp_path), num_executors=2)
     wait_for(tmp_path / "worker.pid")

@@ -21,6 +21,7 @@ from tfos.pipeline import TFEstimator, TFModel
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
+@pytest.mark.slow  # CI time; the same stages run in the default run in test_pipeline.py, and the Connect feed and inference they use in test_connect.py
 def test_fit_transform_save_and_load_over_connect(remote, tmp_path):
     from pyspark.ml import Pipeline, PipelineModel
 

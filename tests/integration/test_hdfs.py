@@ -21,9 +21,6 @@ from tfos import dfutil
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-SPARK_EXECUTORS = 2
-#: the executors' storage calls go through hdfs-native (its fsspec file system)
-SPARK_CONF = {"spark.executorEnv.TFOS_FSSPEC_SCHEMES": "hdfs"}
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
@@ -33,10 +30,13 @@ def hdfs():
 
 
 @pytest.fixture
-def hdfs_native(hdfs, monkeypatch):
-    """The driver's storage calls through hdfs-native too."""
+def hdfs_native(hdfs, spark, monkeypatch):
+    """tfos's storage calls through hdfs-native (its fsspec file system), in the driver and in
+    the executors' Python workers (``sc.environment``: the shared application, no own conf)."""
     monkeypatch.setenv("TFOS_FSSPEC_SCHEMES", "hdfs")
-    return hdfs
+    spark.sparkContext.environment["TFOS_FSSPEC_SCHEMES"] = "hdfs"
+    yield hdfs
+    spark.sparkContext.environment.pop("TFOS_FSSPEC_SCHEMES", None)
 
 
 def test_the_storage_layer_writes_lists_reads_and_deletes_on_the_namenode(hdfs_native):
@@ -59,6 +59,7 @@ def test_the_storage_layer_writes_lists_reads_and_deletes_on_the_namenode(hdfs_n
     assert glob(f"{base}/*.bin") == [f"{base}/b.bin"]
 
 
+@pytest.mark.slow  # CI time; dfutil's code is test_dfutil.py's (local and S3), and the HDFS round trip is the storage-layer test above and the shard test below
 def test_dfutil_saves_and_loads_tfrecords_on_hdfs(spark, hdfs_native):
     frame = spark.createDataFrame([(i, float(i) / 4, f"row-{i}".encode()) for i in range(200)],
                                   "id long, x double, blob binary").repartition(4)

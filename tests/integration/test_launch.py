@@ -62,6 +62,7 @@ def _own_port_binds(ctx) -> bool:
         probe.close()
 
 
+@pytest.mark.slow  # CI time; in the default run test_submit_remote.py's probe checks unique roles and one cluster spec, test_connect.py's MWMS fit the TF_CONFIG
 def test_every_node_sees_the_same_cluster_spec_with_unique_roles(sc, tmp_path):
     from pyspark.sql import SparkSession
 
@@ -132,7 +133,9 @@ def test_too_many_executors_requested_fails_at_once(sc):
 
 
 @pytest.mark.parametrize("api,keras_choice,package", [
-    ("keras3", "auto", "keras"),
+    # CI time: in the default run an MWMS fit ends with identical weights on both nodes in
+    # test_connect.py (same node code, a Connect session's driver), and the main example trains
+    pytest.param("keras3", "auto", "keras", marks=pytest.mark.slow),
     # CI time: tf-keras on the nodes runs in the default run in test_compat (TensorFlowOnSpark scripts)
     pytest.param("tf.keras", "tf_keras", "tf_keras", marks=pytest.mark.slow),
 ])
@@ -194,7 +197,9 @@ def test_killed_tf_process_is_reported_and_nothing_is_left(sc, tmp_path):
 
 @pytest.mark.parametrize("mode,evidence", [
     (tfos.InputMode.TENSORFLOW, "node supervisor (pid {pid}) was killed by SIGKILL (exit code -9) before reporting a result"),
-    (tfos.InputMode.SPARK, "no heartbeat for 3 s (node process or executor died?)"),
+    # CI time: the lost heartbeat is declared in the default run by
+    # tests/unit/test_reservation_load.py::test_driver_declares_exactly_the_silent_nodes_lost
+    pytest.param(tfos.InputMode.SPARK, "no heartbeat for 3 s (node process or executor died?)", marks=pytest.mark.slow),
 ])
 def test_killed_supervisor_is_reported_and_its_tf_process_dies_with_it(sc, tmp_path, mode, evidence):
     cluster = tfos.run(sc, sleep_and_tell_pid, str(tmp_path), num_executors=2, input_mode=mode,
@@ -272,6 +277,7 @@ def test_no_tensorboard_means_no_url(sc, tmp_path):
 # ------------------------------------------------------------ SPARK mode node
 
 
+@pytest.mark.slow  # CI time; every SPARK-mode feed of the default run (test_feed.py) needs the slots the node tasks free
 def test_spark_mode_node_tasks_free_their_slots_while_tf_runs(sc, tmp_path):
     release = tmp_path / "release"
     cluster = tfos.run(sc, _wait_for_file, str(release), num_executors=2, input_mode=tfos.InputMode.SPARK)

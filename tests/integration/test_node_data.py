@@ -57,6 +57,7 @@ def _report_paths(args, ctx):
                     "shard": ctx.shard_files("file://" + data_dir + "/part-*"), "num_workers": ctx.num_workers}, f)
 
 
+@pytest.mark.slow  # CI time; in the default run: tests/unit/test_context.py and test_sharding.py, and against a real NameNode test_hdfs.py's relative path and shard tests
 def test_nodes_resolve_paths_against_the_default_fs_and_get_disjoint_complete_shards(sc, tmp_path):
     import getpass
 

@@ -84,6 +84,7 @@ def s3a_conf(sc, s3):
         sc._conf._jconf.remove(key)
 
 
+@pytest.mark.slow  # CI time; in the default run the nodes read their S3 shards in the checkpoint/restart test, and s3a conf credentials reach the executors in test_dfutil.py's S3 test
 def test_mwms_fit_reads_its_shard_of_tfrecords_from_s3(sc, s3, s3a_conf, train_files, tmp_path, caplog):
     cluster = tfos.run(sc, _fit_from_s3, {"pattern": train_files, "out": str(tmp_path)}, num_executors=2,
                        env={"AWS_EC2_METADATA_DISABLED": "true"})  # credentials come from the s3a conf

@@ -103,6 +103,7 @@ def _screen(raw: bytes) -> list[str]:
     return [line.rstrip() for line in screen.display]
 
 
+@pytest.mark.slow  # CI time; the live rows are drawn in the default run by tests/unit/test_cluster_interrupt.py (states and progress to the final states) and the example notebook test
 def test_rich_draws_one_live_row_per_node_in_a_terminal_and_log_lines_stay_intact_above(tmp_path):
     script = tmp_path / "driver.py"
     script.write_text(DRIVER.format(root=ROOT))

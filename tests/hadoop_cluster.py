@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import time
 
 from tests.log_tail import log_tail
 
@@ -54,9 +53,11 @@ class HadoopCluster:
     def start(self) -> HadoopCluster:
         jars = fetch_jars()
         java = shutil.which("java") or "java"
-        # Jetty unpacks its web apps under java.io.tmpdir: inside the workdir, removed by stop()
-        command = [java, "-Xmx1g", f"-Djava.io.tmpdir={self._tmp()}", "-cp", os.path.join(jars, "*"), os.path.join(SCRIPTS, "MiniClusters.java"),
-                   self.conf_dir, os.path.join(self.workdir, "data")] + (["--yarn"] if self.yarn else [])
+        tmp = os.path.join(self.workdir, "tmp")  # Jetty unpacks its web apps there; stop() removes it
+        os.makedirs(tmp)
+        command = [java, "-Xmx1g", f"-Djava.io.tmpdir={tmp}", "-cp", os.path.join(jars, "*"),
+                   os.path.join(SCRIPTS, "MiniClusters.java"), self.conf_dir, os.path.join(self.workdir, "data"),
+                   *(["--yarn"] if self.yarn else [])]
         # the NodeManager starts its containers with {{JAVA_HOME}}/bin/java
         java_home = os.environ.get("JAVA_HOME") or os.path.dirname(os.path.dirname(os.path.realpath(java)))
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - the JVM writes it until stop()
@@ -64,27 +65,27 @@ class HadoopCluster:
                                      cwd=self.workdir, start_new_session=True, text=True,
                                      env={**os.environ, "JAVA_HOME": java_home})
         lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.extend(iter(self.proc.stdout.readline, "")), daemon=True)
-        reader.start()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not any(line.startswith("READY ") for line in lines):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                message = (f"the Hadoop mini clusters did not come up (exit code {self.proc.returncode}); "
-                           f"last log lines:\n{log_tail(self.log_path)}")
-                self.stop()
-                raise RuntimeError(message)
-            time.sleep(0.2)
+        ended = threading.Event()  # READY printed, or the launcher's output closed
+
+        def read() -> None:
+            for line in self.proc.stdout:
+                lines.append(line)
+                if line.startswith("READY "):
+                    break
+            ended.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not ended.wait(START_TIMEOUT_S) or not any(line.startswith("READY ") for line in lines):
+            message = (f"the Hadoop mini clusters did not come up in {START_TIMEOUT_S} s "
+                       f"(exit code {self.proc.poll()}); last log lines:\n{log_tail(self.log_path)}")
+            self.stop()
+            raise RuntimeError(message)
         for line in lines:
             if line.startswith("READY "):
                 self.uri = line.split()[1]
             elif line.startswith("YARN "):
                 self.rm_address = line.split()[1]
         return self
-
-    def _tmp(self) -> str:
-        path = os.path.join(self.workdir, "tmp")
-        os.makedirs(path, exist_ok=True)
-        return path
 
     def env(self) -> dict[str, str]:
         """What a client process needs: the Hadoop conf dir (hdfs-native reads it too)."""

@@ -18,8 +18,9 @@ Every fit runs ``--epochs`` epochs' worth of steps (``steps_per_epoch`` times ``
 one Keras epoch: each node takes exactly its records); the chief times the steps after the
 first epoch (tracing and warm-up excluded). The figure is records per second of those
 steps, best of ``--rounds`` rounds per input, and its ratio to TENSORFLOW mode (goal: >=
-0.9x). CPU seconds per 100k records by role cover the run from ``tfos.run``'s return to the
-nodes' last step (the TF processes are still alive when the snapshot is taken).
+0.9x); also each round's ratio to the TENSORFLOW run of the same round, and their median
+(this machine drifts by up to 1.7x between rounds). CPU seconds per 100k records by role
+cover the run from ``tfos.run``'s return to the nodes' last step (the TF processes are still alive when the snapshot is taken).
 
 Usage: python bench/train_modes.py [--records 24576] [--epochs 3] [--rounds 2]
 """
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -88,6 +90,11 @@ def train(args, ctx):
 
         data = (tf.data.TFRecordDataset(ctx.shard_files(args["pattern"])).repeat(args["epochs"])
                 .batch(BATCH).map(parse))
+        # the files are this node's share already: without OFF, MWMS shards them again and each
+        # node reads half its records (Keras then stops early: "Your input ran out of data")
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        data = data.with_options(options)
     elif args["input"] == "dataframe":
         data = ctx.dataset({"image": image_spec, "label": label_spec}, batch_size=BATCH)
         data = data.repeat(args["epochs"]).map(lambda row: (row["image"], row["label"]))
@@ -108,6 +115,7 @@ def train(args, ctx):
 
     class Clock(tf.keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
+            marks["steps"] = batch + 1
             if batch + 1 == steps_per_epoch:
                 marks["warm"] = _time.perf_counter()
 
@@ -115,6 +123,8 @@ def train(args, ctx):
             marks["end"] = _time.perf_counter()
 
     model.fit(data, epochs=1, steps_per_epoch=steps_per_epoch * args["epochs"], verbose=0, callbacks=[Clock()])
+    if marks.get("steps") != steps_per_epoch * args["epochs"]:  # a short input would inflate the rate
+        raise RuntimeError(f"{args['input']}: fit ran {marks.get('steps')} of {steps_per_epoch * args['epochs']} steps")
     timed = steps_per_epoch * (args["epochs"] - 1) * BATCH
     with open(_os.path.join(args["dir"], f"{ctx.job_name}.json"), "w") as f:
         _json.dump({"records": timed, "seconds": marks["end"] - marks["warm"]}, f)
@@ -179,8 +189,11 @@ def main() -> int:
         best = max(runs, key=lambda r: r["rate"])
         cpu = ", ".join(f"{role} {s:.2f}" for role, s in sorted(best["cpu_per_100k"].items()))
         rounds = ", ".join(f"{r['rate']:.0f}" for r in runs)
+        # the machine drifts between phases: a round's ratio to the TENSORFLOW run just before it
+        paired = [r["rate"] / t["rate"] for r, t in zip(runs, results["tfrecords"], strict=True)]
         print(f"{kind:10} best {best['rate']:8.0f} records/s  {best['rate'] / reference:5.2f}x TENSORFLOW mode  "
-              f"(rounds: {rounds})\n"
+              f"(rounds: {rounds}; per round {', '.join(f'{x:.2f}x' for x in paired)}, "
+              f"median {statistics.median(paired):.2f}x)\n"
               f"           CPU s per 100k records: {cpu}; total {sum(best['cpu_per_100k'].values()):.2f}")
     return 0
 

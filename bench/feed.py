@@ -22,6 +22,10 @@ that RDD and cached too.
   them; and through ``mapInArrow`` for comparison) into Python and only count it, one pass.
   No feed from Spark can be faster, except a DataFrame's over several epochs per call
   (its later epochs read the Arrow batches Spark keeps for the call).
+* Where the CPU goes: CPU seconds per 100k records by role (psutil) around every
+  ``train()`` call and every Spark's-own-read job (the floor of the Spark stages); with
+  ``--profile DIR``, one extra call per input runs under py-spy and each TF process's and
+  Python daemon's hottest functions are printed.
 * Memory: before the timed feeds, each cluster is fed ``--rss-records`` records from a
   generator RDD while a driver thread samples the RSS of both TF processes every 0.1 s
   (the children of this run's ``tfos.node.supervisor`` processes). Reported: the peak
@@ -29,7 +33,7 @@ that RDD and cached too.
 
 Usage: python bench/feed.py [--records 200000] [--rss-records 1000000] [--repeats 3]
                             [--partitions 8] [--epochs 1] [--consumers next_batch,dataset]
-                            [--executor-memory 1024]
+                            [--executor-memory 1024] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -263,8 +267,25 @@ def wait_files(directory: str, suffix: str, n: int, timeout: float = 300) -> Non
 # ---------------------------------------------------------------- driver
 
 
-def run_consumer(sc, consumer: str, feeds: list[tuple[str, object]], rss_feed, epochs: int) -> dict:
-    """One cluster, fed ``rss_feed`` (1 epoch) then each of ``feeds`` (kind, data) for ``epochs``."""
+def python_daemons() -> list:
+    """Spark's Python daemons under this driver (they fork the workers that run feeding tasks)."""
+    import psutil
+
+    out = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "pyspark.daemon" in " ".join(proc.cmdline()) and "pyspark.daemon" not in \
+                    " ".join(proc.parent().cmdline()):
+                out.append(proc)
+        except psutil.Error:
+            pass
+    return out
+
+
+def run_consumer(sc, consumer: str, feeds: list[tuple[str, object]], rss_feed, epochs: int,
+                 profile_dir: str | None = None) -> dict:
+    """One cluster, fed ``rss_feed`` (1 epoch) then each of ``feeds`` (kind, data) for ``epochs``;
+    with ``profile_dir``, the first timed call of each kind runs under py-spy (:class:`Profiler`)."""
     passes = ["rss"] + [kind for kind, _ in feeds for _ in range(epochs)]
     with tempfile.TemporaryDirectory(prefix="tfos-bench-feed-") as tmp:
         cluster = tfos.run(sc, consume, {"dir": tmp, "batch": BATCH, "consumer": consumer, "passes": passes},
@@ -278,12 +299,23 @@ def run_consumer(sc, consumer: str, feeds: list[tuple[str, object]], rss_feed, e
         time.sleep(1.5)  # idle baseline
         marks = []  # (kind, t_before_train, t_after_train, report)
         cpu_used = []  # per train() call: CPU seconds by role
+        profiles = {}
         for kind, data, n_epochs in [("rss", rss_feed, 1)] + [(k, d, epochs) for k, d in feeds]:
+            profiler = None
+            if profile_dir and kind != "rss" and kind not in profiles:
+                profiler = Profiler(profile_dir)
+                pids = {f"TF process {i}": p.pid for i, p in enumerate(procs)}
+                pids.update({f"feeding tasks {i}": p.pid for i, p in enumerate(python_daemons())})
+                profiler.start(f"{consumer}-{kind}", pids)
+                time.sleep(0.5)  # py-spy attached
             cpu0 = cpu_by_role()
             t0 = time.time()
             report = cluster.train(data, num_epochs=n_epochs, feed_timeout=600)
             marks.append((kind, t0, time.time(), report))
             cpu_used.append(cpu_delta(cpu0, cpu_by_role()))
+            if profiler is not None:
+                time.sleep(0.5)  # the nodes take the last records
+                profiles[kind] = profiler.stop()
         cluster.shutdown(timeout=300)
         time.sleep(0.2)
         sampler.stop()
@@ -319,6 +351,7 @@ def run_consumer(sc, consumer: str, feeds: list[tuple[str, object]], rss_feed, e
                 "growth_mb": [(p - b) / 2**20 for p, b in zip(peak, baseline, strict=True)],
                 "whole_run_peak_mb": [p / 2**20 for p in whole_run_peak]},
         "node_counts": [node_log["count"] for node_log in logs],
+        "profiles": profiles,
     }
 
 
@@ -328,12 +361,13 @@ def _count_batches(batches):
     yield pa.RecordBatch.from_pydict({"n": [sum(batch.num_rows for batch in batches)]})
 
 
-def spark_floor(sc, rdd, df, n: int, repeats: int) -> dict[str, list[float]]:
+def spark_floor(sc, rdd, df, n: int, repeats: int) -> tuple[dict[str, list[float]], dict[str, dict[str, float]]]:
     """Records per second of Spark jobs that only read the data into Python and count it,
     the way the feed jobs read it (an RDD through ``feed_view``; a DataFrame as the JVM's
     Arrow batches through ``feed_view``): what any feed from Spark pays before sending a
     byte. ``df mapInArrow`` reads the DataFrame through ``mapInArrow`` instead, the way
-    the feed read it before 2026-11-30, for comparison."""
+    the feed read it before 2026-11-30, for comparison. Also returns each read's CPU
+    seconds per 100k records by role (median of the repeats): the floor of the Spark stages."""
     from tfos.feed.arrow_export import arrow_batches, decode
     from tfos.feed.driver import feed_view
 
@@ -344,12 +378,76 @@ def spark_floor(sc, rdd, df, n: int, repeats: int) -> dict[str, list[float]]:
             "df": lambda: sum(batches.mapPartitions(lambda it: [sum(decode(b, schema).num_rows for b in it)]).collect()),
             "df mapInArrow": lambda: sum(r[0] for r in df.mapInArrow(_count_batches, "n long").collect())}
     rates: dict[str, list[float]] = {kind: [] for kind in jobs}
+    cpus: dict[str, list[dict[str, float]]] = {kind: [] for kind in jobs}
     for _ in range(repeats):
         for kind, job in jobs.items():
+            cpu0 = cpu_by_role()
             t0 = time.perf_counter()
             assert job() == n
             rates[kind].append(n / (time.perf_counter() - t0))
-    return rates
+            cpus[kind].append(cpu_delta(cpu0, cpu_by_role()))
+    cpu = {kind: {role: statistics.median(c.get(role, 0.0) * 1e5 / n for c in runs)
+                  for role in sorted({r for c in runs for r in c})} for kind, runs in cpus.items()}
+    return rates, cpu
+
+
+class Profiler:
+    """py-spy (``pip install py-spy``) sampling processes while a feed runs: where each
+    process's Python threads spend their CPU (idle threads are not sampled). Native
+    frames (TF's C++, the JVMs) are not seen; the CPU figures per role cover those."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self._running: list[tuple[str, subprocess.Popen, str]] = []
+
+    def start(self, tag: str, procs: dict[str, int]) -> None:
+        """Sample each ``{name: pid}`` until :meth:`stop` (a ``feeding...`` pid, Spark's Python
+        daemon, with the workers it forks)."""
+        for name, pid in procs.items():
+            out = os.path.join(self.directory, f"{tag}-{name}.txt")
+            cmd = ["py-spy", "record", "-p", str(pid), "-r", "100", "-f", "raw", "-o", out,
+                   "--nonblocking", "--threads"] + (["--subprocesses"] if name.startswith("feeding") else [])
+            self._running.append((name, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT), out))
+
+    def stop(self) -> dict[str, list[tuple[str, float]]]:
+        """Stop sampling; per process, its threads' and hottest functions' share of the samples."""
+        import signal
+
+        summaries = {}
+        for name, proc, out in self._running:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            summaries[name] = self.summary(out)
+        self._running = []
+        return summaries
+
+    @staticmethod
+    def summary(path: str, top: int = 8) -> list[tuple[str, float]]:
+        threads: dict[str, int] = {}
+        leaves: dict[str, int] = {}
+        total = 0
+        try:
+            lines = open(path).read().splitlines()
+        except OSError:
+            return []
+        for line in lines:
+            stack, _, count = line.rpartition(" ")
+            frames = [f for f in stack.split(";") if not f.startswith("process ")]
+            if not frames or not count.isdigit():
+                continue
+            samples = int(count)
+            total += samples
+            thread = frames[0].split(": ", 1)[-1]
+            threads[thread] = threads.get(thread, 0) + samples
+            leaf = frames[-1].split(" (")[0]
+            leaves[leaf] = leaves.get(leaf, 0) + samples
+        if not total:
+            return []
+        ranked = sorted(threads.items(), key=lambda kv: -kv[1])[:4] + sorted(leaves.items(), key=lambda kv: -kv[1])[:top]
+        return [("samples", float(total))] + [(k, v / total) for k, v in ranked]
 
 
 def _time_spark_jobs(cluster) -> list[tuple[str, float, float]]:
@@ -384,6 +482,10 @@ def main() -> None:
                         help="comma-separated: next_batch, dataset (default: %(default)s)")
     parser.add_argument("--executor-memory", type=int, default=1024,
                         help="MB per executor; the cached records take ~0.8 KB each (default: %(default)s)")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="run the first timed call of each input under py-spy (pip install py-spy), "
+                             "write its raw samples to DIR and print each process's hottest functions; "
+                             "profiled calls are slower, so their rates are left out of the figures")
     parser.add_argument("--reference-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reference_child:
@@ -414,11 +516,17 @@ def main() -> None:
 
     feeds = [("rdd", rdd), ("df", df)] * args.repeats
     consumers = [c.strip() for c in args.consumers.split(",") if c.strip()]
-    outs = {consumer: run_consumer(sc, consumer, feeds, rss_rdd, args.epochs) for consumer in consumers}
-    floor = spark_floor(sc, rdd, df, n, args.repeats)
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
+        feeds = [("rdd", rdd), ("df", df)] + feeds  # the profiled calls come first, and are not counted
+    outs = {consumer: run_consumer(sc, consumer, feeds, rss_rdd, args.epochs, args.profile) for consumer in consumers}
+    floor, floor_cpu = spark_floor(sc, rdd, df, n, args.repeats)
     for kind, rates in floor.items():
         print(f"Spark's own read of the {kind.upper()} into Python (a job that only counts): "
-              f"{statistics.median(rates):,.0f} records/s (runs: {', '.join(f'{r:,.0f}' for r in rates)})", flush=True)
+              f"{statistics.median(rates):,.0f} records/s (runs: {', '.join(f'{r:,.0f}' for r in rates)}); "
+              f"CPU seconds per 100k records: "
+              + ", ".join(f"{role} {sec:.2f}" for role, sec in floor_cpu[kind].items() if sec >= 0.005)
+              + f"; total {sum(floor_cpu[kind].values()):.2f}", flush=True)
     ref_rates += reference(n, args.repeats, args.partitions)  # the machine may have changed meanwhile
     # the best run, not the median: on 2 shared cores the reference sometimes runs at half
     # speed (one core taken by the JVMs' background work), which would flatter every ratio
@@ -427,13 +535,19 @@ def main() -> None:
           f"(best of {len(ref_rates)}, start and end: {', '.join(f'{r:,.0f}' for r in ref_rates)})",
           flush=True)
     summary = {"spark_read_records_per_s": {k: statistics.median(v) for k, v in floor.items()},
+               "spark_read_cpu_s_per_100k": floor_cpu,
                "records": n, "partitions": args.partitions, "epochs_per_train": args.epochs,
                "reference_records_per_s": ref, "reference_runs": ref_rates}
     for consumer, out in outs.items():
         print(f"[{consumer}] node counts {out['node_counts']}")
         entry = {}
+        for kind, processes in out["profiles"].items():
+            for process, ranked in processes.items():
+                print(f"[{consumer}] {kind.upper():>3} feed, py-spy, {process}: "
+                      + ", ".join(f"{name} {share:.0%}" if name != "samples" else f"{share:.0f} samples"
+                                  for name, share in ranked), flush=True)
         for kind in ("rdd", "df"):
-            runs = [r for r in out["feeds"] if r["kind"] == kind]
+            runs = [r for r in out["feeds"] if r["kind"] == kind][1 if args.profile else 0:]
             rates = [r["records"] / r["consumed_s"] for r in runs]
             train_rates = [r["records"] / r["train_s"] for r in runs]
             rate = statistics.median(rates)

@@ -392,7 +392,7 @@ def spark_floor(sc, rdd, df, n: int, repeats: int) -> tuple[dict[str, list[float
 
 
 class Profiler:
-    """py-spy (``pip install py-spy``) sampling processes while a feed runs: where each
+    """py-spy (``pip install -e '.[bench]'``) sampling processes while a feed runs: where each
     process's Python threads spend their CPU (idle threads are not sampled). Native
     frames (TF's C++, the JVMs) are not seen; the CPU figures per role cover those."""
 
@@ -483,7 +483,7 @@ def main() -> None:
     parser.add_argument("--executor-memory", type=int, default=1024,
                         help="MB per executor; the cached records take ~0.8 KB each (default: %(default)s)")
     parser.add_argument("--profile", metavar="DIR",
-                        help="run the first timed call of each input under py-spy (pip install py-spy), "
+                        help="run the first timed call of each input under py-spy (pip install -e '.[bench]'), "
                              "write its raw samples to DIR and print each process's hottest functions; "
                              "profiled calls are slower, so their rates are left out of the figures")
     parser.add_argument("--reference-child", help=argparse.SUPPRESS)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from tfos.errors import ConfigError
+from tfos.net import socket_family
 from tfos.spark_conf import PORT_RANGE_KEY
 
 #: ports one node listens on (TF server, feed, TensorBoard)
@@ -105,9 +106,9 @@ def listen(host: str, port_range: PortRange | None = None, offset: int = 0, excl
     0.6-3 s.
     """
     if port_range is None:
-        return socket.create_server((host, 0), family=_family(host), backlog=backlog)
+        return socket.create_server((host, 0), family=socket_family(host), backlog=backlog)
     return port_range.first_free(
-        lambda port: socket.create_server((host, port), family=_family(host), backlog=backlog),
+        lambda port: socket.create_server((host, port), family=socket_family(host), backlog=backlog),
         host, offset, exclude,
     )
 
@@ -121,7 +122,7 @@ def reserve(host: str, port_range: PortRange | None = None, offset: int = 0,
     the same port, and the server the port is for must wait for the release.
     """
     def bind(port: int) -> socket.socket:
-        sock = socket.socket(_family(host), socket.SOCK_STREAM)
+        sock = socket.socket(socket_family(host), socket.SOCK_STREAM)
         try:
             sock.bind((host, port))
         except OSError:
@@ -141,6 +142,3 @@ def pick(host: str, port_range: PortRange | None = None, offset: int = 0, exclud
         return sock.getsockname()[1]
 
 
-
-def _family(host: str) -> int:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -22,6 +22,7 @@ from tfos.cluster import run as _tfos_run
 from tfos.compat.keras_default import keras_option, prefer_tf_keras_on_the_driver
 from tfos.config import DEFAULT_SHUTDOWN_TIMEOUT_S
 from tfos.input_mode import InputMode
+from tfos.net import split_host_port
 
 #: what ``train(num_epochs=0)`` feeds: TensorFlowOnSpark's "arbitrarily large number"
 UNSPECIFIED_EPOCHS = 10
@@ -151,8 +152,8 @@ def _address(cluster) -> tuple[str, int] | None:
     address = getattr(server, "address", None)
     if not address:
         return None
-    host, _, port = str(address).rpartition(":")
-    return (host.strip("[]"), int(port)) if port.isdigit() else None
+    host, port = split_host_port(str(address))
+    return (host, port) if port is not None else None
 
 
 __all__ = ["InputMode", "TFCluster", "UNSPECIFIED_EPOCHS", "run"]

@@ -58,10 +58,11 @@ def _executor_id(jvm: psutil.Process | None) -> str | None:
 
 
 def _host_from_address(address: str | None) -> str | None:
+    from tfos.net import split_host_port
+
     if not address:
         return None
-    host = address.rsplit(":", 1)[0] if address.count(":") == 1 or address.startswith("[") else address
-    return host.strip("[]") or None
+    return split_host_port(address)[0] or None
 
 
 def _hostname_ip() -> str:

@@ -588,7 +588,7 @@ class Cluster:
         return all(n.state.finished_training for n in self._training_nodes(self.state.snapshot()))
 
     def _only_servers_left(self) -> bool:
-        return self.state.all_nodes(lambda n: n.state.finished_training or n.role.job_name == "ps")
+        return self.state.all_nodes(lambda n: n.state.finished_training or n.role.is_ps)
 
     def _wait_all_stopped(self, timeout_s: float) -> bool:
         stopped = self.state.wait_until(lambda: self.state.all_nodes(lambda n: not n.state.active), timeout_s)

@@ -9,10 +9,10 @@ from tfos.errors import ConfigError
 from tfos.input_mode import InputMode
 from tfos.keras_compat import check_keras_choice
 from tfos.ports import PortRange
-from tfos.roles import Role, plan_roles
+from tfos.roles import CHIEF_JOBS, Role, plan_roles
 from tfos.tls import TLSConfig
 
-MASTER_NODES = ("chief", "master", None)
+MASTER_NODES = (*CHIEF_JOBS, None)
 
 #: TensorFlowOnSpark's default for ``shutdown(timeout=...)``: three days.
 DEFAULT_SHUTDOWN_TIMEOUT_S = 259200.0

@@ -142,14 +142,10 @@ def configure_keras_backend(choice: str) -> dict[str, str]:
     )
 
 
-def _legacy_keras_requested() -> bool:
-    # Exactly the test TensorFlow applies when resolving tf.keras.
-    return os.environ.get("TF_USE_LEGACY_KERAS", None) in ("true", "True", "1")
-
-
 def legacy_keras_requested() -> bool:
-    """True when ``tf.keras`` resolves to tf-keras (TensorFlow's own reading of TF_USE_LEGACY_KERAS)."""
-    return _legacy_keras_requested()
+    """True when ``tf.keras`` resolves to tf-keras: exactly the test TensorFlow applies to
+    ``TF_USE_LEGACY_KERAS`` when it resolves ``tf.keras`` (the one home of that test)."""
+    return os.environ.get("TF_USE_LEGACY_KERAS", None) in ("true", "True", "1")
 
 
 _KERAS_MODULE = "keras"
@@ -230,7 +226,7 @@ def apply_keras3_mwms_fix() -> bool:
 
 
 def _apply_locked(respect_legacy: bool = True) -> bool:
-    if respect_legacy and _legacy_keras_requested():
+    if respect_legacy and legacy_keras_requested():
         logger.warning(
             "TF_USE_LEGACY_KERAS=%s: tf.keras is tf-keras, which does not need the "
             "Keras 3 MultiWorkerMirroredStrategy fix; not patching",

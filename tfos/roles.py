@@ -15,7 +15,12 @@ from tfos.errors import ConfigError
 
 #: the chief's job name: TF 2's "chief", or TF 1's (and TensorFlowOnSpark's) "master"
 CHIEF_JOBS = ("chief", "master")
-TRAINING_JOBS = (*CHIEF_JOBS, "worker")
+WORKER_JOB = "worker"
+#: parameter servers: they serve variables (``ctx.serve()``) and run no user loop
+PS_JOB = "ps"
+#: the evaluator: outside the TF cluster spec, never fed
+EVALUATOR_JOB = "evaluator"
+TRAINING_JOBS = (*CHIEF_JOBS, WORKER_JOB)
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,11 @@ class Role:
     def trains(self) -> bool:
         """A chief or worker: the nodes that run the training loop, the only ones SPARK mode feeds."""
         return self.job_name in TRAINING_JOBS
+
+    @property
+    def is_ps(self) -> bool:
+        """A parameter server: tfos serves it (``ctx.serve()``) instead of calling ``main_fun``."""
+        return self.job_name == PS_JOB
 
 
 def plan_roles(
@@ -48,12 +58,12 @@ def plan_roles(
             f"master_node={master_node!r}, eval_node={eval_node}: it leaves no node to train; "
             f"use num_executors >= {reserved + (0 if master_node else 1)}"
         )
-    roles = [Role("ps", i) for i in range(num_ps)]
+    roles = [Role(PS_JOB, i) for i in range(num_ps)]
     if master_node:
         roles.append(Role(master_node, 0))
     if eval_node:
-        roles.append(Role("evaluator", 0))
-    roles.extend(Role("worker", i) for i in range(num_workers))
+        roles.append(Role(EVALUATOR_JOB, 0))
+    roles.extend(Role(WORKER_JOB, i) for i in range(num_workers))
     return roles
 
 
@@ -64,7 +74,7 @@ def cluster_spec(roles: list[Role], addresses: list[str]) -> dict[str, list[str]
     """
     spec: dict[str, list[str]] = {}
     for role, address in sorted(zip(roles, addresses, strict=True), key=lambda ra: ra[0].task_index):
-        if role.job_name == "evaluator":
+        if role.job_name == EVALUATOR_JOB:
             continue
         spec.setdefault(role.job_name, []).append(address)
     return spec
@@ -98,7 +108,7 @@ def lead_slot(roles: list[Role]) -> int:
             if r.job_name == job:
                 return i
     for i, r in enumerate(roles):
-        if r.job_name == "worker" and r.task_index == 0:
+        if r.job_name == WORKER_JOB and r.task_index == 0:
             return i
     return 0
 
@@ -108,4 +118,4 @@ def is_lead(role: Role, jobs: Iterable[str]) -> bool:
     (a cluster spec's keys): what a node can tell from its ``TF_CONFIG`` alone."""
     if role.job_name in CHIEF_JOBS:
         return True
-    return role == Role("worker", 0) and not any(job in CHIEF_JOBS for job in jobs)
+    return role == Role(WORKER_JOB, 0) and not any(job in CHIEF_JOBS for job in jobs)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 
+from tfos.keras_compat import legacy_keras_requested
 from tfos.spark_conf import KERAS_KEY
 
 _VARIABLE = "TF_USE_LEGACY_KERAS"
@@ -45,4 +46,4 @@ def keras_option(sc, options: dict) -> str:
             return get(KERAS_KEY, None)  # tfos submit --keras (over Spark Connect, --remote's TFOS_CONF too)
         if get(f"spark.executorEnv.{_VARIABLE}", None) is not None:
             return "auto"
-    return "tf_keras" if os.environ.get(_VARIABLE) in ("1", "true", "True") else "keras3"
+    return "tf_keras" if legacy_keras_requested() else "keras3"

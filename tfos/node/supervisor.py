@@ -64,7 +64,7 @@ class Supervisor:
         self.tensorboard: subprocess.Popen | None = None
         self.tail: OutputTail | None = None
         self.role: Role | None = None
-        self.state = "starting"
+        self.state = NodeState.REGISTERED  # what heartbeats say until the TF process runs
         self.traceback = ""
         self.child_message = ""
         self.stop_reason = ""

@@ -21,6 +21,7 @@ from tfos.node.frames import EventWriter
 from tfos.node.process import die_with_parent, start_group_reaper
 from tfos.node.user_function import prepare_interpreter, run_user_function
 from tfos.reservation.states import NodeState
+from tfos.roles import Role
 
 log = logging.getLogger("tfos.node")
 
@@ -70,7 +71,7 @@ def main() -> int:
         return ctx
 
     def serve_or_call(main_fun, args, ctx):
-        if ctx.job_name == "ps":
+        if Role(ctx.job_name, ctx.task_index).is_ps:
             events(NodeState.RUNNING)
             ctx.serve()
             return None

@@ -16,6 +16,7 @@ from tfos.deadline import Deadline
 from tfos.errors import AuthenticationError, ReservationError, ReservationTimeout
 from tfos.reservation import auth
 from tfos.reservation import messages as m
+from tfos.reservation.states import RunState
 from tfos.tls import ClientTLS, TLSError
 
 _TLS_FAILURE = re.compile(r"handshake failed|verification check failed|CERTIFICATE_VERIFY_FAILED", re.IGNORECASE)
@@ -111,7 +112,7 @@ class ReservationClient:
             wait = deadline.slice(poll_s)
             req = m.AwaitClusterRequest(run_id=self.run_id, slot=self.slot, wait_ms=int(wait * 1000))
             last = self.call("AwaitCluster", req, Deadline(wait + 30, "AwaitCluster to answer"))
-            if last.ready or last.run_state not in ("reserving",):
+            if last.ready or last.run_state != RunState.RESERVING:
                 return last
             if deadline.expired():
                 raise ReservationTimeout(deadline.message(

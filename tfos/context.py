@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 from tfos.errors import ConfigError, FeedError, FeedTimeout
@@ -57,11 +57,19 @@ class NodeContext:
     local_root: str = ""
     #: the run's storage URI (``tfos.run(storage=...)``), "" without
     storage: str = ""
-    _server: Any = field(default=None, repr=False)
-    _events: Any = field(default=None, repr=False)
-    _feed: Any = field(default=None, repr=False)
-    _tmp_socket: Any = field(default=None, repr=False)
-    _local_dirs: dict = field(default_factory=dict, repr=False)
+    #: what the TF process hands the context (constructor arguments only; kept private):
+    #: the driver's event channel (``events(state, **fields)``), the node's Spark feed server
+    #: (fed nodes), and the socket still holding the TF port (``release_port=False`` runs)
+    events: InitVar[Any] = None
+    feed: InitVar[Any] = None
+    held_port: InitVar[Any] = None
+    _server: Any = field(default=None, init=False, repr=False)
+    _local_dirs: dict = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self, events, feed, held_port) -> None:
+        self._events = events
+        self._feed = feed
+        self._tmp_socket = held_port
 
     @property
     def tensorboard_dir(self) -> str:
@@ -202,6 +210,7 @@ class NodeContext:
 
         from tfos.feed.node_feed import epoch_chunks
         from tfos.feed.records import to_columns
+        from tfos.sharding import unsharded
 
         server = self._require_feed()
         name = f"{self.job_name}:{self.task_index}"
@@ -233,9 +242,7 @@ class NodeContext:
             if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
                 raise ConfigError(f"batch_size must be a positive int or None; received: batch_size={batch_size!r}")
             dataset = dataset.rebatch(batch_size)
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        return dataset.with_options(options)
+        return unsharded(dataset)
 
     def local_dir(self, name: str) -> str:
         """A local directory ``name`` on this node's disk, for checkpoints, exports, summaries.
@@ -282,18 +289,12 @@ class NodeContext:
         The records and their order are TFRecordDataset's. tf.data's auto-sharding is off:
         the files already are this node's share.
         """
-        import tensorflow as tf
-
         from tfos.storage.records import MAX_STAGE_BYTES, tfrecord_dataset
 
         paths = [files] if isinstance(files, str) else list(files)
-        dataset = tfrecord_dataset([self.absolute_path(p) for p in paths], compression_type, buffer_size,
-                                   num_parallel_reads, max_stage_bytes=max_stage_bytes or MAX_STAGE_BYTES)
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        sharded = dataset.with_options(options)
-        sharded._tfos_stager = getattr(dataset, "_tfos_stager", None)  # the staging lives as long
-        return sharded
+        return tfrecord_dataset([self.absolute_path(p) for p in paths], compression_type, buffer_size,
+                                num_parallel_reads, max_stage_bytes=max_stage_bytes or MAX_STAGE_BYTES,
+                                auto_shard=False)
 
     def report_progress(self, **fields) -> None:
         """Tell the driver how training goes (``epoch=2, epochs=5, step=40, metrics={...}``).

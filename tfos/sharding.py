@@ -22,6 +22,18 @@ from tfos.storage.filesystems import glob as storage_glob
 from tfos.storage.filesystems import local_path
 
 
+def unsharded(dataset):
+    """``dataset`` with tf.distribute's auto-sharding off: its data already is this node's
+    share (``ctx.dataset``, ``ctx.tfrecord_dataset``, ``ctx.shard_files``), and
+    MultiWorkerMirroredStrategy would otherwise split it again, each node reading 1/n of
+    its share."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return dataset.with_options(options)
+
+
 def list_files(pattern: str) -> list[str]:
     """The files matching a glob ``pattern``, sorted by name.
 

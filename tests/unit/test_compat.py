@@ -236,7 +236,7 @@ def test_compat_pipeline_is_tfos_pipeline():
 
 def context(default_fs="file:///", feed=None, job_name="worker") -> NodeContext:
     return NodeContext(job_name=job_name, task_index=0, cluster_spec={"worker": ["127.0.0.1:1"]}, num_workers=1,
-                       worker_num=0, executor_id="0", default_fs=default_fs, working_dir="/work/dir", _feed=feed)
+                       worker_num=0, executor_id="0", default_fs=default_fs, working_dir="/work/dir", feed=feed)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ def test_each_pass_reads_one_fed_epoch_trimmed_to_the_quota(batch_size):
 
     server = FeedServer(socket.create_server(("127.0.0.1", 0)), SECRET, run_id="run-dataset", node="worker:0")
     target = FeedTarget("worker:0", "127.0.0.1", server.port, "0", "run-dataset")
-    ctx = NodeContext("worker", 0, {"worker": ["h:1"]}, 1, 0, "0", _feed=server)
+    ctx = NodeContext("worker", 0, {"worker": ["h:1"]}, 1, 0, "0", feed=server)
     control = ControlChannel(target, SECRET, "input", feed_timeout=10)
     try:
         sig = (tf.TensorSpec((2,), tf.float32), tf.TensorSpec((), tf.int64))

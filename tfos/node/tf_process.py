@@ -63,12 +63,12 @@ def main() -> int:
     preimport.join()
 
     def make_context():
-        ctx = _context(header, cluster, events)
-        ctx._tmp_socket = _held_port(opts.port_fd, header.get("release_port", True))
+        feed = None
         if opts.feed_fd >= 0:  # the supervisor gives one to fed nodes only
-            ctx._feed = _feed_server(opts.feed_fd, feed_secret, header["run_id"],
-                                     f"{cluster['job_name']}:{cluster['task_index']}")
-        return ctx
+            feed = _feed_server(opts.feed_fd, feed_secret, header["run_id"],
+                                f"{cluster['job_name']}:{cluster['task_index']}")
+        return _context(header, cluster, events, feed=feed,
+                        held_port=_held_port(opts.port_fd, header.get("release_port", True)))
 
     def serve_or_call(main_fun, args, ctx):
         if Role(ctx.job_name, ctx.task_index).is_ps:
@@ -84,7 +84,7 @@ def main() -> int:
     return run_user_function(payload, make_context, events, serve_or_call).exit_code
 
 
-def _context(header: dict, cluster: dict, events):
+def _context(header: dict, cluster: dict, events, feed=None, held_port=None):
     from tfos.context import NodeContext
 
     return NodeContext(
@@ -93,8 +93,9 @@ def _context(header: dict, cluster: dict, events):
         worker_num=cluster["worker_num"], executor_id=header["executor_id"],
         default_fs=header["default_fs"], working_dir=header["working_dir"],
         log_dir=cluster["log_dir"], run_id=header["run_id"], host=header["host"],
-        gpus=list(header.get("gpus", [])), attempt=header.get("attempt", 0), _events=events,
+        gpus=list(header.get("gpus", [])), attempt=header.get("attempt", 0), events=events,
         local_root=cluster.get("local_root", ""), storage=cluster.get("storage", ""),
+        feed=feed, held_port=held_port,
     )
 
 

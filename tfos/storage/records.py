@@ -40,13 +40,15 @@ DOWNLOAD_THREADS = 4
 
 def tfrecord_dataset(files, compression_type: str | None = None, buffer_size: int | None = None,
                      num_parallel_reads: int | None = None, stage_dir: str | None = None,
-                     max_stage_bytes: int = MAX_STAGE_BYTES):
+                     max_stage_bytes: int = MAX_STAGE_BYTES, auto_shard: bool = True):
     """A ``tf.data.Dataset`` of the serialized records in ``files`` (URIs or local paths).
 
     Same arguments and records, in the same order, as ``tf.data.TFRecordDataset(files,
     compression_type, buffer_size, num_parallel_reads)``. Local files are read in place;
     remote ones (``s3://``, ``hdfs://``, ``gs://``, ``abfs://``...) are staged to
     ``stage_dir`` (default: Spark's local dir, else the temp dir) under ``max_stage_bytes``.
+    ``auto_shard=False`` turns tf.distribute's auto-sharding off (the files are this node's
+    share already: :func:`tfos.sharding.unsharded`).
 
     Raises:
         StorageError: a file cannot be listed or downloaded (when the dataset is iterated,
@@ -57,8 +59,11 @@ def tfrecord_dataset(files, compression_type: str | None = None, buffer_size: in
     paths = [files] if isinstance(files, str) else list(files)
     if not paths:
         raise StorageError("tfrecord_dataset(files): no files given")
+    from tfos.sharding import unsharded
+
     if not any(is_remote(p) for p in paths):
-        return tf.data.TFRecordDataset(paths, compression_type, buffer_size, num_parallel_reads)
+        dataset = tf.data.TFRecordDataset(paths, compression_type, buffer_size, num_parallel_reads)
+        return dataset if auto_shard else unsharded(dataset)
     stager = Stager(paths, stage_dir, max_stage_bytes, ahead=max(num_parallel_reads or 1, 1) + 1)
     local_paths = tf.data.Dataset.from_generator(stager.local_paths, output_signature=tf.TensorSpec((), tf.string))
 
@@ -78,7 +83,11 @@ def tfrecord_dataset(files, compression_type: str | None = None, buffer_size: in
                                          num_parallel_calls=num_parallel_reads, deterministic=True)
     else:
         dataset = local_paths.interleave(reader, cycle_length=1)
-    dataset._tfos_stager = stager  # keeps the stager (and its directory) alive with the dataset
+    if not auto_shard:
+        dataset = unsharded(dataset)
+    # set on the dataset this function made and returns, last: the stager (and its directory)
+    # lives as long as the dataset does
+    dataset._tfos_stager = stager
     return dataset
 
 

@@ -45,6 +45,7 @@ from tfos.spark_env import (
     wait_for_executors,
 )
 from tfos.spark_jobs import (
+    JobOutcome,
     error_text,
     failed_partition,
     first_line,
@@ -201,9 +202,9 @@ class Cluster:
             if config.input_mode == InputMode.SPARK else (),
             payload=cloudpickle.dumps((main_fun, tf_args, describe_source(main_fun))),
         )
-        self._job_thread: threading.Thread | None = None
+        #: the node job (one barrier task per node), run by ``SparkApp.start_job``; None before start()
+        self._node_job: JobOutcome | None = None
         self._job_error: BaseException | None = None
-        self._job_done = threading.Event()
         self._closed = False  # set (under _teardown_lock) by the first _teardown
         self._teardown_lock = threading.Lock()
         self._torn_down = threading.Event()
@@ -229,8 +230,8 @@ class Cluster:
         self.server.start()
         show_node_lines()
         self._open_display()
-        self._job_thread = self.app.thread(self._run_node_job, name=f"tfos-nodes-{self.run_id}")
-        self._job_thread.start()
+        self._node_job = self.app.start_job(self.job_group, f"tfos: nodes (run {self.run_id})", self._run_node_job,
+                                            name=f"tfos-nodes-{self.run_id}", on_end=self.state.notify)
         threading.Thread(target=self._monitor, name=f"tfos-monitor-{self.run_id}", daemon=True).start()
         try:
             self._wait_formed()
@@ -252,9 +253,7 @@ class Cluster:
             return run_node_task(launch, slot, address, attempt)
 
         try:
-            description = f"tfos: nodes (run {self.run_id})"
-            self.app.set_group(self.job_group, description)
-            results = self.app.run_barrier(n, node, description)
+            results = self.app.run_barrier(n, node, f"tfos: nodes (run {self.run_id})")
             for result in results:
                 if result.get("outcome") == UNREACHABLE and not self._closed:
                     self.state.fail(result["slot"], result["message"])
@@ -266,9 +265,9 @@ class Cluster:
             if not benign:
                 self.state.fail(failed_partition(exc, n), f"its Spark task failed: {first_line(exc)}",
                                 traceback=error_text(exc))
-        finally:
-            self._job_done.set()
-            self.state.notify()
+
+    def _node_job_ended(self) -> bool:
+        return self._node_job is not None and self._node_job.done.is_set()
 
     def _wait_formed(self) -> None:
         deadline = Deadline(self.config.reservation_timeout, f"{self.config.num_executors} TF nodes to register")
@@ -281,7 +280,7 @@ class Cluster:
                 return False
             if spark_mode:
                 # every TF process runs (and every node task returned its slot)
-                return self._job_done.is_set()
+                return self._node_job_ended()
             return True
 
         ok = self.state.wait_until(formed, deadline.remaining())
@@ -304,7 +303,7 @@ class Cluster:
 
     def _on_failure(self, failure) -> None:
         log.error("tfos run %s failed at node %s; cancelling its Spark jobs", self.run_id, failure.name)
-        if self._job_done.is_set():
+        if self._node_job_ended():
             return
         self.app.cancel(self.job_group)
 
@@ -675,7 +674,7 @@ class Cluster:
                 from tfos.storage.mirror import FINAL_PASS_S
 
                 patience += FINAL_PASS_S  # the lead node's last mirror pass
-            if self._job_thread is not None:  # else never started: no node of this run runs
+            if self._node_job is not None:  # else never started: no node of this run runs
                 self._wait_stopping(lambda: self._nodes_gone(formed), patience)
             self._end_node_job(cancelled=False, timeout_s=self._UNCANCELLED_JOB_S)
         self._monitor_stop.set()
@@ -795,16 +794,16 @@ class Cluster:
         returned, which each does only once its supervisor exited."""
         if self.state.all_nodes(lambda n: not n.state.active):
             return True
-        return self._job_done.is_set() and (self.config.input_mode != InputMode.SPARK or not formed)
+        return self._node_job_ended() and (self.config.input_mode != InputMode.SPARK or not formed)
 
     def _end_node_job(self, cancelled: bool, timeout_s: float) -> None:
         """Wait for the node job (and the run's feeding jobs) to end; cancel them if the run was
         interrupted, or if the job outlives its nodes' stop by ``timeout_s`` (a task stuck in
         Spark), then wait at most ``_INTERRUPTED_JOB_S`` (interrupted) or ``_CANCELLED_JOB_S``."""
-        thread = self._job_thread
+        job = self._node_job
 
-        def job_ended() -> bool:  # _job_done: set last by _run_node_job; the thread: any job thread
-            return thread is None or self._job_done.is_set() or not thread.is_alive()
+        def job_ended() -> bool:
+            return job is None or job.done.is_set()
 
         if not cancelled:
             if not self._interrupted:
@@ -813,10 +812,9 @@ class Cluster:
                 self.app.cancel(self.job_group)  # every job of the run: the node job, a feed
                 cancelled = True
                 timeout_s = self._INTERRUPTED_JOB_S if self._interrupted else self._CANCELLED_JOB_S
-        if self._job_thread is None:
+        if job is None:
             return
         self._wait_stopping(job_ended, timeout_s)
-        self._job_thread.join(0.5)  # it sets _job_done last
         if not job_ended():
             log.warning("tfos run %s: its node job has not ended %.0f s after it was cancelled; Spark still "
                         "stops its tasks", self.run_id, timeout_s)

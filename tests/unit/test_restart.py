@@ -18,6 +18,7 @@ from tfos.reservation.state import ReservationState
 from tfos.restart import RestartingCluster
 from tfos.roles import Role
 from tfos.spark_app import ClassicApp
+from tfos.spark_jobs import JobOutcome
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -285,8 +286,8 @@ def test_two_teardowns_at_once_do_the_work_once_and_both_return_after_it(spark_c
         time.sleep(1.0)
         job_ended.append(time.monotonic())
 
-    cluster._job_thread = threading.Thread(target=node_job, daemon=True)
-    cluster._job_thread.start()
+    cluster._node_job = outcome = JobOutcome()  # as SparkApp.start_job makes it, without a SparkContext
+    threading.Thread(target=lambda: (node_job(), outcome.done.set()), daemon=True).start()
     go = threading.Barrier(2)
 
     def teardown():

@@ -17,11 +17,6 @@ from dataclasses import dataclass
 
 from tfos.errors import ConfigError, ReservationError
 
-#: Spark conf keys read when ``tfos.run`` gets no ``tls=``
-CONF_CERT, CONF_KEY, CONF_CA, CONF_SERVER_NAME = (
-    "spark.tfos.tls.certFile", "spark.tfos.tls.keyFile", "spark.tfos.tls.caFile", "spark.tfos.tls.serverName",
-)
-
 
 class TLSError(ReservationError):
     """The TLS handshake with the reservation server failed (wrong CA, wrong host name, no TLS)."""

@@ -77,7 +77,7 @@ def transport_floor(num_nodes: int, tls_kw: dict) -> float:
 
 def tls_material(directory: str) -> dict:
     from tests.unit.certs import self_signed
-    from tfos.tls import TLSConfig
+    from tfos.reservation.tls import TLSConfig
 
     cert, key = self_signed(directory, "127.0.0.1")
     config = TLSConfig(cert_file=cert, key_file=key)

@@ -23,7 +23,7 @@ from tfos.errors import (
 )
 from tfos.input_mode import InputMode
 from tfos.parallel import parallel_run
-from tfos.tls import TLSConfig, TLSError
+from tfos.reservation.tls import TLSConfig, TLSError
 from tfos.version import __version__
 
 TFNodeContext = NodeContext  # TensorFlowOnSpark's name

@@ -9,8 +9,8 @@ from tfos.errors import ConfigError
 from tfos.input_mode import InputMode
 from tfos.keras_compat import check_keras_choice
 from tfos.ports import PortRange
+from tfos.reservation.tls import TLSConfig
 from tfos.roles import CHIEF_JOBS, Role, plan_roles
-from tfos.tls import TLSConfig
 
 MASTER_NODES = (*CHIEF_JOBS, None)
 

@@ -13,7 +13,7 @@ The family, with the subsystem errors defined next to their code::
     │   ├── ReservationTimeout (TimeoutError)
     │   ├── AuthenticationError
     │   ├── ProtocolError ............. reservation/state.py: a request the server refuses
-    │   └── TLSError .................. tls.py: certificates that cannot work
+    │   └── TLSError .................. reservation/tls.py: certificates that cannot work
     ├── ClusterTimeout (TimeoutError)
     ├── ClusterFailedError ............ the nodes' failures (NodeFailure), root cause first
     │   └── ParallelRunError

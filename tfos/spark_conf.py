@@ -135,12 +135,12 @@ def _string_map(raw: str, what: str) -> dict[str, str]:
 
 
 def tls_from_conf(get):
-    """A :class:`~tfos.tls.TLSConfig` from ``spark.tfos.tls.*``, or ``None`` when unset.
+    """A :class:`~tfos.reservation.tls.TLSConfig` from ``spark.tfos.tls.*``, or ``None`` when unset.
 
     Raises:
         ConfigError: when only one of the certificate and the key is set.
     """
-    from tfos.tls import TLSConfig
+    from tfos.reservation.tls import TLSConfig
 
     cert, key = get(TLS_CERT_KEY, None), get(TLS_KEY_KEY, None)
     if not cert and not key:

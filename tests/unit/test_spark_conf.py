@@ -13,9 +13,9 @@ import pytest
 from tests.unit.certs import self_signed
 from tfos.errors import ConfigError
 from tfos.ports import PortRange
+from tfos.reservation.tls import TLSConfig
 from tfos.spark_app import ConnectApp
 from tfos.spark_conf import KEYS, conf_from_environment, run_options
-from tfos.tls import TLSConfig
 
 pytestmark = pytest.mark.timeout(30)
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ from tfos.ports import PortRange, listen, pick, reserve
 from tfos.reservation.client import ReservationClient
 from tfos.reservation.server import ReservationServer
 from tfos.reservation.state import ReservationState
+from tfos.reservation.tls import TLSConfig, TLSError
 from tfos.roles import plan_roles
-from tfos.tls import TLSConfig, TLSError
 
 pytestmark = pytest.mark.timeout(60)
 

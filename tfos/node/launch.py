@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from tfos.reservation.auth import Secret
-from tfos.tls import ClientTLS
+from tfos.reservation.tls import ClientTLS
 
 
 @dataclass(frozen=True)

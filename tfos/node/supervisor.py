@@ -33,9 +33,9 @@ from tfos.ports import PORTS_PER_NODE, PortRange, listen, pick, reserve
 from tfos.reservation.auth import Secret
 from tfos.reservation.client import ReservationClient
 from tfos.reservation.states import NodeState
+from tfos.reservation.tls import ClientTLS
 from tfos.roles import Role, cluster_spec, lead_slot, tf_config, training_rank
 from tfos.storage.credentials import apply_missing
-from tfos.tls import ClientTLS
 
 log = logging.getLogger("tfos.node")
 

@@ -17,7 +17,7 @@ from tfos.errors import AuthenticationError, ReservationError, ReservationTimeou
 from tfos.reservation import auth
 from tfos.reservation import messages as m
 from tfos.reservation.states import RunState
-from tfos.tls import ClientTLS, TLSError
+from tfos.reservation.tls import ClientTLS, TLSError
 
 _TLS_FAILURE = re.compile(r"handshake failed|verification check failed|CERTIFICATE_VERIFY_FAILED", re.IGNORECASE)
 #: retried within the call's deadline. CANCELLED and RESOURCE_EXHAUSTED are what a server under

@@ -2,7 +2,7 @@
 
 Each request is checked before it is parsed: size (gRPC's receive limit),
 signature (HMAC of the body with the run's secret, fresh timestamp, unseen nonce),
-then protobuf parsing. With a :class:`~tfos.tls.TLSConfig` the channel is TLS.
+then protobuf parsing. With a :class:`~tfos.reservation.tls.TLSConfig` the channel is TLS.
 Anything wrong gets an error status; the server never crashes on input and
 never unpickles anything. Replies are signed, bound to the request's token (auth.py).
 Refusals of unauthenticated calls are logged at most once per 10 s with a count
@@ -25,7 +25,7 @@ from tfos.ports import PortRange
 from tfos.reservation import auth
 from tfos.reservation import messages as m
 from tfos.reservation.state import ProtocolError, ReservationState
-from tfos.tls import TLSConfig
+from tfos.reservation.tls import TLSConfig
 
 log = logging.getLogger(__name__)
 

@@ -34,9 +34,9 @@ from tfos.reservation.server import ReservationServer
 from tfos.reservation.state import ReservationState
 from tfos.reservation.states import NodeState, RunState
 from tfos.roles import TRAINING_JOBS, cluster_spec, lead_slot
-from tfos.spark_app import spark_app
-from tfos.spark_conf import run_options
-from tfos.spark_env import (
+from tfos.spark.app import spark_app
+from tfos.spark.conf import run_options
+from tfos.spark.env import (
     SparkFacts,
     check_preconditions,
     check_slots_per_executor,
@@ -44,7 +44,7 @@ from tfos.spark_env import (
     read_facts,
     wait_for_executors,
 )
-from tfos.spark_jobs import (
+from tfos.spark.jobs import (
     JobOutcome,
     error_text,
     failed_partition,

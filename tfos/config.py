@@ -18,7 +18,7 @@ MASTER_NODES = (*CHIEF_JOBS, None)
 DEFAULT_SHUTDOWN_TIMEOUT_S = 259200.0
 
 
-#: what tfos.run does when Spark's own RPC is neither authenticated nor encrypted (spark_env.py)
+#: what tfos.run does when Spark's own RPC is neither authenticated nor encrypted (spark/env.py)
 SPARK_SECURITY_CHOICES = ("warn", "require", "ignore")
 
 

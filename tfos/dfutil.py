@@ -608,7 +608,7 @@ def _saved_schema(sc, input_dir: str):
 
 
 def _is_connect(spark) -> bool:
-    from tfos.spark_app import is_connect_session
+    from tfos.spark.app import is_connect_session
 
     return is_connect_session(spark)
 
@@ -632,13 +632,13 @@ def _qualify_remote(spark, path: str) -> str:
 
 
 def _on_an_executor(spark, action, what: str) -> str | None:
-    """``action()`` in a one-task Spark job (:meth:`tfos.spark_app.SparkApp.run_tasks`), and
+    """``action()`` in a one-task Spark job (:meth:`tfos.spark.app.SparkApp.run_tasks`), and
     the text it returns: the file operations a classic driver does itself, done where the
     writers are (a Connect client may not see the cluster's file systems). A DataError or
     StorageError it raises comes back as a value (the same on a retry: no task failure) and
     is raised here with its own message."""
     from tfos.errors import StorageError
-    from tfos.spark_app import spark_app
+    from tfos.spark.app import spark_app
 
     storage_env = session_storage_env(spark)
 
@@ -815,7 +815,7 @@ def _infer_over_connect(spark, input_dir: str, binary_features, sample_records: 
 
 def _data_error(exc: BaseException, what: str) -> DataError:
     """The executor's DataError message out of Spark's wrapping, or a DataError saying what failed."""
-    from tfos.spark_jobs import first_line, task_error
+    from tfos.spark.jobs import first_line, task_error
 
     raised = task_error(exc)
     if raised is not None and raised[0] == "DataError":

@@ -78,8 +78,8 @@ def parallel_run(
 
     from tfos.config import check_int, check_positive
     from tfos.keras_compat import check_keras_choice
-    from tfos.spark_app import spark_app
-    from tfos.spark_env import read_facts, wait_for_executors
+    from tfos.spark.app import spark_app
+    from tfos.spark.env import read_facts, wait_for_executors
     from tfos.user_code import describe_source
 
     app = spark_app(sc)
@@ -107,7 +107,7 @@ def parallel_run(
 
 def _run_job(app, launch: _InstanceLaunch, use_barrier: bool) -> list[dict]:
     """The Spark job, in a thread under the run's job group (cancelled on interrupt)."""
-    from tfos.spark_jobs import error_text, first_line
+    from tfos.spark.jobs import error_text, first_line
 
     n = launch.num_instances
     group = f"tfos-parallel-{launch.run_id}"

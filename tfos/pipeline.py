@@ -300,7 +300,7 @@ def _resolve(reference: str):
 def _spark_handle(session):
     """What tfos.run and pyspark's metadata helpers take: a Spark Connect session as it is (it
     has no SparkContext), else its SparkContext (pyspark 3.5's helpers take only a context)."""
-    from tfos.spark_app import is_connect_session
+    from tfos.spark.app import is_connect_session
 
     return session if is_connect_session(session) else session.sparkContext
 
@@ -313,7 +313,7 @@ class _Writer(DefaultParamsWriter):
     def _handleOverwrite(self, path: str) -> None:  # noqa: N802 - Spark's name
         """``write().overwrite()``: pyspark's own goes through the JVM session, which a Spark
         Connect client has not; its Connect writer asks the server instead."""
-        from tfos.spark_app import is_connect_session
+        from tfos.spark.app import is_connect_session
 
         if is_connect_session(self.sparkSession):
             from pyspark.ml.connect.readwrite import RemoteMLWriter
@@ -496,7 +496,7 @@ class TFEstimator(Estimator, _TFParams, _Persistence, HasInputMapping, HasOutput
 
     def _export(self, spark, args) -> None:
         """``export_fn(args)`` in one Spark task, on an executor (a SparkContext or a Connect session)."""
-        from tfos.spark_app import spark_app
+        from tfos.spark.app import spark_app
 
         if not args.export_dir:
             raise ConfigError("export_fn needs setExportDir(dir): the directory it exports to")

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from tfos.errors import ConfigError
 from tfos.net import socket_family
-from tfos.spark_conf import PORT_RANGE_KEY
+from tfos.spark.conf import PORT_RANGE_KEY
 
 #: ports one node listens on (TF server, feed, TensorBoard)
 PORTS_PER_NODE = 3

@@ -23,7 +23,7 @@ import pytest
 import tfos
 from tests.integration import netns_cluster
 from tests.integration.spark_helpers import release_shared_spark, wait_no_node_processes
-from tfos.spark_env import wait_for_executors
+from tfos.spark.env import wait_for_executors
 
 # ~80 s (three more Spark JVMs): run on demand (python -m pytest -m slow), not in the default run
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]

@@ -20,8 +20,8 @@ import pytest
 from tfos.cluster import Cluster
 from tfos.config import RunConfig
 from tfos.reservation.client import ReservationClient
-from tfos.spark_app import SparkApp
-from tfos.spark_env import SparkFacts
+from tfos.spark.app import SparkApp
+from tfos.spark.env import SparkFacts
 
 pytestmark = pytest.mark.timeout(60)
 

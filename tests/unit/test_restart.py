@@ -17,8 +17,8 @@ from tfos.errors import ClusterFailedError, ClusterTimeout, FeedError
 from tfos.reservation.state import ReservationState
 from tfos.restart import RestartingCluster
 from tfos.roles import Role
-from tfos.spark_app import ClassicApp
-from tfos.spark_jobs import JobOutcome
+from tfos.spark.app import ClassicApp
+from tfos.spark.jobs import JobOutcome
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -261,7 +261,7 @@ def spark_cluster():
     from tfos.cluster import Cluster
     from tfos.config import RunConfig
     from tfos.input_mode import InputMode
-    from tfos.spark_env import SparkFacts
+    from tfos.spark.env import SparkFacts
 
     facts = SparkFacts(master=StandInSpark.master, executor_cores=1, task_cpus=1, dynamic_allocation=False,
                        configured_executors=2, driver_host="127.0.0.1", default_fs="file:///",

@@ -14,8 +14,8 @@ from tests.unit.certs import self_signed
 from tfos.errors import ConfigError
 from tfos.ports import PortRange
 from tfos.reservation.tls import TLSConfig
-from tfos.spark_app import ConnectApp
-from tfos.spark_conf import KEYS, conf_from_environment, run_options
+from tfos.spark.app import ConnectApp
+from tfos.spark.conf import KEYS, conf_from_environment, run_options
 
 pytestmark = pytest.mark.timeout(30)
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ def test_every_key_is_in_the_deployment_guide_and_no_other_is_read():
     read = set()
     for path in (ROOT / "tfos").rglob("*.py"):
         read |= set(re.findall(r"[\"'](spark\.tfos\.[\w.]+)[\"']", path.read_text()))
-    assert read == set(KEYS), "a spark.tfos.* key outside tfos/spark_conf.py's KEYS"
+    assert read == set(KEYS), "a spark.tfos.* key outside tfos/spark/conf.py's KEYS"
 
 
 # ------------------------------------------------ TFOS_CONF: tfos submit --remote's settings

@@ -6,7 +6,7 @@ import pytest
 
 from tfos.errors import SparkPreconditionError
 from tfos.ports import PortRange
-from tfos.spark_env import SparkFacts, _server_port, check_preconditions
+from tfos.spark.env import SparkFacts, _server_port, check_preconditions
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -118,11 +118,11 @@ OPEN_RPC = ("Spark's RPC on yarn is not authenticated (anyone who reaches Spark'
     ("spark://127.0.0.1:7077", {}, "require", False, "quiet"),
 ])
 def test_spark_rpc_security_is_checked_on_cluster_masters(master, conf, mode, tls, outcome, caplog, monkeypatch):
-    from tfos import spark_env
+    from tfos.spark import env as spark_env
 
     monkeypatch.setattr(spark_env, "_warned_security", set())
     facts = spark_env.read_facts(_FakeContext(master, **conf))
-    with caplog.at_level("WARNING", logger="tfos.spark_env"):
+    with caplog.at_level("WARNING", logger="tfos.spark.env"):
         if outcome == "refuse":
             with pytest.raises(SparkPreconditionError) as error:
                 spark_env.check_spark_security(facts, mode, tls)
@@ -130,12 +130,12 @@ def test_spark_rpc_security_is_checked_on_cluster_masters(master, conf, mode, tl
         else:
             spark_env.check_spark_security(facts, mode, tls)
             spark_env.check_spark_security(facts, mode, tls)  # a second run warns no more
-    warnings = [r.getMessage() for r in caplog.records if r.name == "tfos.spark_env" and "RPC" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "tfos.spark.env" and "RPC" in r.getMessage()]
     assert len(warnings) == (1 if outcome == "warn" else 0)
 
 
 def test_the_open_rpc_message_names_both_settings_and_the_way_out(monkeypatch):
-    from tfos import spark_env
+    from tfos.spark import env as spark_env
 
     facts = spark_env.read_facts(_FakeContext("yarn"))
     with pytest.raises(SparkPreconditionError) as error:
@@ -147,7 +147,7 @@ def test_the_open_rpc_message_names_both_settings_and_the_way_out(monkeypatch):
 def test_spark_security_comes_from_the_spark_conf_and_bad_values_are_refused():
     from tfos.config import RunConfig
     from tfos.errors import ConfigError
-    from tfos.spark_conf import run_options
+    from tfos.spark.conf import run_options
 
     assert run_options({"spark.tfos.sparkSecurity": " Require "}.get) == {"spark_security": "require"}
     with pytest.raises(ConfigError, match="spark_security must be one of warn, require, ignore; received: "
@@ -157,7 +157,7 @@ def test_spark_security_comes_from_the_spark_conf_and_bad_values_are_refused():
 
 def test_spark_app_takes_a_context_a_classic_or_a_connect_session_and_refuses_the_rest():
     from tfos.errors import ConfigError
-    from tfos.spark_app import ClassicApp, ConnectApp, spark_app
+    from tfos.spark.app import ClassicApp, ConnectApp, spark_app
 
     class Context:
         def parallelize(self, *a):
@@ -196,7 +196,7 @@ def test_spark_app_takes_a_context_a_classic_or_a_connect_session_and_refuses_th
 def test_the_status_trackers_executor_list_loses_the_driver_wherever_it_is_listed(infos, driver_host, executors):
     from collections import namedtuple
 
-    from tfos.spark_env import _executors_without_the_driver
+    from tfos.spark.env import _executors_without_the_driver
 
     info = namedtuple("SparkExecutorInfo", "host port")
     assert _executors_without_the_driver([info(*i) for i in infos], driver_host) == executors

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from tfos.spark_app import ClassicApp
-from tfos.spark_jobs import cancel_job_group, failed_partition, first_line, task_error
+from tfos.spark.app import ClassicApp
+from tfos.spark.jobs import cancel_job_group, failed_partition, first_line, task_error
 
 pytestmark = pytest.mark.timeout(30)
 

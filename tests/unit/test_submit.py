@@ -14,7 +14,7 @@ import pytest
 
 from tfos import cli
 from tfos.errors import ConfigError
-from tfos.spark_conf import conf_from_environment, run_options
+from tfos.spark.conf import conf_from_environment, run_options
 from tfos.submit import (
     ConfEntry,
     SubmitCommand,

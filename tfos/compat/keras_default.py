@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 
 from tfos.keras_compat import legacy_keras_requested
-from tfos.spark_conf import KERAS_KEY
+from tfos.spark.conf import KERAS_KEY
 
 _VARIABLE = "TF_USE_LEGACY_KERAS"
 
@@ -29,7 +29,7 @@ def _conf_reader(sc):
     """``get(key, default)`` over a SparkContext's conf or a Spark Connect session's, else None."""
     if hasattr(sc, "getConf"):
         return sc.getConf().get
-    from tfos.spark_app import ConnectApp, is_connect_session
+    from tfos.spark.app import ConnectApp, is_connect_session
 
     return ConnectApp(sc).get if is_connect_session(sc) else None
 

@@ -109,7 +109,7 @@ class SparkFeeder:
     """Feeds one run's consumer nodes. Used by :class:`tfos.Cluster`; not thread-safe."""
 
     def __init__(self, app, targets: list[FeedTarget], secret: bytes, run_job, check_nodes):
-        self.app = app  # the run's SparkApp (tfos/spark_app.py)
+        self.app = app  # the run's SparkApp (tfos/spark/app.py)
         self.remote = app.remote
         self.targets = targets
         self._secret = secret

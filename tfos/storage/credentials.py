@@ -66,7 +66,7 @@ def apply_missing(environ, env: dict[str, str]) -> None:
 def session_storage_env(spark) -> dict[str, str]:
     """The SDK variables the conf of ``spark`` implies: a SparkSession (classic or Spark
     Connect: its runtime conf, which holds the builder's and spark-submit's too), a
-    SparkContext, or a :class:`tfos.spark_app.SparkApp`; empty when the conf cannot be read."""
+    SparkContext, or a :class:`tfos.spark.app.SparkApp`; empty when the conf cannot be read."""
     if hasattr(spark, "conf") and hasattr(spark.conf, "get"):
         try:
             # one call (pyspark 4), not a py4j or Connect round trip per key: resolve() on the

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 
 from tfos.keras_compat import KERAS_BACKEND_CHOICES
-from tfos.spark_conf import CLUSTER_SIZE_KEY, CONF_VAR, KEY_PREFIX
-from tfos.spark_env import LOCAL_CLUSTER_MASTER
+from tfos.spark.conf import CLUSTER_SIZE_KEY, CONF_VAR, KEY_PREFIX
+from tfos.spark.env import LOCAL_CLUSTER_MASTER
 from tfos.submit.config import (
     ARCHIVE_SUFFIXES,
     DEFAULT_CLUSTER_SIZE,

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from tfos.keras_compat import configure_keras_backend
-from tfos.spark_conf import CLUSTER_SIZE_KEY, CONF_VAR, ENV_KEY, KERAS_KEY, STORAGE_KEY
+from tfos.spark.conf import CLUSTER_SIZE_KEY, CONF_VAR, ENV_KEY, KERAS_KEY, STORAGE_KEY
 from tfos.submit.config import (
     ENV_LINK,
     ENV_PYTHON,
@@ -124,7 +124,7 @@ def _remote_command(config: SubmitConfig, python: str, environ: Mapping[str, str
     looks for a classic master, and fails), and of the ``--conf`` values it forwards the
     client applies only ``spark.sql.*`` ones. So ``SPARK_REMOTE`` makes ``getOrCreate()``
     connect, and tfos's own settings travel in ``TFOS_CONF``, which a Connect session's
-    conf falls back on (``tfos.spark_app.ConnectApp.get``).
+    conf falls back on (``tfos.spark.app.ConnectApp.get``).
     """
     if "MASTER" in environ:  # pyspark refuses it even empty
         raise SubmitError(f"MASTER={environ['MASTER']} is set in the environment, and pyspark refuses a "

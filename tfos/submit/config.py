@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from tfos.errors import ConfigError
 from tfos.keras_compat import check_keras_choice
-from tfos.spark_conf import KEY_PREFIX
-from tfos.spark_env import LOCAL_CLUSTER_MASTER
+from tfos.spark.conf import KEY_PREFIX
+from tfos.spark.env import LOCAL_CLUSTER_MASTER
 from tfos.submit.master import master_kind
 
 DEFAULT_CLUSTER_SIZE = 2

@@ -1,12 +1,12 @@
 """What a ``--master`` URL names: the cluster manager, and whether it is this machine.
 
 Pure classification; :class:`tfos.submit.config.SubmitConfig` refuses the kinds tfos cannot
-run on. The local master regexes are :mod:`tfos.spark_env`'s, their one home.
+run on. The local master regexes are :mod:`tfos.spark.env`'s, their one home.
 """
 
 from __future__ import annotations
 
-from tfos.spark_env import LOCAL_CLUSTER_MASTER, LOCAL_MASTER, is_loopback_master
+from tfos.spark.env import LOCAL_CLUSTER_MASTER, LOCAL_MASTER, is_loopback_master
 
 #: what each kind is called in messages
 KIND_NAMES = {"embedded": "the embedded local-cluster", "local-cluster": "local-cluster",

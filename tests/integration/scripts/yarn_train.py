@@ -100,7 +100,7 @@ def main(argv: list[str]) -> int:
 
     import tfos
     from tfos import storage
-    from tfos.spark_conf import STORAGE_KEY
+    from tfos.spark.conf import STORAGE_KEY
     from tfos.storage.filesystems import read_bytes
 
     spark = SparkSession.builder.appName("tfos-yarn-train").getOrCreate()

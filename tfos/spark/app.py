@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tfos.errors import ConfigError
-from tfos.spark_jobs import JobOutcome, cancel_job_group, spark_thread
+from tfos.spark.jobs import JobOutcome, cancel_job_group, spark_thread
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +159,11 @@ class ConnectApp(SparkApp):
 
         A Connect client session cannot receive a command line's ``--conf`` values, so
         ``tfos submit --remote`` hands its settings over in ``TFOS_CONF``
-        (:func:`tfos.spark_conf.conf_from_environment`); what the session has (the server's
+        (:func:`tfos.spark.conf.conf_from_environment`); what the session has (the server's
         conf, the script's builder or ``spark.conf.set``) wins, as a script's own settings
         win over spark-submit's.
         """
-        from tfos.spark_conf import KEY_PREFIX, conf_from_environment
+        from tfos.spark.conf import KEY_PREFIX, conf_from_environment
 
         try:
             value = self.spark.conf.get(key, None)

@@ -22,7 +22,7 @@ Over Spark Connect the script's session is a client of a server started earlier:
 --remote`` forwards, pyspark's client applies only ``spark.sql.*`` ones). So ``tfos submit
 --remote`` puts its ``spark.tfos.*`` settings in the ``TFOS_CONF`` environment variable (a
 JSON object), and a Connect session's conf falls back on it for the keys it has no value
-for (:func:`conf_from_environment`, read by ``tfos.spark_app.ConnectApp.get``).
+for (:func:`conf_from_environment`, read by ``tfos.spark.app.ConnectApp.get``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """tfos's Spark jobs: each runs in a thread of its own under the run's job group
-(``SparkApp.start_job``, tfos/spark_app.py), can be cancelled quietly, and its failure
+(``SparkApp.start_job``, tfos/spark/app.py), can be cancelled quietly, and its failure
 is read for the error the executor's Python raised.
 
 A job runs in a thread so the caller can watch node failures (and a notebook's

@@ -61,10 +61,10 @@ class SparkFacts:
 
 
 def read_facts(spark) -> SparkFacts:
-    """Collect :class:`SparkFacts` from a live application (a :class:`~tfos.spark_app.SparkApp`,
+    """Collect :class:`SparkFacts` from a live application (a :class:`~tfos.spark.app.SparkApp`,
     or a ``SparkContext``). Over Spark Connect, the conf the server shows; the driver host is
     this process's address on the route to the server, where the executors must reach it."""
-    from tfos.spark_app import ClassicApp, SparkApp
+    from tfos.spark.app import ClassicApp, SparkApp
 
     app = spark if isinstance(spark, SparkApp) else ClassicApp(spark)
     get = app.get
@@ -218,7 +218,7 @@ def wait_for_executors(spark, num_executors: int, timeout_s: float) -> list[str]
     Raises:
         SparkPreconditionError: when they are not all up within ``timeout_s``.
     """
-    from tfos.spark_app import SparkApp
+    from tfos.spark.app import SparkApp
 
     if isinstance(spark, SparkApp):
         if spark.remote:

@@ -1,15 +1,8 @@
-"""Addresses and ports: advertise what Spark itself uses, never a guess."""
+"""Addresses: ``host:port`` strings (IPv6 in brackets) and socket families, one way everywhere."""
 
 from __future__ import annotations
 
-import os
 import socket
-
-
-def driver_host(spark_conf_get) -> str:
-    """The address Spark advertises for the driver: ``spark.driver.host``, else ``SPARK_LOCAL_IP``."""
-    host = spark_conf_get("spark.driver.host", None) or os.environ.get("SPARK_LOCAL_IP")
-    return host or socket.gethostbyname(socket.gethostname())
 
 
 def join_host_port(host: str, port: int) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import time
 from dataclasses import dataclass
 
@@ -60,6 +61,12 @@ class SparkFacts:
         return self.executor_cores // max(self.task_cpus, 1)
 
 
+def driver_host(spark_conf_get) -> str:
+    """The address Spark advertises for the driver: ``spark.driver.host``, else ``SPARK_LOCAL_IP``."""
+    host = spark_conf_get("spark.driver.host", None) or os.environ.get("SPARK_LOCAL_IP")
+    return host or socket.gethostbyname(socket.gethostname())
+
+
 def read_facts(spark) -> SparkFacts:
     """Collect :class:`SparkFacts` from a live application (a :class:`~tfos.spark.app.SparkApp`,
     or a ``SparkContext``). Over Spark Connect, the conf the server shows; the driver host is
@@ -78,7 +85,6 @@ def read_facts(spark) -> SparkFacts:
     if cores is None and master.startswith("yarn"):
         cores = 1  # YARN's default executor cores
     default_fs = _default_fs(app)
-    from tfos.net import driver_host
 
     return SparkFacts(
         master=master,

@@ -1,4 +1,5 @@
-"""Unit-test fixtures: a real reservation server on 127.0.0.1, one per test module that asks."""
+"""Unit-test fixtures: a real reservation server on 127.0.0.1, one per test module that asks;
+``closing``, which closes a test's sockets and channels when it ends, pass or fail."""
 
 from __future__ import annotations
 
@@ -29,3 +30,13 @@ def raw_channel(server):
     channel = grpc.insecure_channel(server.address)
     yield channel
     channel.close()
+
+
+@pytest.fixture
+def closing():
+    """``closing(a, b, ...)`` has each closed when the test ends, in that order, pass or fail:
+    the try/finally every socket test would otherwise repeat."""
+    things: list = []
+    yield lambda *objects: things.extend(objects)
+    for thing in things:
+        thing.close()

@@ -185,52 +185,43 @@ FRAMES = [
 
 
 @pytest.mark.parametrize("direction", ["client to server", "server to client"])
-def test_frames_round_trip_in_order_with_their_types_and_payloads(listener, direction):
+def test_frames_round_trip_in_order_with_their_types_and_payloads(listener, direction, closing):
     server, client = connected_pair(listener)
     sender, receiver = (client, server) if direction == "client to server" else (server, client)
-    try:
-        writer = Background(lambda: [sender.send(t, payload) for t, payload in FRAMES])
-        received = [receiver.recv() for _ in FRAMES]
-        writer.result()
-        assert received == [(t, bytes(payload)) for t, payload in FRAMES]
-    finally:
-        server.close()
-        client.close()
+    closing(server, client)
+    writer = Background(lambda: [sender.send(t, payload) for t, payload in FRAMES])
+    received = [receiver.recv() for _ in FRAMES]
+    writer.result()
+    assert received == [(t, bytes(payload)) for t, payload in FRAMES]
 
 
-def test_both_directions_carry_frames_at_once(listener):
+def test_both_directions_carry_frames_at_once(listener, closing):
     server, client = connected_pair(listener)
-    try:
-        up = Background(lambda: [client.send(p.CHUNK, b"up%d" % i) for i in range(200)])
-        down = Background(lambda: [server.send(p.RESULTS, b"down%d" % i) for i in range(200)])
-        got_up = [server.recv() for _ in range(200)]
-        got_down = [client.recv() for _ in range(200)]
-        up.result()
-        down.result()
-        assert got_up == [(p.CHUNK, b"up%d" % i) for i in range(200)]
-        assert got_down == [(p.RESULTS, b"down%d" % i) for i in range(200)]
-    finally:
-        server.close()
-        client.close()
+    closing(server, client)
+    up = Background(lambda: [client.send(p.CHUNK, b"up%d" % i) for i in range(200)])
+    down = Background(lambda: [server.send(p.RESULTS, b"down%d" % i) for i in range(200)])
+    got_up = [server.recv() for _ in range(200)]
+    got_down = [client.recv() for _ in range(200)]
+    up.result()
+    down.result()
+    assert got_up == [(p.CHUNK, b"up%d" % i) for i in range(200)]
+    assert got_down == [(p.RESULTS, b"down%d" % i) for i in range(200)]
 
 
-def test_memoryview_payloads_are_sent_like_bytes(listener):
+def test_memoryview_payloads_are_sent_like_bytes(listener, closing):
     server, client = connected_pair(listener)
-    try:
-        client.send(p.CHUNK, memoryview(b"abcdef")[1:4])
-        client.send(p.CHUNK, memoryview(b""))
-        assert server.recv() == (p.CHUNK, b"bcd")
-        assert server.recv() == (p.CHUNK, b"")
-    finally:
-        server.close()
-        client.close()
+    closing(server, client)
+    client.send(p.CHUNK, memoryview(b"abcdef")[1:4])
+    client.send(p.CHUNK, memoryview(b""))
+    assert server.recv() == (p.CHUNK, b"bcd")
+    assert server.recv() == (p.CHUNK, b"")
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(frames=st.lists(st.tuples(st.sampled_from(sorted(p.NAMES)), st.binary(max_size=2048)), max_size=20))
 def test_any_sequence_of_frames_round_trips(listener, frames):
     server, client = connected_pair(listener)
-    try:
+    try:  # not the closing fixture: it would keep every example's socket open to the test's end
         for ftype, payload in frames:
             client.send(ftype, payload)
         client.close()
@@ -247,16 +238,14 @@ def test_records_round_trip_through_encode_and_decode():
     assert p.decode_records(p.encode_records(records)) == records
 
 
-def test_clean_end_of_stream_is_none(listener):
+def test_clean_end_of_stream_is_none(listener, closing):
     server, client = connected_pair(listener)
-    try:
-        client.send(p.CLOSE)
-        client.close()
-        assert server.recv() == (p.CLOSE, b"")
-        assert server.recv() is None
-        assert server.recv() is None  # and stays at the end
-    finally:
-        server.close()
+    closing(server)
+    client.send(p.CLOSE)
+    client.close()
+    assert server.recv() == (p.CLOSE, b"")
+    assert server.recv() is None
+    assert server.recv() is None  # and stays at the end
 
 
 # ------------------------------------------------------------------------- refusals
@@ -279,16 +268,14 @@ def test_wrong_secret_is_refused_on_both_sides(listener):
                                        "node)")
 
 
-def test_peer_that_never_answers_the_challenge_is_refused(listener):
+def test_peer_that_never_answers_the_challenge_is_refused(listener, closing):
     peer = socket.create_connection(listener.getsockname()[:2])
-    try:
-        conn, _ = listener.accept()
-        with pytest.raises(AuthenticationError) as error:
-            p.FeedChannel.accept(conn, SECRET, BOUND, timeout_s=0.3)
-        assert str(error.value) == "feed connection refused: no handshake within 0.3 s"
-        conn.close()
-    finally:
-        peer.close()
+    closing(peer)
+    conn, _ = listener.accept()
+    with pytest.raises(AuthenticationError) as error:
+        p.FeedChannel.accept(conn, SECRET, BOUND, timeout_s=0.3)
+    assert str(error.value) == "feed connection refused: no handshake within 0.3 s"
+    conn.close()
 
 
 def test_endpoint_that_hangs_up_at_once_is_a_feed_error(listener):
@@ -305,55 +292,51 @@ def test_endpoint_that_hangs_up_at_once_is_a_feed_error(listener):
     assert str(error.value) == f"feed endpoint {host}:{port} closed the connection at once"
 
 
-def test_feed_server_drops_a_wrong_secret_peer_without_decoding_anything(caplog):
+def test_feed_server_drops_a_wrong_secret_peer_without_decoding_anything(caplog, closing):
     listener = socket.create_server(("127.0.0.1", 0))
     server = FeedServer(listener, SECRET, run_id=RUN_ID, node=NODE, buffer_chunks=4)
-    try:
-        with caplog.at_level(logging.WARNING, logger="tfos.feed.node_feed"):
-            peer = RawPeer(("127.0.0.1", server.port), secret=WRONG_SECRET)
-            peer_port = peer.sock.getsockname()[1]
-            # a bold peer ignores the refusal and sends a well-formed stream anyway
-            try:
-                peer.send_raw(peer.frame(p.OPEN, b'{"kind": "train", "qname": "input"}')
-                              + peer.frame(p.CHUNK, bomb("wrong secret")) + peer.frame(p.CLOSE))
-            except OSError:
-                pass  # the server may already have reset the connection
-            assert not peer.accepted()
-            peer.wait_closed_by_peer()
-            peer.close()
-        assert server.queue("input").queued == 0
-        assert server.stats == {}
-        assert [r.getMessage() for r in caplog.records] == [
-            f"refused feed connection from ('127.0.0.1', {peer_port}): "
-            "feed connection refused: not signed with this run's secret for this node "
-            "(another run's, or meant for another node)"
-        ]
-    finally:
-        server.close()
+    closing(server)
+    with caplog.at_level(logging.WARNING, logger="tfos.feed.node_feed"):
+        peer = RawPeer(("127.0.0.1", server.port), secret=WRONG_SECRET)
+        peer_port = peer.sock.getsockname()[1]
+        # a bold peer ignores the refusal and sends a well-formed stream anyway
+        try:
+            peer.send_raw(peer.frame(p.OPEN, b'{"kind": "train", "qname": "input"}')
+                          + peer.frame(p.CHUNK, bomb("wrong secret")) + peer.frame(p.CLOSE))
+        except OSError:
+            pass  # the server may already have reset the connection
+        assert not peer.accepted()
+        peer.wait_closed_by_peer()
+        peer.close()
+    assert server.queue("input").queued == 0
+    assert server.stats == {}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"refused feed connection from ('127.0.0.1', {peer_port}): "
+        "feed connection refused: not signed with this run's secret for this node "
+        "(another run's, or meant for another node)"
+    ]
 
 
 @pytest.mark.parametrize("flip_at", ["payload", "tag"])
-def test_feed_server_drops_a_tampered_stream_and_says_why(caplog, flip_at):
+def test_feed_server_drops_a_tampered_stream_and_says_why(caplog, flip_at, closing):
     listener = socket.create_server(("127.0.0.1", 0))
     server = FeedServer(listener, SECRET, run_id=RUN_ID, node=NODE, buffer_chunks=4)
-    try:
-        with caplog.at_level(logging.WARNING, logger="tfos.feed.node_feed"):
-            peer = RawPeer(("127.0.0.1", server.port))
-            peer_port = peer.sock.getsockname()[1]
-            assert peer.accepted()
-            opening = peer.frame(p.OPEN, b'{"kind": "train", "qname": "input", "partition": 0}')
-            chunk = peer.frame(p.CHUNK, bomb("tampered in a live feed"))
-            index = 5 if flip_at == "payload" else len(chunk) - 1
-            peer.send_raw(opening + _flip(chunk, index))
-            peer.wait_closed_by_peer()
-            peer.close()
-        assert server.queue("input").queued == 0
-        assert server.stats == {}
-        assert [r.getMessage() for r in caplog.records] == [
-            f"feed connection from ('127.0.0.1', {peer_port}) failed: feed frame failed its integrity check"
-        ]
-    finally:
-        server.close()
+    closing(server)
+    with caplog.at_level(logging.WARNING, logger="tfos.feed.node_feed"):
+        peer = RawPeer(("127.0.0.1", server.port))
+        peer_port = peer.sock.getsockname()[1]
+        assert peer.accepted()
+        opening = peer.frame(p.OPEN, b'{"kind": "train", "qname": "input", "partition": 0}')
+        chunk = peer.frame(p.CHUNK, bomb("tampered in a live feed"))
+        index = 5 if flip_at == "payload" else len(chunk) - 1
+        peer.send_raw(opening + _flip(chunk, index))
+        peer.wait_closed_by_peer()
+        peer.close()
+    assert server.queue("input").queued == 0
+    assert server.stats == {}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"feed connection from ('127.0.0.1', {peer_port}) failed: feed frame failed its integrity check"
+    ]
 
 
 # ------------------------------------------------------------------- frame integrity
@@ -373,86 +356,71 @@ def _flip(data: bytes, index: int) -> bytes:
         "length (the header is authenticated too)",
     ],
 )
-def test_tampered_frame_fails_its_integrity_check_before_decoding(listener, where):
+def test_tampered_frame_fails_its_integrity_check_before_decoding(listener, where, closing):
     peer, channel = raw_peer_and_server(listener)
-    try:
-        payload = bomb("tampered")
-        good = peer.frame(p.CHUNK, payload)
-        head = struct.calcsize(">BI")
-        if where.startswith("length"):
-            # one byte shorter: still a well-formed header, but not the one that was sealed
-            sent = good[:head - 1] + bytes([good[head - 1] - 1]) + good[head:]
-        else:
-            sent = _flip(good, {
-                "first payload byte": head,
-                "last payload byte": head + len(payload) - 1,
-                "type byte (to another valid type)": 0,  # CHUNK (2) ^ 1 == CLOSE (3)
-                "first tag byte": head + len(payload),
-                "last tag byte": len(good) - 1,
-            }[where])
-        peer.send_raw(sent)
-        with pytest.raises(AuthenticationError) as error:
-            channel.recv()
-        assert str(error.value) == "feed frame failed its integrity check"
-    finally:
-        peer.close()
-        channel.close()
+    closing(peer, channel)
+    payload = bomb("tampered")
+    good = peer.frame(p.CHUNK, payload)
+    head = struct.calcsize(">BI")
+    if where.startswith("length"):
+        # one byte shorter: still a well-formed header, but not the one that was sealed
+        sent = good[:head - 1] + bytes([good[head - 1] - 1]) + good[head:]
+    else:
+        sent = _flip(good, {
+            "first payload byte": head,
+            "last payload byte": head + len(payload) - 1,
+            "type byte (to another valid type)": 0,  # CHUNK (2) ^ 1 == CLOSE (3)
+            "first tag byte": head + len(payload),
+            "last tag byte": len(good) - 1,
+        }[where])
+    peer.send_raw(sent)
+    with pytest.raises(AuthenticationError) as error:
+        channel.recv()
+    assert str(error.value) == "feed frame failed its integrity check"
 
 
-def test_frame_signed_with_another_connections_key_is_rejected(listener):
+def test_frame_signed_with_another_connections_key_is_rejected(listener, closing):
     first_peer, first_channel = raw_peer_and_server(listener)
     second_peer, second_channel = raw_peer_and_server(listener)
-    try:
-        # a frame recorded on one connection is worthless on another (the nonce keys the cipher)
-        second_peer.send_raw(first_peer.frame(p.CHUNK, bomb("cross-connection")))
-        with pytest.raises(AuthenticationError) as error:
-            second_channel.recv()
-        assert str(error.value) == "feed frame failed its integrity check"
-    finally:
-        for closeable in (first_peer, first_channel, second_peer, second_channel):
-            closeable.close()
+    closing(first_peer, first_channel, second_peer, second_channel)
+    # a frame recorded on one connection is worthless on another (the nonce keys the cipher)
+    second_peer.send_raw(first_peer.frame(p.CHUNK, bomb("cross-connection")))
+    with pytest.raises(AuthenticationError) as error:
+        second_channel.recv()
+    assert str(error.value) == "feed frame failed its integrity check"
 
 
-def test_replayed_frame_is_rejected(listener):
+def test_replayed_frame_is_rejected(listener, closing):
     peer, channel = raw_peer_and_server(listener)
-    try:
-        recorded = peer.frame(p.CHUNK, p.encode_records([1, 2, 3]))
-        peer.send_raw(recorded)
-        assert channel.recv() == (p.CHUNK, p.encode_records([1, 2, 3]))
-        peer.send_raw(recorded)  # same bytes again: its sequence number is used up
-        with pytest.raises(AuthenticationError) as error:
-            channel.recv()
-        assert str(error.value) == "feed frame failed its integrity check"
-    finally:
-        peer.close()
-        channel.close()
+    closing(peer, channel)
+    recorded = peer.frame(p.CHUNK, p.encode_records([1, 2, 3]))
+    peer.send_raw(recorded)
+    assert channel.recv() == (p.CHUNK, p.encode_records([1, 2, 3]))
+    peer.send_raw(recorded)  # same bytes again: its sequence number is used up
+    with pytest.raises(AuthenticationError) as error:
+        channel.recv()
+    assert str(error.value) == "feed frame failed its integrity check"
 
 
-def test_reordered_frames_are_rejected(listener):
+def test_reordered_frames_are_rejected(listener, closing):
     peer, channel = raw_peer_and_server(listener)
-    try:
-        first = peer.frame(p.CHUNK, bomb("first"))
-        second = peer.frame(p.CHUNK, bomb("second"))
-        peer.send_raw(second + first)
-        with pytest.raises(AuthenticationError) as error:
-            channel.recv()
-        assert str(error.value) == "feed frame failed its integrity check"
-    finally:
-        peer.close()
-        channel.close()
+    closing(peer, channel)
+    first = peer.frame(p.CHUNK, bomb("first"))
+    second = peer.frame(p.CHUNK, bomb("second"))
+    peer.send_raw(second + first)
+    with pytest.raises(AuthenticationError) as error:
+        channel.recv()
+    assert str(error.value) == "feed frame failed its integrity check"
 
 
-def test_dropped_frame_makes_the_next_one_fail(listener):
+def test_dropped_frame_makes_the_next_one_fail(listener, closing):
     peer, channel = raw_peer_and_server(listener)
-    try:
-        peer.frame(p.CHUNK, b"lost on the way")  # signed, never sent
-        peer.send_raw(peer.frame(p.CHUNK, b"next"))
-        with pytest.raises(AuthenticationError) as error:
-            channel.recv()
-        assert str(error.value) == "feed frame failed its integrity check"
-    finally:
-        peer.close()
-        channel.close()
+    closing(peer, channel)
+    peer.frame(p.CHUNK, b"lost on the way")  # signed, never sent
+    peer.send_raw(peer.frame(p.CHUNK, b"next"))
+    with pytest.raises(AuthenticationError) as error:
+        channel.recv()
+    assert str(error.value) == "feed frame failed its integrity check"
 
 
 # ------------------------------------------------------------------ malformed streams
@@ -467,30 +435,24 @@ def test_dropped_frame_makes_the_next_one_fail(listener):
         (99, 10),
     ],
 )
-def test_malformed_header_is_a_feed_error_without_reading_the_body(listener, ftype, size):
+def test_malformed_header_is_a_feed_error_without_reading_the_body(listener, ftype, size, closing):
     peer, channel = raw_peer_and_server(listener)
-    try:
-        peer.send_raw(struct.pack(">BI", ftype, size))  # no body follows: recv must not wait for one
-        with pytest.raises(FeedError) as error:
-            channel.recv()
-        assert str(error.value) == f"malformed feed frame (type {ftype}, {size} bytes)"
-    finally:
-        peer.close()
-        channel.close()
+    closing(peer, channel)
+    peer.send_raw(struct.pack(">BI", ftype, size))  # no body follows: recv must not wait for one
+    with pytest.raises(FeedError) as error:
+        channel.recv()
+    assert str(error.value) == f"malformed feed frame (type {ftype}, {size} bytes)"
 
 
-def test_largest_allowed_header_is_not_malformed(listener):
+def test_largest_allowed_header_is_not_malformed(listener, closing):
     peer, channel = raw_peer_and_server(listener)
-    try:
-        largest = p.MAX_FRAME_BYTES + p.TAG_BYTES
-        peer.send_raw(struct.pack(">BI", p.CHUNK, largest) + b"x" * 10)
-        peer.hang_up()
-        with pytest.raises(FeedError) as error:
-            channel.recv()
-        assert str(error.value) == f"feed connection ended inside a frame (10 of {largest} bytes)"
-    finally:
-        peer.close()
-        channel.close()
+    closing(peer, channel)
+    largest = p.MAX_FRAME_BYTES + p.TAG_BYTES
+    peer.send_raw(struct.pack(">BI", p.CHUNK, largest) + b"x" * 10)
+    peer.hang_up()
+    with pytest.raises(FeedError) as error:
+        channel.recv()
+    assert str(error.value) == f"feed connection ended inside a frame (10 of {largest} bytes)"
 
 
 @pytest.mark.parametrize(
@@ -503,49 +465,40 @@ def test_largest_allowed_header_is_not_malformed(listener):
         (120, "feed connection ended inside a frame (115 of 116 bytes)"),  # inside the tag
     ],
 )
-def test_truncated_stream_is_a_feed_error(listener, cut_at, message):
+def test_truncated_stream_is_a_feed_error(listener, cut_at, message, closing):
     peer, channel = raw_peer_and_server(listener)
-    try:
-        whole = peer.frame(p.CHUNK, b"r" * 100)
-        assert len(whole) == 121
-        peer.send_raw(whole[:cut_at])
-        peer.hang_up()
-        with pytest.raises(FeedError) as error:
-            channel.recv()
-        assert str(error.value) == message
-    finally:
-        peer.close()
-        channel.close()
+    closing(peer, channel)
+    whole = peer.frame(p.CHUNK, b"r" * 100)
+    assert len(whole) == 121
+    peer.send_raw(whole[:cut_at])
+    peer.hang_up()
+    with pytest.raises(FeedError) as error:
+        channel.recv()
+    assert str(error.value) == message
 
 
-def test_a_whole_frame_then_a_cut_one_delivers_only_the_whole_one(listener):
+def test_a_whole_frame_then_a_cut_one_delivers_only_the_whole_one(listener, closing):
     peer, channel = raw_peer_and_server(listener)
-    try:
-        cut = bomb("cut")
-        peer.send_raw(peer.frame(p.CHUNK, b"whole") + peer.frame(p.CHUNK, cut)[:-1])
-        peer.hang_up()
-        assert channel.recv() == (p.CHUNK, b"whole")
-        with pytest.raises(FeedError) as error:
-            channel.recv()
-        sealed = len(cut) + p.TAG_BYTES
-        assert str(error.value) == f"feed connection ended inside a frame ({sealed - 1} of {sealed} bytes)"
-    finally:
-        peer.close()
-        channel.close()
+    closing(peer, channel)
+    cut = bomb("cut")
+    peer.send_raw(peer.frame(p.CHUNK, b"whole") + peer.frame(p.CHUNK, cut)[:-1])
+    peer.hang_up()
+    assert channel.recv() == (p.CHUNK, b"whole")
+    with pytest.raises(FeedError) as error:
+        channel.recv()
+    sealed = len(cut) + p.TAG_BYTES
+    assert str(error.value) == f"feed connection ended inside a frame ({sealed - 1} of {sealed} bytes)"
 
 
 @pytest.mark.timeout(30)
-def test_a_frame_bounced_back_to_its_sender_is_rejected(listener):
+def test_a_frame_bounced_back_to_its_sender_is_rejected(listener, closing):
     server, client = connected_pair(listener)
-    try:
-        # the client's own frame, read raw off the node's socket and sent straight back
-        client.send(p.CHUNK, b"bounced")
-        server.sock.sendall(_read_exactly(server.sock, 5 + len(b"bounced") + p.TAG_BYTES))
-        with pytest.raises(p.AuthenticationError, match="integrity"):
-            client.recv()
-    finally:
-        server.close()
-        client.close()
+    closing(server, client)
+    # the client's own frame, read raw off the node's socket and sent straight back
+    client.send(p.CHUNK, b"bounced")
+    server.sock.sendall(_read_exactly(server.sock, 5 + len(b"bounced") + p.TAG_BYTES))
+    with pytest.raises(p.AuthenticationError, match="integrity"):
+        client.recv()
 
 
 def test_pickles_payload_round_trips_and_malformed_ones_are_refused_by_name():
@@ -635,24 +588,22 @@ def wait_for(predicate, what: str, timeout_s: float = 5.0) -> None:
         time.sleep(0.005)
 
 
-def test_deeply_nested_open_is_refused_by_name(caplog):
+def test_deeply_nested_open_is_refused_by_name(caplog, closing):
     server = FeedServer(socket.create_server(("127.0.0.1", 0)), SECRET, run_id=RUN_ID, node=NODE, buffer_chunks=4)
-    try:
-        with caplog.at_level(logging.WARNING, logger="tfos.feed.node_feed"):
-            for payload, why in [(b"[" * 100_000, "not JSON (RecursionError)"),
-                                 (b"[1, 2]", "a JSON list, not an object")]:
-                peer = RawPeer(("127.0.0.1", server.port))
-                assert peer.accepted()
-                peer.send_raw(peer.frame(p.OPEN, payload))
-                peer.wait_closed_by_peer()
-                peer.close()
-                wait_for(lambda why=why: any(why in r.getMessage() for r in caplog.records), why)
-        assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == [
-            "malformed OPEN frame: not JSON (RecursionError)",
-            "malformed OPEN frame: a JSON list, not an object",
-        ]
-    finally:
-        server.close()
+    closing(server)
+    with caplog.at_level(logging.WARNING, logger="tfos.feed.node_feed"):
+        for payload, why in [(b"[" * 100_000, "not JSON (RecursionError)"),
+                             (b"[1, 2]", "a JSON list, not an object")]:
+            peer = RawPeer(("127.0.0.1", server.port))
+            assert peer.accepted()
+            peer.send_raw(peer.frame(p.OPEN, payload))
+            peer.wait_closed_by_peer()
+            peer.close()
+            wait_for(lambda why=why: any(why in r.getMessage() for r in caplog.records), why)
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == [
+        "malformed OPEN frame: not JSON (RecursionError)",
+        "malformed OPEN frame: a JSON list, not an object",
+    ]
 
 
 def test_an_endpoint_that_never_answers_the_handshake_is_a_feed_timeout(listener):

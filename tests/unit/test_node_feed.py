@@ -164,64 +164,58 @@ def test_every_record_reaches_one_node_exactly_once_and_each_node_gets_its_share
     assert [s.stats["records"] for s in servers] == list(plan.expected)
 
 
-def test_should_stop_turns_true_only_after_the_end_and_the_data_before_it(make_server):
+def test_should_stop_turns_true_only_after_the_end_and_the_data_before_it(make_server, closing):
     server = make_server()
     control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
     feed = DataFeed(server, feed_timeout=10)
-    try:
-        control.epoch({"epoch": 0, "quota": 10, "expected": 10, "columns": None})
-        fed = feed_partition(range(10), 10, [target(server)], SECRET, meta(),
-                            feed_timeout=10, chunk_records=3)
-        assert fed == 10
-        assert feed.next_batch(4) == [0, 1, 2, 3]
-        assert feed.next_batch(4) == [4, 5, 6, 7]
-        assert feed.next_batch(2) == [8, 9]
-        assert not feed.should_stop()  # all data read, but the driver has not ended the feed
-        control.end()
-        assert not feed.should_stop()  # the end is only seen by reading up to it
-        assert feed.next_batch(4) == []
-        assert feed.should_stop()
-        assert feed.next_batch(4) == []  # and stays ended without waiting
-        assert feed.records == 10
-    finally:
-        control.close()
+    closing(control)
+    control.epoch({"epoch": 0, "quota": 10, "expected": 10, "columns": None})
+    fed = feed_partition(range(10), 10, [target(server)], SECRET, meta(),
+                        feed_timeout=10, chunk_records=3)
+    assert fed == 10
+    assert feed.next_batch(4) == [0, 1, 2, 3]
+    assert feed.next_batch(4) == [4, 5, 6, 7]
+    assert feed.next_batch(2) == [8, 9]
+    assert not feed.should_stop()  # all data read, but the driver has not ended the feed
+    control.end()
+    assert not feed.should_stop()  # the end is only seen by reading up to it
+    assert feed.next_batch(4) == []
+    assert feed.should_stop()
+    assert feed.next_batch(4) == []  # and stays ended without waiting
+    assert feed.records == 10
 
 
-def test_last_batch_before_the_end_is_short_and_ends_the_feed(make_server):
+def test_last_batch_before_the_end_is_short_and_ends_the_feed(make_server, closing):
     server = make_server()
     control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
     feed = DataFeed(server, feed_timeout=10)
-    try:
-        control.epoch({"epoch": 0, "quota": 5, "expected": 5, "columns": None})
-        feed_partition(range(5), 5, [target(server)], SECRET, meta(),
-                      feed_timeout=10, chunk_records=2)
-        control.end()
-        assert feed.next_batch(4) == [0, 1, 2, 3]
-        assert not feed.should_stop()
-        assert feed.next_batch(4) == [4]
-        assert feed.should_stop()
-    finally:
-        control.close()
+    closing(control)
+    control.epoch({"epoch": 0, "quota": 5, "expected": 5, "columns": None})
+    feed_partition(range(5), 5, [target(server)], SECRET, meta(),
+                  feed_timeout=10, chunk_records=2)
+    control.end()
+    assert feed.next_batch(4) == [0, 1, 2, 3]
+    assert not feed.should_stop()
+    assert feed.next_batch(4) == [4]
+    assert feed.should_stop()
 
 
-def test_next_batch_maps_dataframe_columns_to_tensor_names(make_server):
+def test_next_batch_maps_dataframe_columns_to_tensor_names(make_server, closing):
     server = make_server()
     control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
-    try:
-        control.epoch({"epoch": 0, "quota": 3, "expected": 3, "columns": ["label", "pixels"]})
-        feed_partition([(0, "a"), (1, "b"), (2, "c")], 3, [target(server)], SECRET, meta(),
-                      feed_timeout=10, chunk_records=2)
-        feed = DataFeed(server, feed_timeout=10, input_mapping={"pixels": "x", "label": "y"})
-        assert feed.next_batch(3) == {"x": ["a", "b", "c"], "y": [0, 1, 2]}
+    closing(control)
+    control.epoch({"epoch": 0, "quota": 3, "expected": 3, "columns": ["label", "pixels"]})
+    feed_partition([(0, "a"), (1, "b"), (2, "c")], 3, [target(server)], SECRET, meta(),
+                  feed_timeout=10, chunk_records=2)
+    feed = DataFeed(server, feed_timeout=10, input_mapping={"pixels": "x", "label": "y"})
+    assert feed.next_batch(3) == {"x": ["a", "b", "c"], "y": [0, 1, 2]}
 
-        control.epoch({"epoch": 1, "quota": 1, "expected": 1, "columns": ["label", "pixels"]})
-        feed_partition([(3, "d")], 1, [target(server)], SECRET, meta(epoch=1), feed_timeout=10)
-        wrong = DataFeed(server, feed_timeout=10, input_mapping={"image": "x"})
-        with pytest.raises(FeedError) as error:
-            wrong.next_batch(1)
-        assert str(error.value) == "input_mapping names column 'image', but the DataFrame has ['label', 'pixels']"
-    finally:
-        control.close()
+    control.epoch({"epoch": 1, "quota": 1, "expected": 1, "columns": ["label", "pixels"]})
+    feed_partition([(3, "d")], 1, [target(server)], SECRET, meta(epoch=1), feed_timeout=10)
+    wrong = DataFeed(server, feed_timeout=10, input_mapping={"image": "x"})
+    with pytest.raises(FeedError) as error:
+        wrong.next_batch(1)
+    assert str(error.value) == "input_mapping names column 'image', but the DataFrame has ['label', 'pixels']"
 
 
 # --------------------------------------------------------------------------------- epoch_chunks
@@ -239,68 +233,60 @@ def test_next_batch_maps_dataframe_columns_to_tensor_names(make_server):
     ],
 )
 def test_epoch_chunks_yield_the_quota_and_count_the_rest_as_dropped(
-        make_server, expected, quota, chunk_records, chunks, dropped):
+        make_server, closing, expected, quota, chunk_records, chunks, dropped):
     server = make_server()
     control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
-    try:
-        control.epoch({"epoch": 0, "quota": quota, "expected": expected, "columns": ["x"]})
-        feeder = Background(feed_partition, range(expected), expected,
-                            [target(server)], SECRET, meta(), feed_timeout=10, chunk_records=chunk_records)
-        yielded = list(epoch_chunks(server, "input", feed_timeout=5, node_name="worker:0"))
-        assert feeder.result() == expected
-        assert yielded == [(chunk, ["x"]) for chunk in chunks]
-        assert server.stats["dropped"] == dropped
-        assert server.stats["records"] == expected
-    finally:
-        control.close()
+    closing(control)
+    control.epoch({"epoch": 0, "quota": quota, "expected": expected, "columns": ["x"]})
+    feeder = Background(feed_partition, range(expected), expected,
+                        [target(server)], SECRET, meta(), feed_timeout=10, chunk_records=chunk_records)
+    yielded = list(epoch_chunks(server, "input", feed_timeout=5, node_name="worker:0"))
+    assert feeder.result() == expected
+    assert yielded == [(chunk, ["x"]) for chunk in chunks]
+    assert server.stats["dropped"] == dropped
+    assert server.stats["records"] == expected
 
 
-def test_epoch_chunks_run_one_epoch_per_call_until_the_feed_ends(make_server):
+def test_epoch_chunks_run_one_epoch_per_call_until_the_feed_ends(make_server, closing):
     server = make_server(buffer_chunks=16)  # both epochs fit: fed before any is read
     control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
-    try:
-        for epoch in range(2):
-            control.epoch({"epoch": epoch, "quota": 4, "expected": 5, "columns": None})
-            assert feed_partition(range(epoch * 100, epoch * 100 + 5), 5, [target(server)],
-                                 SECRET, meta(epoch=epoch), feed_timeout=10, chunk_records=2) == 5
-        control.end()
-        epochs = [[r for chunk, _ in epoch_chunks(server, "input", feed_timeout=5) for r in chunk]
-                  for _ in range(3)]
-        assert epochs == [[0, 1, 2, 3], [100, 101, 102, 103], []]
-        assert server.stats["dropped"] == 2
-    finally:
-        control.close()
+    closing(control)
+    for epoch in range(2):
+        control.epoch({"epoch": epoch, "quota": 4, "expected": 5, "columns": None})
+        assert feed_partition(range(epoch * 100, epoch * 100 + 5), 5, [target(server)],
+                             SECRET, meta(epoch=epoch), feed_timeout=10, chunk_records=2) == 5
+    control.end()
+    epochs = [[r for chunk, _ in epoch_chunks(server, "input", feed_timeout=5) for r in chunk]
+              for _ in range(3)]
+    assert epochs == [[0, 1, 2, 3], [100, 101, 102, 103], []]
+    assert server.stats["dropped"] == 2
 
 
-def test_epoch_chunks_refuse_a_feed_that_ends_inside_an_epoch(make_server):
+def test_epoch_chunks_refuse_a_feed_that_ends_inside_an_epoch(make_server, closing):
     server = make_server()
     control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
-    try:
-        control.epoch({"epoch": 3, "quota": 7, "expected": 7, "columns": None})
-        feed_partition(range(3), 3, [target(server)], SECRET, meta(), feed_timeout=10)
-        control.end()
-        with pytest.raises(FeedError) as error:
-            list(epoch_chunks(server, "input", feed_timeout=5))
-        assert str(error.value) == "the feed ended inside epoch 3 (3 of 7 records)"
-    finally:
-        control.close()
+    closing(control)
+    control.epoch({"epoch": 3, "quota": 7, "expected": 7, "columns": None})
+    feed_partition(range(3), 3, [target(server)], SECRET, meta(), feed_timeout=10)
+    control.end()
+    with pytest.raises(FeedError) as error:
+        list(epoch_chunks(server, "input", feed_timeout=5))
+    assert str(error.value) == "the feed ended inside epoch 3 (3 of 7 records)"
 
 
-def test_epoch_chunks_time_out_saying_what_arrived(make_server):
+def test_epoch_chunks_time_out_saying_what_arrived(make_server, closing):
     server = make_server()
     control = ControlChannel(target(server), SECRET, "input", feed_timeout=10)
-    try:
-        control.epoch({"epoch": 0, "quota": 7, "expected": 7, "columns": None})
-        feed_partition(range(3), 3, [target(server)], SECRET, meta(), feed_timeout=10)
-        with pytest.raises(FeedTimeout) as error:
-            list(epoch_chunks(server, "input", feed_timeout=0.3, node_name="worker:1"))
-        assert str(error.value) == (
-            "node worker:1 waited 0.3 s for data on queue 'input'; 3 records had arrived (1 chunks; buffer: "
-            "0 of 4 chunks queued, 0 granted; 3 of 7 records of the epoch in); is cluster.train()/inference() "
-            "running?"
-        )
-    finally:
-        control.close()
+    closing(control)
+    control.epoch({"epoch": 0, "quota": 7, "expected": 7, "columns": None})
+    feed_partition(range(3), 3, [target(server)], SECRET, meta(), feed_timeout=10)
+    with pytest.raises(FeedTimeout) as error:
+        list(epoch_chunks(server, "input", feed_timeout=0.3, node_name="worker:1"))
+    assert str(error.value) == (
+        "node worker:1 waited 0.3 s for data on queue 'input'; 3 records had arrived (1 chunks; buffer: "
+        "0 of 4 chunks queued, 0 granted; 3 of 7 records of the epoch in); is cluster.train()/inference() "
+        "running?"
+    )
 
 
 # ------------------------------------------------------------------------------- back-pressure

@@ -65,6 +65,14 @@ def no_detonations():
 
 
 @pytest.fixture
+def feed_server():
+    """A node's FeedServer on 127.0.0.1 (this run, this node), closed when the test ends."""
+    server = FeedServer(socket.create_server(("127.0.0.1", 0)), SECRET, run_id=RUN_ID, node=NODE, buffer_chunks=4)
+    yield server
+    server.close()
+
+
+@pytest.fixture
 def listener():
     sock = socket.create_server(("127.0.0.1", 0))
     yield sock
@@ -292,10 +300,8 @@ def test_endpoint_that_hangs_up_at_once_is_a_feed_error(listener):
     assert str(error.value) == f"feed endpoint {host}:{port} closed the connection at once"
 
 
-def test_feed_server_drops_a_wrong_secret_peer_without_decoding_anything(caplog, closing):
-    listener = socket.create_server(("127.0.0.1", 0))
-    server = FeedServer(listener, SECRET, run_id=RUN_ID, node=NODE, buffer_chunks=4)
-    closing(server)
+def test_feed_server_drops_a_wrong_secret_peer_without_decoding_anything(caplog, feed_server):
+    server = feed_server
     with caplog.at_level(logging.WARNING, logger="tfos.feed.node_feed"):
         peer = RawPeer(("127.0.0.1", server.port), secret=WRONG_SECRET)
         peer_port = peer.sock.getsockname()[1]
@@ -318,10 +324,8 @@ def test_feed_server_drops_a_wrong_secret_peer_without_decoding_anything(caplog,
 
 
 @pytest.mark.parametrize("flip_at", ["payload", "tag"])
-def test_feed_server_drops_a_tampered_stream_and_says_why(caplog, flip_at, closing):
-    listener = socket.create_server(("127.0.0.1", 0))
-    server = FeedServer(listener, SECRET, run_id=RUN_ID, node=NODE, buffer_chunks=4)
-    closing(server)
+def test_feed_server_drops_a_tampered_stream_and_says_why(caplog, flip_at, feed_server):
+    server = feed_server
     with caplog.at_level(logging.WARNING, logger="tfos.feed.node_feed"):
         peer = RawPeer(("127.0.0.1", server.port))
         peer_port = peer.sock.getsockname()[1]
@@ -588,9 +592,8 @@ def wait_for(predicate, what: str, timeout_s: float = 5.0) -> None:
         time.sleep(0.005)
 
 
-def test_deeply_nested_open_is_refused_by_name(caplog, closing):
-    server = FeedServer(socket.create_server(("127.0.0.1", 0)), SECRET, run_id=RUN_ID, node=NODE, buffer_chunks=4)
-    closing(server)
+def test_deeply_nested_open_is_refused_by_name(caplog, feed_server):
+    server = feed_server
     with caplog.at_level(logging.WARNING, logger="tfos.feed.node_feed"):
         for payload, why in [(b"[" * 100_000, "not JSON (RecursionError)"),
                              (b"[1, 2]", "a JSON list, not an object")]:

@@ -254,7 +254,7 @@ class NodeContext:
         returns. Without storage it is just a local directory. See :mod:`tfos.storage.mirror`.
 
         Raises:
-            ValueError: ``name`` is empty, absolute or leaves the node's root (``..``).
+            ConfigError: ``name`` is empty, absolute or leaves the node's root (``..``).
             StorageError: storage has ``name`` but it cannot be downloaded (the file is named).
         """
         import tempfile

@@ -300,6 +300,13 @@ def test_endpoint_that_hangs_up_at_once_is_a_feed_error(listener):
     assert str(error.value) == f"feed endpoint {host}:{port} closed the connection at once"
 
 
+def assert_dropped_saying(server: FeedServer, caplog, message: str) -> None:
+    """The server took nothing from the connection and logged exactly ``message`` about it."""
+    assert server.queue("input").queued == 0
+    assert server.stats == {}
+    assert [r.getMessage() for r in caplog.records] == [message]
+
+
 def test_feed_server_drops_a_wrong_secret_peer_without_decoding_anything(caplog, feed_server):
     server = feed_server
     with caplog.at_level(logging.WARNING, logger="tfos.feed.node_feed"):
@@ -314,13 +321,9 @@ def test_feed_server_drops_a_wrong_secret_peer_without_decoding_anything(caplog,
         assert not peer.accepted()
         peer.wait_closed_by_peer()
         peer.close()
-    assert server.queue("input").queued == 0
-    assert server.stats == {}
-    assert [r.getMessage() for r in caplog.records] == [
-        f"refused feed connection from ('127.0.0.1', {peer_port}): "
-        "feed connection refused: not signed with this run's secret for this node "
-        "(another run's, or meant for another node)"
-    ]
+    assert_dropped_saying(server, caplog, f"refused feed connection from ('127.0.0.1', {peer_port}): "
+                          "feed connection refused: not signed with this run's secret for this node "
+                          "(another run's, or meant for another node)")
 
 
 @pytest.mark.parametrize("flip_at", ["payload", "tag"])
@@ -336,11 +339,8 @@ def test_feed_server_drops_a_tampered_stream_and_says_why(caplog, flip_at, feed_
         peer.send_raw(opening + _flip(chunk, index))
         peer.wait_closed_by_peer()
         peer.close()
-    assert server.queue("input").queued == 0
-    assert server.stats == {}
-    assert [r.getMessage() for r in caplog.records] == [
-        f"feed connection from ('127.0.0.1', {peer_port}) failed: feed frame failed its integrity check"
-    ]
+    assert_dropped_saying(server, caplog, f"feed connection from ('127.0.0.1', {peer_port}) failed: "
+                          "feed frame failed its integrity check")
 
 
 # ------------------------------------------------------------------- frame integrity

@@ -21,7 +21,7 @@ from tfos.node.frames import EventWriter
 from tfos.node.process import die_with_parent, start_group_reaper
 from tfos.node.user_function import prepare_interpreter, run_user_function
 from tfos.reservation.states import NodeState
-from tfos.roles import Role
+from tfos.roles import PS_JOB
 
 log = logging.getLogger("tfos.node")
 
@@ -71,7 +71,7 @@ def main() -> int:
                         held_port=_held_port(opts.port_fd, header.get("release_port", True)))
 
     def serve_or_call(main_fun, args, ctx):
-        if Role(ctx.job_name, ctx.task_index).is_ps:
+        if ctx.job_name == PS_JOB:
             events(NodeState.RUNNING)
             ctx.serve()
             return None

@@ -14,6 +14,7 @@ import grpc
 
 from tfos.deadline import Deadline
 from tfos.errors import AuthenticationError, ReservationError, ReservationTimeout
+from tfos.net import split_host_port
 from tfos.reservation import auth
 from tfos.reservation import messages as m
 from tfos.reservation.states import RunState
@@ -162,7 +163,7 @@ class ReservationClient:
                     raise TLSError(
                         f"TLS handshake with the reservation server at {self.address} failed: {err.details()}; "
                         f"is the CA (spark.tfos.tls.caFile / TLSConfig.ca_file) the one that signed the driver's "
-                        f"certificate, and does the certificate name {self.address.rsplit(':', 1)[0]} "
+                        f"certificate, and does the certificate name {split_host_port(self.address)[0]} "
                         f"(or TLSConfig.server_name)?"
                     ) from None
                 details = err.details() or ""

@@ -100,6 +100,50 @@ def test_mwms_fit_reads_its_shard_of_tfrecords_from_s3(sc, s3, s3a_conf, train_f
     assert s3.secret_key not in caplog.text and s3.secret_key not in repr(cluster.config)
 
 
+def _plain_epochs(args, ctx):
+    """A Keras fit as users write it: no repeat(), no steps_per_epoch; an epoch ends with the data."""
+    import json as _json
+    import os as _os
+
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    spec = {"x": tf.io.FixedLenFeature([4], tf.float32), "y": tf.io.FixedLenFeature([1], tf.float32)}
+    records = ctx.tfrecord_dataset(ctx.shard_files(args["pattern"]), compression_type="GZIP")
+    dataset = records.map(lambda r: tf.io.parse_single_example(r, spec)).map(lambda e: (e["x"], e["y"]))
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+        model.compile(optimizer=tf.keras.optimizers.SGD(0.05), loss="mse")
+    steps: list[int] = []
+
+    class Steps(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            steps.append(0)
+
+        def on_train_batch_end(self, batch, logs=None):
+            steps[-1] += 1
+
+    model.fit(dataset.batch(args["batch"]), epochs=2, verbose=0, callbacks=[Steps()])
+    policy = records.options().experimental_distribute.auto_shard_policy
+    with open(_os.path.join(args["out"], f"{ctx.job_name}.json"), "w") as f:
+        _json.dump({"steps": steps, "unsharded": policy == tf.data.experimental.AutoShardPolicy.OFF}, f)
+
+
+def test_an_mwms_epoch_over_ctx_tfrecord_dataset_reads_each_nodes_whole_share(sc, s3, train_files, tmp_path):
+    # MWMS shards a dataset again unless auto-sharding is off: each node would read half its
+    # files, and a fit without steps_per_epoch would quietly train on half the data
+    batch = 16
+    cluster = tfos.run(sc, _plain_epochs, {"pattern": train_files, "out": str(tmp_path), "batch": batch},
+                       num_executors=2, env=s3.env())
+    cluster.shutdown(timeout=180)
+    reports = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
+    assert sorted(reports) == ["chief", "worker"]
+    per_replica = batch // 2  # the global batch is split over the 2 workers
+    for report in reports.values():
+        assert report["unsharded"]
+        assert report["steps"] == [2 * RECORDS // per_replica] * 2  # each node's 2 files, both epochs
+
+
 def _train_with_storage(args, ctx):
     import json as _json
     import os as _os

@@ -52,21 +52,34 @@ def train_files(s3, tmp_path_factory):
     return f"s3://{BUCKET}/train/part-*"
 
 
+def _mwms_linear_model():
+    """A linear model under MultiWorkerMirroredStrategy (made first, before any other TF op)."""
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+        model.compile(optimizer=tf.keras.optimizers.SGD(0.05), loss="mse")
+    return model
+
+
+def _examples(records):
+    """``train_files``' serialized records as ``(x, y)`` pairs."""
+    import tensorflow as tf
+
+    spec = {"x": tf.io.FixedLenFeature([4], tf.float32), "y": tf.io.FixedLenFeature([1], tf.float32)}
+    return records.map(lambda r: tf.io.parse_single_example(r, spec)).map(lambda e: (e["x"], e["y"]))
+
+
 def _fit_from_s3(args, ctx):
     import json as _json
     import os as _os
 
-    import tensorflow as tf
-
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    model = _mwms_linear_model()
     files = ctx.shard_files(args["pattern"])
-    spec = {"x": tf.io.FixedLenFeature([4], tf.float32), "y": tf.io.FixedLenFeature([1], tf.float32)}
     records = ctx.tfrecord_dataset(files, compression_type="GZIP", num_parallel_reads=2)
     count = sum(1 for _ in records)
-    dataset = records.map(lambda r: tf.io.parse_single_example(r, spec)).map(lambda e: (e["x"], e["y"]))
-    with strategy.scope():
-        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
-        model.compile(optimizer=tf.keras.optimizers.SGD(0.05), loss="mse")
+    dataset = _examples(records)
     history = model.fit(dataset.batch(16).repeat(), steps_per_epoch=8, epochs=2, verbose=0)
     with open(_os.path.join(args["out"], f"{ctx.job_name}.json"), "w") as f:
         _json.dump({"files": files, "records": count, "loss": history.history["loss"],
@@ -107,13 +120,9 @@ def _plain_epochs(args, ctx):
 
     import tensorflow as tf
 
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    spec = {"x": tf.io.FixedLenFeature([4], tf.float32), "y": tf.io.FixedLenFeature([1], tf.float32)}
+    model = _mwms_linear_model()
     records = ctx.tfrecord_dataset(ctx.shard_files(args["pattern"]), compression_type="GZIP")
-    dataset = records.map(lambda r: tf.io.parse_single_example(r, spec)).map(lambda e: (e["x"], e["y"]))
-    with strategy.scope():
-        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
-        model.compile(optimizer=tf.keras.optimizers.SGD(0.05), loss="mse")
+    dataset = _examples(records)
     steps: list[int] = []
 
     class Steps(tf.keras.callbacks.Callback):
@@ -152,13 +161,8 @@ def _train_with_storage(args, ctx):
 
     import tensorflow as tf
 
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    spec = {"x": tf.io.FixedLenFeature([4], tf.float32), "y": tf.io.FixedLenFeature([1], tf.float32)}
-    dataset = ctx.tfrecord_dataset(ctx.shard_files(args["pattern"]), compression_type="GZIP")
-    dataset = dataset.map(lambda r: tf.io.parse_single_example(r, spec)).map(lambda e: (e["x"], e["y"]))
-    with strategy.scope():
-        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
-        model.compile(optimizer=tf.keras.optimizers.SGD(0.05), loss="mse")
+    model = _mwms_linear_model()
+    dataset = _examples(ctx.tfrecord_dataset(ctx.shard_files(args["pattern"]), compression_type="GZIP"))
     epochs_run = []
 
     class Record(tf.keras.callbacks.Callback):

@@ -21,7 +21,6 @@ from typing import TypeVar
 
 from tfos.errors import ConfigError
 from tfos.net import socket_family
-from tfos.spark.conf import PORT_RANGE_KEY
 
 #: ports one node listens on (TF server, feed, TensorBoard)
 PORTS_PER_NODE = 3
@@ -39,23 +38,23 @@ class PortRange:
 
     def __post_init__(self) -> None:
         if not (1 <= self.first <= self.last <= 65535):
-            raise ConfigError(
-                f"port_range must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535; received: {self}"
-            )
+            raise _out_of_bounds("port_range", str(self))
 
     @classmethod
-    def parse(cls, text: object) -> PortRange:
-        """``"40000-40100"`` or ``"40000"`` (one port); raises :class:`ConfigError` otherwise."""
+    def parse(cls, text: object, setting: str = "port_range") -> PortRange:
+        """``"40000-40100"`` or ``"40000"`` (one port); raises :class:`ConfigError` otherwise,
+        naming ``setting``: where the text came from (``tfos.run``'s argument, a conf key)."""
         if isinstance(text, PortRange):
             return text
         match = _RANGE.fullmatch(text) if isinstance(text, str) else None
         if match is None:
             raise ConfigError(
-                f"port_range must be a string 'FIRST-LAST' such as '40000-40100' (set it with "
-                f"tfos.run(port_range=...) or {PORT_RANGE_KEY}); received: {text!r}"
-            )
+                f"{setting} must be a string 'FIRST-LAST' such as '40000-40100'; received: {text!r}")
         first = int(match.group(1))
-        return cls(first, int(match.group(2)) if match.group(2) else first)
+        last = int(match.group(2)) if match.group(2) else first
+        if not (1 <= first <= last <= 65535):
+            raise _out_of_bounds(setting, repr(text))
+        return cls(first, last)
 
     def __len__(self) -> int:
         return self.last - self.first + 1
@@ -92,9 +91,13 @@ class PortRange:
             reason = f"last error: {os.strerror(last_error.errno) if last_error.errno else last_error}"
         raise ConfigError(
             f"no free port in port_range {self} on {host}: {tried} tried ({reason}); widen the range "
-            f"(tfos.run(port_range=...) or {PORT_RANGE_KEY}): it needs 1 port on the driver and "
+            f"(tfos.run(port_range=...) or spark.tfos.portRange): it needs 1 port on the driver and "
             f"{PORTS_PER_NODE} per node on each executor host"
         )
+
+
+def _out_of_bounds(setting: str, shown: str) -> ConfigError:
+    return ConfigError(f"{setting} must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535; received: {shown}")
 
 
 def listen(host: str, port_range: PortRange | None = None, offset: int = 0, exclude: Iterable[int] = (),

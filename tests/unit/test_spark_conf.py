@@ -67,8 +67,9 @@ def test_tls_comes_from_the_conf_and_needs_both_files(tmp_path):
      "(tfos submit --remote --env NAME=VALUE); received text that is not JSON (Expecting value: line 1 "
      "column 1 (char 0))"),
     ({"spark.tfos.portRange": "41000..41010"},
-     "port_range must be a string 'FIRST-LAST' such as '40000-40100' (set it with tfos.run(port_range=...) or "
-     "spark.tfos.portRange); received: '41000..41010'"),
+     "spark.tfos.portRange must be a string 'FIRST-LAST' such as '40000-40100'; received: '41000..41010'"),
+    ({"spark.tfos.portRange": "41010-41000"},
+     "spark.tfos.portRange must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535; received: '41010-41000'"),
 ])
 def test_unusable_values_are_refused_naming_the_key(conf, message):
     with pytest.raises(ConfigError) as err:

@@ -156,20 +156,30 @@ def test_port_range_parses(text, expected):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("40100-40000", "port_range must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535; received: 40100-40000"),
-    ("0-10", "port_range must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535; received: 0-10"),
-    ("65000-70000", "port_range must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535; received: 65000-70000"),
-    ("40000:40100", "port_range must be a string 'FIRST-LAST' such as '40000-40100' (set it with "
-                    "tfos.run(port_range=...) or spark.tfos.portRange); received: '40000:40100'"),
-    ("", "port_range must be a string 'FIRST-LAST' such as '40000-40100' (set it with "
-         "tfos.run(port_range=...) or spark.tfos.portRange); received: ''"),
-    (40000, "port_range must be a string 'FIRST-LAST' such as '40000-40100' (set it with "
-            "tfos.run(port_range=...) or spark.tfos.portRange); received: 40000"),
+    ("40100-40000", "port_range must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535; received: '40100-40000'"),
+    ("0-10", "port_range must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535; received: '0-10'"),
+    ("65000-70000", "port_range must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535; received: '65000-70000'"),
+    ("40000:40100", "port_range must be a string 'FIRST-LAST' such as '40000-40100'; received: '40000:40100'"),
+    ("", "port_range must be a string 'FIRST-LAST' such as '40000-40100'; received: ''"),
+    (40000, "port_range must be a string 'FIRST-LAST' such as '40000-40100'; received: 40000"),
 ])
 def test_bad_port_range_is_a_config_error_with_the_value(text, message):
     with pytest.raises(ConfigError) as info:
         PortRange.parse(text)
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize("text", ["40100-40000", "40000:40100"])
+def test_a_bad_port_range_names_the_setting_it_came_from(text):
+    with pytest.raises(ConfigError) as info:
+        PortRange.parse(text, "spark.tfos.portRange")
+    assert str(info.value).startswith("spark.tfos.portRange must be ")
+
+
+def test_a_port_range_built_out_of_bounds_is_a_config_error():
+    with pytest.raises(ConfigError) as info:
+        PortRange(0, 10)
+    assert str(info.value) == "port_range must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535; received: 0-10"
 
 
 def test_candidates_start_at_the_offset_and_wrap():

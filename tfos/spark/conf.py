@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tfos.errors import ConfigError
+from tfos.ports import PortRange
 
 CLUSTER_SIZE_KEY = "spark.tfos.clusterSize"
 KERAS_KEY = "spark.tfos.keras"
@@ -62,7 +63,6 @@ def run_options(get) -> dict[str, Any]:
         ConfigError: a key holds a value ``tfos.run`` cannot use; the message names the key.
     """
     from tfos.keras_compat import check_keras_choice
-    from tfos.ports import PortRange
 
     options: dict[str, Any] = {}
     size = get(CLUSTER_SIZE_KEY, None)
@@ -83,7 +83,7 @@ def run_options(get) -> dict[str, Any]:
         options["tls"] = tls
     port_range = get(PORT_RANGE_KEY, None)
     if port_range:
-        options["port_range"] = PortRange.parse(port_range)
+        options["port_range"] = PortRange.parse(port_range, PORT_RANGE_KEY)
     storage = get(STORAGE_KEY, None)
     if storage:
         options["storage"] = storage

@@ -281,7 +281,7 @@ def _server_port(value) -> dict:
         return {}
     if "-" in value:
         try:
-            return {"server_port_range": PortRange.parse(value)}
+            return {"server_port_range": PortRange.parse(value, "TFOS_SERVER_PORT")}
         except ConfigError:
             pass
     else:

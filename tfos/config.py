@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from tfos.errors import ConfigError
 from tfos.input_mode import InputMode
 from tfos.keras_compat import check_keras_choice
-from tfos.ports import PortRange
+from tfos.net import PortRange
 from tfos.reservation.tls import TLSConfig
 from tfos.roles import CHIEF_JOBS, Role, plan_roles
 

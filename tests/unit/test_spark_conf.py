@@ -12,7 +12,7 @@ import pytest
 
 from tests.unit.certs import self_signed
 from tfos.errors import ConfigError
-from tfos.ports import PortRange
+from tfos.net import PortRange
 from tfos.reservation.tls import TLSConfig
 from tfos.spark.app import ConnectApp
 from tfos.spark.conf import KEYS, conf_from_environment, run_options

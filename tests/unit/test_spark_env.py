@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tfos.errors import SparkPreconditionError
-from tfos.ports import PortRange
+from tfos.net import PortRange
 from tfos.spark.env import SparkFacts, _server_port, check_preconditions
 
 pytestmark = pytest.mark.timeout(30)

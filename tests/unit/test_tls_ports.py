@@ -10,7 +10,7 @@ import pytest
 from tests.unit.certs import _with_openssl, self_signed
 from tests.unit.reservation_wire import RUN_ID, SECRET, SwappableState, assert_no_secret
 from tfos.errors import ConfigError, ReservationTimeout
-from tfos.ports import PortRange, listen, pick, reserve
+from tfos.net import PortRange, listen, pick, reserve
 from tfos.reservation.client import ReservationClient
 from tfos.reservation.server import ReservationServer
 from tfos.reservation.state import ReservationState

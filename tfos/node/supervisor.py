@@ -24,12 +24,11 @@ import time
 from dataclasses import dataclass
 
 from tfos.errors import ReservationError
-from tfos.net import join_host_port
+from tfos.net import PORTS_PER_NODE, PortRange, join_host_port, listen, pick, reserve
 from tfos.node import frames
 from tfos.node.child_env import child_environment
 from tfos.node.observe import Observer
 from tfos.node.process import OutputTail, PidWatch, describe_exit, terminate
-from tfos.ports import PORTS_PER_NODE, PortRange, listen, pick, reserve
 from tfos.reservation.auth import Secret
 from tfos.reservation.client import ReservationClient
 from tfos.reservation.states import NodeState

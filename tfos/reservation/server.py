@@ -20,8 +20,7 @@ from google.protobuf.message import DecodeError
 
 from tfos.errors import ReservationError
 from tfos.log_limit import RateLimitedLog
-from tfos.net import join_host_port
-from tfos.ports import PortRange
+from tfos.net import PortRange, join_host_port
 from tfos.reservation import auth
 from tfos.reservation import messages as m
 from tfos.reservation.state import ProtocolError, ReservationState

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tfos.errors import ConfigError
-from tfos.ports import PortRange
+from tfos.net import PortRange
 
 CLUSTER_SIZE_KEY = "spark.tfos.clusterSize"
 KERAS_KEY = "spark.tfos.keras"

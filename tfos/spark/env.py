@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from tfos.deadline import Deadline
 from tfos.errors import ConfigError, SparkPreconditionError
-from tfos.ports import PortRange
+from tfos.net import PortRange
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ from tfos.spark.jobs import (
     task_error,
 )
 from tfos.storage.credentials import session_storage_env, storage_environ
-from tfos.user_code import describe_source
+from tfos.user_code import pack_main_fun
 
 log = logging.getLogger(__name__)
 #: the nodes' output lines and progress, tagged ``[chief:0]``
@@ -135,6 +135,7 @@ def run(
         log_dir=log_dir, master_node=master_node, eval_node=eval_node,
         reservation_timeout=reservation_timeout, release_port=release_port, **options,
     )
+    payload = pack_main_fun(main_fun, tf_args)  # before anything starts: a closure that cannot travel fails here
     check_preconditions(facts, config.num_executors)
     check_spark_security(facts, config.spark_security, tls=config.tls is not None)
     if config.storage:
@@ -151,7 +152,7 @@ def run(
         def start_attempt(attempt: int) -> Cluster:
             if attempt:
                 wait_for_executors(app, config.num_executors, config.executor_wait_timeout)
-            cluster = Cluster(app, config, facts, main_fun, tf_args, attempt=attempt)
+            cluster = Cluster(app, config, facts, payload, attempt=attempt)
             cluster.start()
             return cluster
 
@@ -161,7 +162,7 @@ def run(
         restarting = RestartingCluster(start_attempt, config.max_restarts, restart_timeout_s)
         restarting.start()
         return restarting
-    cluster = Cluster(app, config, facts, main_fun, tf_args)
+    cluster = Cluster(app, config, facts, payload)
     cluster.start()
     return cluster
 
@@ -169,9 +170,8 @@ def run(
 class Cluster:
     """A running TF cluster on Spark executors. Made by :func:`run`."""
 
-    def __init__(self, spark, config: RunConfig, facts: SparkFacts, main_fun, tf_args, attempt: int = 0):
-        import cloudpickle
-
+    def __init__(self, spark, config: RunConfig, facts: SparkFacts, payload: bytes, attempt: int = 0):
+        """``payload``: ``main_fun`` and its args from :func:`tfos.user_code.pack_main_fun`."""
         self.app = spark_app(spark)
         #: the SparkContext (None over Spark Connect, which has none here)
         self.sc = None if self.app.remote else self.app.sc
@@ -200,7 +200,7 @@ class Cluster:
             attempt=attempt,
             fed_slots=tuple(slot for slot, role in enumerate(self.state.roles) if role.trains)
             if config.input_mode == InputMode.SPARK else (),
-            payload=cloudpickle.dumps((main_fun, tf_args, describe_source(main_fun))),
+            payload=payload,
         )
         #: the node job (one barrier task per node), run by ``SparkApp.start_job``; None before start()
         self._node_job: JobOutcome | None = None

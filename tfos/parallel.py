@@ -74,13 +74,11 @@ def parallel_run(
         ClusterFailedError: the Spark job itself failed (an executor lost, the job cancelled)
             before the instances reported.
     """
-    import cloudpickle
-
     from tfos.config import check_int, check_positive
     from tfos.keras_compat import check_keras_choice
     from tfos.spark.app import spark_app
     from tfos.spark.env import read_facts, wait_for_executors
-    from tfos.user_code import describe_source
+    from tfos.user_code import pack_main_fun
 
     app = spark_app(sc)
     facts = read_facts(app)
@@ -93,13 +91,14 @@ def parallel_run(
     if timeout is not None:
         check_positive("timeout", timeout)
     check_positive("stop_grace_s", stop_grace_s, allow_zero=True)
+    payload = pack_main_fun(main_fun, tf_args)
     if facts.configured_executors:
         wait_for_executors(app, min(num_executors, facts.configured_executors), executor_wait_timeout)
     launch = _InstanceLaunch(
         run_id=uuid.uuid4().hex[:12], num_instances=num_executors, default_fs=facts.default_fs,
         keras=keras, timeout_s=timeout, stop_grace_s=stop_grace_s,
         keep_omp_num_threads=facts.omp_num_threads_set, env=dict(env or {}),
-        payload=cloudpickle.dumps((main_fun, tf_args, describe_source(main_fun))),
+        payload=payload,
     )
     reports = _run_job(app, launch, use_barrier)
     return _results(reports, num_executors)

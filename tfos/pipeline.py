@@ -51,6 +51,8 @@ PASSED_TO_TRAIN_FN_ONLY = ("readers", "steps")
 
 
 def _to_mapping(value) -> dict:
+    """The mapping params' type converter. It raises ``TypeError``, not ``ConfigError``:
+    pyspark turns only a converter's ``TypeError`` into its message naming the param."""
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise TypeError(f"expected a dict of str to str; received: {value!r}")
     return dict(value)

@@ -1,4 +1,5 @@
-"""Shipping the user's ``main_fun`` so its remote tracebacks still show file names and lines.
+"""Shipping the user's ``main_fun`` and args to the executors, so its remote tracebacks
+still show file names and lines.
 
 cloudpickle (3.x) pickles functions defined in the driver script by value and
 replaces their file name with ``<dynamic-code>``, so a traceback from a node would
@@ -15,6 +16,46 @@ import types
 
 DYNAMIC = "<dynamic-code>"
 MAX_SOURCE_BYTES = 2 * 1024 * 1024
+
+
+def pack_main_fun(main_fun, args) -> bytes:
+    """The payload every node or instance unpacks with :func:`unpack_main_fun`: the
+    cloudpickled ``(main_fun, args, source)``, made once on the driver.
+
+    Raises:
+        ConfigError: ``main_fun`` or ``args`` cannot be pickled, or they pickle to more
+            than a child process takes (:data:`tfos.node.frames.MAX_FRAME`); raised
+            before anything starts, naming the cause.
+    """
+    import cloudpickle
+
+    from tfos.errors import ConfigError
+    from tfos.node.frames import MAX_FRAME
+
+    try:
+        payload = cloudpickle.dumps((main_fun, args, describe_source(main_fun)))
+    except Exception as exc:  # noqa: BLE001 - pickling raises many types; each is the user's to fix
+        raise ConfigError(
+            f"main_fun and its args must pickle to reach the executors, and they do not "
+            f"({type(exc).__name__}: {exc}); create locks, sockets, open files, models and the "
+            f"SparkContext or SparkSession inside main_fun instead of capturing or passing them"
+        ) from exc
+    if len(payload) > MAX_FRAME:
+        raise ConfigError(
+            f"main_fun and its args pickle to {len(payload):,} bytes, more than the {MAX_FRAME:,} "
+            f"tfos passes to each node; read big data inside main_fun (files, storage, or a Spark "
+            f"feed with InputMode.SPARK) instead of capturing or passing it"
+        )
+    return payload
+
+
+def unpack_main_fun(payload: bytes):
+    """``(main_fun, args)`` from :func:`pack_main_fun`'s payload, with the source restored."""
+    import cloudpickle
+
+    main_fun, args, source = cloudpickle.loads(payload)
+    restore_source(main_fun, source)
+    return main_fun, args
 
 
 def describe_source(fn) -> tuple[str, str] | None:

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 import urllib.request
 
@@ -125,6 +126,21 @@ def test_too_many_executors_requested_fails_at_once(sc):
         "num_executors=3 but the Spark application is configured for 2 executor(s) "
         "(master local-cluster[2,1,1024]); ask Spark for 3 executors or lower num_executors"
     )
+
+
+@pytest.mark.parametrize("start", [
+    pytest.param(lambda sc, args: tfos.run(sc, _report_context, args, num_executors=3), id="run"),
+    pytest.param(lambda sc, args: tfos.parallel_run(sc, _report_context, args, num_executors=3), id="parallel_run"),
+])
+def test_args_that_cannot_reach_the_executors_fail_before_anything_starts(sc, start):
+    # num_executors=3 is more than the application has: the pickling error must come first
+    with pytest.raises(tfos.ConfigError) as err:
+        start(sc, {"out": "/nonexistent", "lock": threading.Lock()})
+    assert str(err.value).startswith(
+        "main_fun and its args must pickle to reach the executors, and they do not (TypeError: cannot pickle "
+        "'_thread.lock' object)"), str(err.value)
+    assert wait_no_node_processes() == []
+    assert sc.parallelize(range(4), 2).sum() == 6  # the application is untouched
 
 
 # ------------------------------------------------------------------ training

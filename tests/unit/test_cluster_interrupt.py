@@ -22,6 +22,7 @@ from tfos.config import RunConfig
 from tfos.reservation.client import ReservationClient
 from tfos.spark.app import SparkApp
 from tfos.spark.env import SparkFacts
+from tfos.user_code import pack_main_fun
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -113,7 +114,7 @@ def _cluster(app: _FakeApp, **options) -> Cluster:
                        omp_num_threads_set=False)
     config = RunConfig(num_executors=2, heartbeat_interval_s=0.2, heartbeat_timeout_s=10.0,
                        stop_grace_s=1.0, reservation_timeout=30, **options)
-    cluster = Cluster(app, config, facts, _main_fun, None)
+    cluster = Cluster(app, config, facts, pack_main_fun(_main_fun, None))
     app.cluster = cluster
     return cluster
 

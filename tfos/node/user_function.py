@@ -87,12 +87,9 @@ def run_user_function(
             instead on a ps node; an instance pickles the return value).
     """
     try:
-        import cloudpickle
+        from tfos.user_code import unpack_main_fun
 
-        from tfos.user_code import restore_source
-
-        main_fun, args, source = cloudpickle.loads(payload)
-        restore_source(main_fun, source)
+        main_fun, args = unpack_main_fun(payload)
         ctx = make_context()
         if isinstance(args, list):
             sys.argv = list(args)

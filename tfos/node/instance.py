@@ -161,9 +161,10 @@ def main() -> int:
 
 def _context(header: dict):
     from tfos.context import NodeContext
+    from tfos.roles import WORKER_JOB
 
     i = header["index"]
-    return NodeContext(job_name="worker", task_index=i, cluster_spec={}, num_workers=header["num_instances"],
+    return NodeContext(job_name=WORKER_JOB, task_index=i, cluster_spec={}, num_workers=header["num_instances"],
                        worker_num=i, executor_id=header["executor_id"], default_fs=header["default_fs"],
                        working_dir=header["working_dir"], run_id=header["run_id"], host=header["host"],
                        gpus=list(header.get("gpus", [])))

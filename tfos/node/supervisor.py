@@ -31,7 +31,7 @@ from tfos.node.observe import Observer
 from tfos.node.process import OutputTail, PidWatch, describe_exit, terminate
 from tfos.reservation.auth import Secret
 from tfos.reservation.client import ReservationClient
-from tfos.reservation.states import NodeState
+from tfos.reservation.states import NodeState, RunState
 from tfos.reservation.tls import ClientTLS
 from tfos.roles import Role, cluster_spec, lead_slot, tf_config, training_rank
 from tfos.storage.credentials import apply_missing
@@ -110,7 +110,7 @@ class Supervisor:
             # the server is up before any node task starts: if it does not answer, the run is over
             timeout_s=max(10.0, self.h["heartbeat_timeout_s"]),
         )
-        if reply.run_state not in ("reserving", "ready"):
+        if not RunState(reply.run_state).accepts_nodes:
             return self._abort(f"the run is {reply.run_state}; this node task is not needed")
         self.observer.start()
         cluster = self.client.await_cluster(self.h["reservation_timeout"])

@@ -69,6 +69,38 @@ def test_more_nodes_than_the_connect_server_has_executors_fails_at_once(remote):
     assert time.monotonic() - start < 10
 
 
+def _chief_and_evaluator(out, ctx):
+    """Each node writes its role and TF_CONFIG; the evaluator waits for the chief's marker."""
+    import json as _json
+    import os as _os
+    import time as _time
+
+    done = _os.path.join(out, "chief-done")
+    if ctx.job_name == "evaluator":
+        while not _os.path.exists(done):
+            _time.sleep(0.1)
+    with open(_os.path.join(out, f"{ctx.job_name}.json"), "w") as f:
+        _json.dump({"task": [ctx.job_name, ctx.task_index, ctx.worker_num, ctx.num_workers],
+                    "tf_config": _json.loads(_os.environ["TF_CONFIG"])}, f)
+    if ctx.job_name == "chief":
+        open(done, "w").close()
+
+
+@pytest.mark.slow  # CI time; the evaluator's role and TF_CONFIG are the same node code as test_roles_three.py's evaluator test in the default run
+def test_an_evaluator_from_a_connect_session_runs_beside_the_chief_and_finishes(remote, tmp_path):
+    cluster = tfos.run(remote, _chief_and_evaluator, str(tmp_path), num_executors=2, eval_node=True)
+    cluster.shutdown(grace_secs=60, timeout=120)
+    chief = json.loads((tmp_path / "chief.json").read_text())
+    evaluator = json.loads((tmp_path / "evaluator.json").read_text())
+    assert chief["task"] == ["chief", 0, 0, 1]
+    assert evaluator["task"] == ["evaluator", 0, -1, 1]
+    # TF's convention: the evaluator is not in the cluster spec it gets, only in its task
+    assert evaluator["tf_config"]["task"] == {"type": "evaluator", "index": 0}
+    assert set(evaluator["tf_config"]["cluster"]) == {"chief"}
+    assert chief["tf_config"]["cluster"] == evaluator["tf_config"]["cluster"] == cluster.cluster_spec
+    assert {n.job_name: n.state for n in cluster.cluster_info} == {"chief": "done", "evaluator": "done"}
+
+
 # ------------------------------------------------------------------ InputMode.SPARK
 
 

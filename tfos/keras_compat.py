@@ -53,10 +53,10 @@ replica each) and both ended with the same weights. ``predict`` needed no change
 Versions
 --------
 Run on 2 MWMS CPU processes (fit, evaluate, predict) with TensorFlow 2.21.0 and
-Keras 3.13.2, 3.14.0 and 3.15.1; unpatched, all three fail with the error above.
-The patched functions are the same in every 3.13.x, 3.14.x and 3.15.x release
-(3.13.0 to 3.15.1), so the gate accepts Keras 3.13 to 3.15
-(``_TESTED_KERAS_MINORS``). Other Keras versions are refused:
+Keras 3.12.4, 3.13.2, 3.14.0 and 3.15.1; unpatched, all four fail with the error above.
+The patched functions are the same in every release from 3.12.0 to 3.15.1, so the gate
+accepts Keras 3.12 to 3.15 (``_TESTED_KERAS_MINORS``). Keras 3.12 matters: it is the
+newest Keras on Python 3.10 (3.13 needs Python 3.11). Other Keras versions are refused:
 :func:`apply_keras3_mwms_fix` logs a warning and returns ``False`` without
 patching, because the patched private functions can change in any release.
 
@@ -82,13 +82,13 @@ from tfos.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-#: (major, minor) Keras versions the patch is allowed on. Run against 3.13.2, 3.14.0
-#: and 3.15.1 (2 MWMS processes, fit + evaluate + predict, identical final weights);
-#: _maybe_symbolic_build, reduce_per_replica and _collective_all_reduce_multi_worker
-#: are the same in every release from 3.13.0 to 3.15.1. Before widening this set, read
-#: keras/src/backend/tensorflow/trainer.py of the new version and rerun
-#: tests/unit/test_keras_compat.py with it.
-_TESTED_KERAS_MINORS: frozenset[tuple[int, int]] = frozenset({(3, 13), (3, 14), (3, 15)})
+#: (major, minor) Keras versions the patch is allowed on. Run against 3.12.4 (Python
+#: 3.10), 3.13.2, 3.14.0 and 3.15.1 (2 MWMS processes, fit + evaluate + predict,
+#: identical final weights); _maybe_symbolic_build, reduce_per_replica and
+#: _collective_all_reduce_multi_worker are the same in every release from 3.12.0 to
+#: 3.15.1. Before widening this set, read keras/src/backend/tensorflow/trainer.py of the
+#: new version and rerun tests/unit/test_keras_compat.py with it.
+_TESTED_KERAS_MINORS: frozenset[tuple[int, int]] = frozenset({(3, 12), (3, 13), (3, 14), (3, 15)})
 
 #: Allowed values of ``configure_keras_backend(choice)``.
 KERAS_BACKEND_CHOICES: tuple[str, ...] = ("keras3", "tf_keras")

@@ -259,7 +259,7 @@ def test_apply_refuses_when_keras_not_importable(monkeypatch, caplog):
     ("version", "expected_log"),
     [
         ("3.99.0", "outside the versions the MWMS fix was tested with"),
-        ("3.12.4", "outside the versions the MWMS fix was tested with"),
+        ("3.11.3", "outside the versions the MWMS fix was tested with"),
         ("2.15.0", "is not Keras 3"),
     ],
 )

@@ -23,7 +23,7 @@ from tests.integration.spark_helpers import (
     process_gone,
     wait_no_node_processes,
 )
-from tfos.node.process import wait_until
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

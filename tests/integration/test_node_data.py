@@ -20,7 +20,7 @@ import pytest
 
 import tfos
 from tests.integration.spark_helpers import process_gone, shared_spark, wait_no_node_processes
-from tfos.node.process import wait_until
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

@@ -16,7 +16,7 @@ import pytest
 
 import tfos
 from tests.integration.spark_helpers import listening, process_gone, wait_no_node_processes
-from tfos.node.process import wait_until
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

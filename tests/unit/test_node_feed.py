@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from tests import polling
 from tests.unit.threads import Background
 from tfos.errors import AuthenticationError, FeedConnectionError, FeedError, FeedTimeout
 from tfos.feed import protocol
@@ -41,11 +42,8 @@ BIG_RECORD_BYTES = 100_000
 
 
 def wait_until(predicate, timeout_s: float = 5.0, what: str = "a condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"waited {timeout_s} s for {what}")
-        time.sleep(0.01)
+    if not polling.wait_until(predicate, timeout_s, interval_s=0.01):
+        raise AssertionError(f"waited {timeout_s} s for {what}")
 
 
 @pytest.fixture

@@ -14,13 +14,13 @@ import time
 import psutil
 import pytest
 
+from tests.polling import wait_until
 from tfos.node.process import (
     MAX_LINE_BYTES,
     OutputTail,
     PidWatch,
     describe_exit,
     terminate,
-    wait_until,
 )
 
 pytestmark = pytest.mark.timeout(60)

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import psutil
 
@@ -244,17 +243,6 @@ def describe_exit(code: int | None) -> str:
             name = f"signal {-code}"
         return f"was killed by {name} (exit code {code})"
     return f"exited with code {code}"
-
-
-def wait_until(predicate, timeout_s: float, interval_s: float = 0.05) -> bool:
-    """Poll ``predicate`` until true or ``timeout_s``; for conditions no one can notify (pids, ports)."""
-    end = time.monotonic() + timeout_s
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= end:
-            return False
-        time.sleep(interval_s)
 
 
 def exit_within(code: int, limit_s: float = 10.0) -> None:

@@ -175,7 +175,7 @@ class ReservationClient:
                             f"is the driver's reservation server at {self.address} reachable from this host?",
                         )) from None
                     raise ReservationError(f"{method} refused by {self.address} ({code.name}): {err.details()}") from None
-                time.sleep(min(delay, deadline.slice(delay)))
+                time.sleep(deadline.slice(delay))
                 delay = min(delay * 2, 1.0)
                 continue
             signature = dict(call.trailing_metadata() or ()).get(auth.REPLY_METADATA_KEY)

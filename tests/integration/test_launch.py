@@ -143,6 +143,25 @@ def test_args_that_cannot_reach_the_executors_fail_before_anything_starts(sc, st
     assert sc.parallelize(range(4), 2).sum() == 6  # the application is untouched
 
 
+def _report_args_size(args, ctx):
+    import hashlib as _hashlib
+    import os as _os
+
+    with open(_os.path.join(args["out"], f"{ctx.job_name}.txt"), "w") as f:
+        f.write(f"{len(args['blob'])} {_hashlib.sha256(args['blob']).hexdigest()}")
+
+
+def test_args_of_tens_of_megabytes_reach_every_node_whole(sc, tmp_path):
+    # users pass arrays in tf_args: the payload goes through the Spark closure and two pipes
+    import hashlib
+
+    blob = os.urandom(48 << 20)
+    cluster = tfos.run(sc, _report_args_size, {"out": str(tmp_path), "blob": blob}, num_executors=2)
+    cluster.shutdown(timeout=120)
+    expected = f"{len(blob)} {hashlib.sha256(blob).hexdigest()}"
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"chief.txt": expected, "worker.txt": expected}
+
+
 # ------------------------------------------------------------------ training
 
 
